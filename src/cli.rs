@@ -1,0 +1,345 @@
+//! What the user typed: flags and environment variables, before any validation.
+//!
+//! Every setting lives in one table, [`SETTINGS`]. The clap command, the `--help` text
+//! (with each setting's env vars and default) and the lookup of OpenFaaS env var aliases
+//! are all generated from it, so they cannot drift apart. Values stay strings here;
+//! [`crate::config`] is the one place that decides whether a value is valid, and it
+//! needs to know where a value came from (`--port` or `port=`) to say so.
+
+use clap::{Arg, ArgAction, Command};
+
+/// How a setting takes its value on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `--flag VALUE`
+    Value,
+    /// `--flag` (means true) or `--flag=false`
+    Bool,
+    /// `--flag A --flag B`; the env var holds `A,B`
+    List,
+}
+
+/// One configuration setting: its flag, its env vars, its default and its meaning.
+#[derive(Debug)]
+pub struct Setting {
+    pub id: &'static str,
+    /// Long flag without the leading `--`.
+    pub flag: &'static str,
+    /// OpenFaaS env var names; when several are set, the last one listed wins.
+    pub env: &'static [&'static str],
+    /// The default as shown to users (`—` for none).
+    pub default: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+macro_rules! setting {
+    ($id:literal, $flag:literal, [$($env:literal),*], $default:literal, $kind:ident, $help:literal) => {
+        Setting { id: $id, flag: $flag, env: &[$($env),*], default: $default, kind: Kind::$kind, help: $help }
+    };
+}
+
+/// Every setting, in the order `--help` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    setting!("mode", "mode", ["mode"], "streaming", Value,
+        "streaming, serializing, classic, http or static"),
+    setting!("fprocess", "fprocess", ["fprocess", "function_process"], "—", Value,
+        "handler command line, split like a POSIX shell (required except in static mode)"),
+    setting!("upstream_url", "upstream-url", ["upstream_url", "http_upstream_url"], "—", Value,
+        "http mode: where requests are proxied, e.g. http://127.0.0.1:5000"),
+    setting!("port", "port", ["port"], "8080", Value,
+        "listen port; 0 picks a free port (reported in the startup log)"),
+    setting!("bind", "bind", ["bind_address"], "0.0.0.0", Value,
+        "listen address (:: for dual stack)"),
+    setting!("metrics_port", "metrics-port", ["metrics_port"], "8081", Value,
+        "Prometheus metrics port; 0 picks a free port; off disables"),
+    setting!("read_timeout", "read-timeout", ["read_timeout"], "30s", Value,
+        "deadline for the request head, longest silence while reading a body, keep-alive idle timeout"),
+    setting!("write_timeout", "write-timeout", ["write_timeout"], "30s", Value,
+        "the whole response must be written within this, from the end of the request head; > 0"),
+    setting!("exec_timeout", "exec-timeout", ["exec_timeout"], "30s (classic: 0)", Value,
+        "how long one handler run or upstream request may take; 0 = no limit"),
+    setting!("healthcheck_interval", "healthcheck-interval", ["healthcheck_interval"], "write_timeout", Value,
+        "on SIGTERM, how long to keep serving with health failing before draining; 0 = no wait"),
+    setting!("content_type", "content-type", ["content_type"], "application/octet-stream", Value,
+        "Content-Type of fork-mode responses (classic: echo the request's when unset)"),
+    setting!("static_path", "static-path", ["static_path"], "/home/app/public", Value,
+        "folder served in static mode"),
+    setting!("suppress_lock", "suppress-lock", ["suppress_lock"], "false", Bool,
+        "do not write the lock file; health then does not require it"),
+    setting!("http_buffer_req_body", "http-buffer-req-body", ["buffer_http", "http_buffer_req_body"], "false", Bool,
+        "http mode: read the whole request body first and send it with a Content-Length"),
+    setting!("max_inflight", "max-inflight", ["max_inflight"], "0", Value,
+        "concurrent function requests allowed, more get 429; 0 = no limit"),
+    setting!("prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
+        "prefix handler output lines with date, time and stdout:/stderr:"),
+    setting!("log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,
+        "longest handler log line in bytes, longer lines are split; -1 = no limit"),
+    setting!("log_callid", "log-callid", ["log_callid", "log_call_id"], "false", Bool,
+        "append [<X-Call-Id>] to request log lines"),
+    setting!("log_format", "log-format", ["log_format"], "text", Value,
+        "text (OpenFaaS-compatible lines) or json (one object per line)"),
+    setting!("ready_path", "ready-path", ["ready_path"], "—", Value,
+        "if set, /_/ready also asks the function at this path"),
+    setting!("cgi_headers", "cgi-headers", ["cgi_headers"], "true", Bool,
+        "fork modes: pass request headers to the handler as Http_* env vars"),
+    setting!("marshal_request", "marshal-request", ["marshal_request"], "false", Bool,
+        "serializing/classic: stdin is a JSON envelope of headers and base64 body"),
+    setting!("combine_output", "combine-output", ["combine_output"], "false (classic: true)", Bool,
+        "serializing/classic: stderr joins stdout in the response body"),
+    setting!("write_debug", "write-debug", ["write_debug"], "false", Bool,
+        "log handler stdout as well"),
+    setting!("max_body_bytes", "max-body-bytes", ["max_body_bytes"], "unlimited (serializing/classic: 64 MiB)", Value,
+        "largest request body accepted, larger gets 413"),
+    setting!("api_key_secret", "api-key-secret", ["api_key_secret"], "— (auth off)", List,
+        "name of a mounted secret holding valid API keys; repeatable (env: comma-separated)"),
+    setting!("secrets_dir", "secrets-dir", ["secrets_dir"], "/var/openfaas/secrets, then /run/secrets", Value,
+        "where secrets are looked up"),
+    setting!("api_key_header", "api-key-header", ["api_key_header"], "X-Api-Key", Value,
+        "request header that carries the API key"),
+    setting!("api_key_forward", "api-key-forward", ["api_key_forward"], "false", Bool,
+        "also pass the API key header on to the handler"),
+    setting!("secret_reload_interval", "secret-reload-interval", ["secret_reload_interval"], "2s", Value,
+        "how often secret files are re-read for rotation; 0 = never"),
+];
+
+/// Where a raw value came from, so an error can name it the way the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag(&'static str),
+    Env(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag(flag) => write!(f, "--{flag}"),
+            Source::Env(name) => write!(f, "{name}"),
+        }
+    }
+}
+
+/// One raw value and its source.
+#[derive(Debug, Clone)]
+pub struct RawValue {
+    pub values: Vec<String>,
+    pub source: Source,
+}
+
+/// The settings the user gave, by id, still unvalidated.
+#[derive(Debug, Default)]
+pub struct Raw {
+    values: Vec<(&'static str, RawValue)>,
+}
+
+impl Raw {
+    pub fn get(&self, id: &str) -> Option<&RawValue> {
+        self.values.iter().find(|(k, _)| *k == id).map(|(_, v)| v)
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Run(Raw),
+    Version,
+    RunHealthcheck(Raw),
+}
+
+/// Builds the clap command from [`SETTINGS`].
+pub fn command() -> Command {
+    let mut cmd = Command::new("fwatchdog")
+        .about("A function watchdog: serves HTTP and runs the function for each request")
+        .long_about(
+            "A function watchdog: serves HTTP and runs the function for each request.\n\
+             Every setting is a flag or an environment variable (the OpenFaaS names); a flag \
+             beats its env var, an empty env var counts as unset.",
+        )
+        .disable_version_flag(true)
+        .max_term_width(100)
+        .arg(
+            Arg::new("version")
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("print the version and exit (also -version)"),
+        )
+        .arg(
+            Arg::new("run_healthcheck")
+                .long("run-healthcheck")
+                .action(ArgAction::SetTrue)
+                .help("exit 0 if the lock file exists (or, with suppress_lock, /_/health answers 200), else 1 (also -run-healthcheck)"),
+        );
+    for s in SETTINGS {
+        let help = format!(
+            "{} [env: {}] [default: {}]",
+            s.help,
+            s.env.join(", "),
+            s.default
+        );
+        let arg = Arg::new(s.id).long(s.flag).help(help);
+        let arg = match s.kind {
+            Kind::Value => arg.value_name("VALUE").action(ArgAction::Set),
+            Kind::Bool => arg
+                .value_name("BOOL")
+                .num_args(0..=1)
+                .default_missing_value("true")
+                .action(ArgAction::Set),
+            Kind::List => arg.value_name("NAME").action(ArgAction::Append),
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+/// Go-style single-dash spellings the OpenFaaS watchdogs accept.
+fn normalise(arg: String) -> String {
+    match arg.as_str() {
+        "-version" => "--version".to_owned(),
+        "-run-healthcheck" => "--run-healthcheck".to_owned(),
+        _ => arg,
+    }
+}
+
+/// Parses the command line and the environment (through `env`, so tests need not touch
+/// the process environment).
+pub fn parse<I>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Action, clap::Error>
+where
+    I: IntoIterator<Item = String>,
+{
+    let matches = command().try_get_matches_from(args.into_iter().map(normalise))?;
+    if matches.get_flag("version") {
+        return Ok(Action::Version);
+    }
+    let mut raw = Raw::default();
+    for s in SETTINGS {
+        let from_flag: Option<Vec<String>> = matches
+            .get_many::<String>(s.id)
+            .map(|vals| vals.cloned().collect());
+        let value = match from_flag {
+            Some(values) => Some(RawValue {
+                values,
+                source: Source::Flag(s.flag),
+            }),
+            None => s
+                .env
+                .iter()
+                .rev()
+                .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (name, v)))
+                .map(|(name, v)| RawValue {
+                    values: match s.kind {
+                        Kind::List => v
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                        _ => vec![v],
+                    },
+                    source: Source::Env(name),
+                }),
+        };
+        if let Some(v) = value {
+            raw.values.push((s.id, v));
+        }
+    }
+    if matches.get_flag("run_healthcheck") {
+        Ok(Action::RunHealthcheck(raw))
+    } else {
+        Ok(Action::Run(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Raw {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args =
+            std::iter::once("fwatchdog".to_owned()).chain(args.iter().map(|a| a.to_string()));
+        match parse(args, |k| env.get(k).cloned()).expect("parse") {
+            Action::Run(raw) => raw,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flag_beats_env() {
+        let raw = run(&["--port", "9000"], &[("port", "7000")]);
+        let v = raw.get("port").expect("port");
+        assert_eq!(v.values, ["9000"]);
+        assert_eq!(v.source, Source::Flag("port"));
+    }
+
+    #[test]
+    fn last_listed_alias_wins() {
+        let raw = run(&[], &[("fprocess", "cat"), ("function_process", "wc -c")]);
+        let v = raw.get("fprocess").expect("fprocess");
+        assert_eq!(v.values, ["wc -c"]);
+        assert_eq!(v.source, Source::Env("function_process"));
+    }
+
+    #[test]
+    fn empty_env_counts_as_unset() {
+        let raw = run(
+            &[],
+            &[("port", ""), ("function_process", ""), ("fprocess", "cat")],
+        );
+        assert!(raw.get("port").is_none());
+        assert_eq!(raw.get("fprocess").expect("fprocess").values, ["cat"]);
+    }
+
+    #[test]
+    fn bare_bool_flag_means_true() {
+        let raw = run(&["--suppress-lock"], &[]);
+        assert_eq!(raw.get("suppress_lock").expect("set").values, ["true"]);
+        let raw = run(&["--suppress-lock=false"], &[]);
+        assert_eq!(raw.get("suppress_lock").expect("set").values, ["false"]);
+    }
+
+    #[test]
+    fn list_from_flags_and_env() {
+        let raw = run(&["--api-key-secret", "a", "--api-key-secret", "b"], &[]);
+        assert_eq!(raw.get("api_key_secret").expect("set").values, ["a", "b"]);
+        let raw = run(&[], &[("api_key_secret", "a, b,,c")]);
+        assert_eq!(
+            raw.get("api_key_secret").expect("set").values,
+            ["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn go_style_single_dash_flags() {
+        let args = ["fwatchdog".to_owned(), "-version".to_owned()];
+        assert!(matches!(parse(args, |_| None), Ok(Action::Version)));
+        let args = ["fwatchdog".to_owned(), "-run-healthcheck".to_owned()];
+        assert!(matches!(
+            parse(args, |_| None),
+            Ok(Action::RunHealthcheck(_))
+        ));
+    }
+
+    #[test]
+    fn help_names_every_env_var_and_default() {
+        let help = command().render_long_help().to_string();
+        for s in SETTINGS {
+            assert!(
+                help.contains(&format!("--{}", s.flag)),
+                "{} missing",
+                s.flag
+            );
+            for e in s.env {
+                assert!(help.contains(e), "env {e} missing");
+            }
+            assert!(
+                help.contains(&format!("[default: {}]", s.default)),
+                "default of {}",
+                s.id
+            );
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! The validated configuration: the only place that says "invalid".
+//!
+//! [`Config::from_raw`] turns what the user typed ([`crate::cli::Raw`]) into typed
+//! settings, reads the API-key secrets, and fails with an error that names the setting
+//! the way the user spelled it (`port` or `--port`) and the bad value. The peers silently
+//! fall back to defaults on bad input; we refuse to start instead (exit 2).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::ApiKeys;
+use crate::cli::{Raw, RawValue};
+
+/// Fork-per-request and long-running modes (§1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Streaming,
+    Serializing,
+    Classic,
+    Http,
+    Static,
+}
+
+impl Mode {
+    const ALL: &'static [(&'static str, Mode)] = &[
+        ("streaming", Mode::Streaming),
+        ("serializing", Mode::Serializing),
+        ("classic", Mode::Classic),
+        ("http", Mode::Http),
+        ("static", Mode::Static),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Mode::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+
+    /// Modes that start one handler process per request.
+    pub fn is_fork(self) -> bool {
+        matches!(self, Mode::Streaming | Mode::Serializing | Mode::Classic)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration error. Its message names the setting and the value; it never holds a
+/// secret's content.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Everything the server needs, already checked.
+#[derive(Debug)]
+pub struct Config {
+    pub mode: Mode,
+    /// argv of the handler (fork modes) or of the upstream (http mode).
+    pub fprocess: Vec<String>,
+    pub upstream_url: Option<http::Uri>,
+    pub port: u16,
+    pub bind: IpAddr,
+    /// `None` when metrics are off.
+    pub metrics_port: Option<u16>,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// `None` = no limit.
+    pub exec_timeout: Option<Duration>,
+    pub healthcheck_interval: Duration,
+    /// `None` = classic's echo of the request's Content-Type.
+    pub content_type: Option<String>,
+    pub static_path: PathBuf,
+    pub suppress_lock: bool,
+    pub lock_path: PathBuf,
+    pub http_buffer_req_body: bool,
+    /// 0 = no limit.
+    pub max_inflight: usize,
+    pub prefix_logs: bool,
+    /// `None` = no limit.
+    pub log_buffer_size: Option<usize>,
+    pub log_callid: bool,
+    pub log_format: LogFormat,
+    pub ready_path: Option<String>,
+    pub cgi_headers: bool,
+    pub marshal_request: bool,
+    pub combine_output: bool,
+    pub write_debug: bool,
+    pub max_body_bytes: Option<u64>,
+    pub api_keys: Option<ApiKeys>,
+    pub secret_reload_interval: Option<Duration>,
+}
+
+const DEFAULT_SERIALIZING_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_SECRETS_DIRS: &[&str] = &["/var/openfaas/secrets", "/run/secrets"];
+
+impl Config {
+    /// Validates every setting and loads the API-key secrets.
+    pub fn from_raw(raw: &Raw) -> Result<Config, ConfigError> {
+        let s = Settings(raw);
+        let mode = match s.get("mode") {
+            None => Mode::Streaming,
+            Some((v, src)) => Mode::ALL
+                .iter()
+                .find(|(n, _)| *n == v.trim())
+                .map(|(_, m)| *m)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = Mode::ALL.iter().map(|(n, _)| *n).collect();
+                    ConfigError(format!(
+                        "invalid {src}={v:?}: unknown mode, valid modes are {}",
+                        names.join(", ")
+                    ))
+                })?,
+        };
+        let classic = mode == Mode::Classic;
+
+        let fprocess = match s.get("fprocess") {
+            Some((v, src)) => {
+                let words = shell_words::split(v)
+                    .map_err(|e| ConfigError(format!("invalid {src}={v:?}: {e}")))?;
+                if words.is_empty() {
+                    return Err(ConfigError(format!("invalid {src}={v:?}: no command")));
+                }
+                words
+            }
+            None if mode == Mode::Static => Vec::new(),
+            None => {
+                return Err(ConfigError(format!(
+                    "fprocess is required in {} mode (env fprocess or --fprocess)",
+                    mode.name()
+                )))
+            }
+        };
+
+        let upstream_url =
+            match s.get("upstream_url") {
+                Some((v, src)) => Some(parse_upstream(v).map_err(|e| invalid(src, v, &e))?),
+                None if mode == Mode::Http => return Err(ConfigError(
+                    "upstream_url is required in http mode (env upstream_url or --upstream-url)"
+                        .into(),
+                )),
+                None => None,
+            };
+
+        let port = s.parse("port", 8080, |v| {
+            v.parse::<u16>()
+                .map_err(|_| "expected a port number 0-65535".into())
+        })?;
+        let bind = s.parse("bind", IpAddr::from([0, 0, 0, 0]), |v| {
+            v.trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .map_err(|_| "expected an IP address such as 0.0.0.0 or ::".into())
+        })?;
+        let metrics_port = s.parse("metrics_port", Some(8081), |v| {
+            if v.eq_ignore_ascii_case("off") {
+                Ok(None)
+            } else {
+                v.parse::<u16>()
+                    .map(Some)
+                    .map_err(|_| "expected a port number 0-65535 or off".into())
+            }
+        })?;
+
+        let read_timeout = s.parse("read_timeout", Duration::from_secs(30), parse_duration)?;
+        let write_timeout = s.parse("write_timeout", Duration::from_secs(30), parse_duration)?;
+        if write_timeout.is_zero() {
+            let (v, src) = s
+                .get("write_timeout")
+                .unwrap_or(("0", crate::cli::Source::Env("write_timeout")));
+            return Err(invalid(src, v, "must be greater than 0"));
+        }
+        let exec_default = if classic {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(30)
+        };
+        let exec_timeout =
+            Some(s.parse("exec_timeout", exec_default, parse_duration)?).filter(|d| !d.is_zero());
+        let healthcheck_interval =
+            s.parse("healthcheck_interval", write_timeout, parse_duration)?;
+
+        let content_type = s.get("content_type").map(|(v, _)| v.to_owned());
+        let content_type = match (content_type, classic) {
+            (Some(ct), _) => {
+                http::HeaderValue::from_str(&ct).map_err(|_| {
+                    let (v, src) = s.get("content_type").expect("content_type was set");
+                    invalid(src, v, "not a valid header value")
+                })?;
+                Some(ct)
+            }
+            (None, true) => None,
+            (None, false) => Some("application/octet-stream".to_owned()),
+        };
+
+        let static_path = PathBuf::from(
+            s.get("static_path")
+                .map(|(v, _)| v)
+                .unwrap_or("/home/app/public"),
+        );
+        let suppress_lock = s.parse("suppress_lock", false, parse_bool)?;
+        let http_buffer_req_body = s.parse("http_buffer_req_body", false, parse_bool)?;
+        let max_inflight = s.parse("max_inflight", 0usize, |v| {
+            v.parse::<usize>()
+                .map_err(|_| "expected a non-negative integer".into())
+        })?;
+        let prefix_logs = s.parse("prefix_logs", true, parse_bool)?;
+        let log_buffer_size = s.parse("log_buffer_size", Some(65536usize), |v| {
+            if v == "-1" {
+                return Ok(None);
+            }
+            match v.parse::<usize>() {
+                Ok(0) | Err(_) => {
+                    Err("expected a positive number of bytes, or -1 for no limit".into())
+                }
+                Ok(n) => Ok(Some(n)),
+            }
+        })?;
+        let log_callid = s.parse("log_callid", false, parse_bool)?;
+        let log_format = s.parse("log_format", LogFormat::Text, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected text or json".into()),
+            }
+        })?;
+        let ready_path = match s.get("ready_path") {
+            Some((v, src)) if !v.starts_with('/') => {
+                return Err(invalid(src, v, "must start with /"))
+            }
+            other => other.map(|(v, _)| v.to_owned()),
+        };
+        let cgi_headers = s.parse("cgi_headers", true, parse_bool)?;
+        let marshal_request = s.parse("marshal_request", false, parse_bool)?;
+        let combine_output = s.parse("combine_output", classic, parse_bool)?;
+        let write_debug = s.parse("write_debug", false, parse_bool)?;
+        let body_default = matches!(mode, Mode::Serializing | Mode::Classic)
+            .then_some(DEFAULT_SERIALIZING_BODY_LIMIT);
+        let max_body_bytes =
+            s.parse("max_body_bytes", body_default, |v| parse_size(v).map(Some))?;
+
+        let secret_reload_interval = Some(s.parse(
+            "secret_reload_interval",
+            Duration::from_secs(2),
+            parse_duration,
+        )?)
+        .filter(|d| !d.is_zero());
+        let api_key_header = s.parse(
+            "api_key_header",
+            http::HeaderName::from_static("x-api-key"),
+            |v| {
+                http::HeaderName::from_bytes(v.as_bytes())
+                    .map_err(|_| "not a valid header name".into())
+            },
+        )?;
+        let api_key_forward = s.parse("api_key_forward", false, parse_bool)?;
+        let secrets_dirs: Vec<PathBuf> = match s.get("secrets_dir") {
+            Some((v, _)) => vec![PathBuf::from(v)],
+            None => DEFAULT_SECRETS_DIRS.iter().map(PathBuf::from).collect(),
+        };
+        let api_keys = match raw.get("api_key_secret") {
+            Some(RawValue { values, source }) if !values.is_empty() => {
+                for name in values {
+                    if name.contains('/') || name == ".." || name == "." {
+                        return Err(invalid(
+                            source.clone(),
+                            name,
+                            "a secret name is a file name, not a path",
+                        ));
+                    }
+                }
+                Some(ApiKeys::load(
+                    values,
+                    &secrets_dirs,
+                    api_key_header,
+                    api_key_forward,
+                )?)
+            }
+            _ => None,
+        };
+
+        Ok(Config {
+            mode,
+            fprocess,
+            upstream_url,
+            port,
+            bind,
+            metrics_port,
+            read_timeout,
+            write_timeout,
+            exec_timeout,
+            healthcheck_interval,
+            content_type,
+            static_path,
+            suppress_lock,
+            lock_path: std::env::temp_dir().join(".lock"),
+            http_buffer_req_body,
+            max_inflight,
+            prefix_logs,
+            log_buffer_size,
+            log_callid,
+            log_format,
+            ready_path,
+            cgi_headers,
+            marshal_request,
+            combine_output,
+            write_debug,
+            max_body_bytes,
+            api_keys,
+            secret_reload_interval,
+        })
+    }
+
+    /// Settings for the startup log line; secrets appear by name only.
+    pub fn summary(&self) -> String {
+        let d = |d: Option<Duration>| {
+            d.map(format_duration)
+                .unwrap_or_else(|| "0 (no limit)".into())
+        };
+        let mut out = format!(
+            "mode={} fprocess={:?} read_timeout={} write_timeout={} exec_timeout={} healthcheck_interval={} max_inflight={} lock_file={}",
+            self.mode.name(),
+            shell_words::join(&self.fprocess),
+            format_duration(self.read_timeout),
+            format_duration(self.write_timeout),
+            d(self.exec_timeout),
+            format_duration(self.healthcheck_interval),
+            self.max_inflight,
+            if self.suppress_lock { "off".to_owned() } else { self.lock_path.display().to_string() },
+        );
+        if let Some(url) = &self.upstream_url {
+            out.push_str(&format!(" upstream_url={url}"));
+        }
+        if let Some(keys) = &self.api_keys {
+            out.push_str(&format!(
+                " api_key_secret={} api_key_header={}",
+                keys.names().join(","),
+                keys.header()
+            ));
+        }
+        out
+    }
+}
+
+/// Typed access to the raw settings, producing errors that name the source.
+struct Settings<'a>(&'a Raw);
+
+impl<'a> Settings<'a> {
+    fn get(&self, id: &str) -> Option<(&'a str, crate::cli::Source)> {
+        self.0
+            .get(id)
+            .and_then(|v| v.values.last().map(|s| (s.as_str(), v.source.clone())))
+    }
+
+    fn parse<T>(
+        &self,
+        id: &str,
+        default: T,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.get(id) {
+            None => Ok(default),
+            Some((v, src)) => f(v.trim()).map_err(|e| invalid(src, v, &e)),
+        }
+    }
+}
+
+fn invalid(src: crate::cli::Source, value: &str, why: &str) -> ConfigError {
+    ConfigError(format!("invalid {src}={value:?}: {why}"))
+}
+
+fn parse_upstream(v: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = v.parse().map_err(|_| "not a URL".to_owned())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        _ => Err("expected an http:// URL with a host, e.g. http://127.0.0.1:5000".into()),
+    }
+}
+
+/// Booleans as the OpenFaaS watchdogs take them, minus their silent "false" for typos.
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true/false, 1/0, yes/no or on/off".into()),
+    }
+}
+
+/// A byte count: a plain integer, optionally with a binary suffix (`64Mi`, `1Gi`, `512Ki`).
+fn parse_size(v: &str) -> Result<u64, String> {
+    let (digits, mult) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .iter()
+        .find_map(|(suf, m)| v.strip_suffix(suf).map(|d| (d, *m)))
+        .unwrap_or((v, 1));
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| "expected a number of bytes (optionally with Ki, Mi or Gi)".into())
+}
+
+/// Durations: a bare non-negative integer is seconds; otherwise Go's grammar
+/// (`1m30s`, `1.5h`, `500ms`; units ns, us, µs, ms, s, m, h). Negative values are refused.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    const BAD: &str = "expected a duration such as 10s, 500ms or 1m30s (a bare number is seconds)";
+    if v.is_empty() {
+        return Err(BAD.into());
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return v
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| BAD.into());
+    }
+    if v.starts_with('-') {
+        return Err("negative durations are not allowed".into());
+    }
+    let s = v.strip_prefix('+').unwrap_or(v);
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total: u128 = 0; // nanoseconds
+    if rest.is_empty() {
+        return Err(BAD.into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or(BAD)?;
+        let (num, tail) = rest.split_at(num_end);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(BAD.into());
+        }
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3600 * 1_000_000_000,
+            _ => return Err(BAD.into()),
+        };
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| BAD)?
+        };
+        let mut frac_ns: u128 = 0;
+        let mut div: u128 = 1;
+        for d in frac.bytes().take(18) {
+            frac_ns = frac_ns * 10 + u128::from(d - b'0');
+            div *= 10;
+        }
+        total = int
+            .checked_mul(scale)
+            .and_then(|t| t.checked_add(frac_ns * scale / div))
+            .and_then(|t| total.checked_add(t))
+            .filter(|t| *t <= u128::from(u64::MAX))
+            .ok_or("duration out of range")?;
+        rest = tail;
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// Formats like Go's `time.Duration.String()`: `30s`, `1m30s`, `500ms`, `1.5s`, `2h0m0s`.
+pub fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    fn frac(v: u128, unit: u128) -> String {
+        let int = v / unit;
+        let rem = v % unit;
+        if rem == 0 {
+            return int.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let digits = format!("{rem:0width$}");
+        format!("{int}.{}", digits.trim_end_matches('0'))
+    }
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns, 1_000_000));
+    }
+    let secs_ns = ns % 60_000_000_000;
+    let mins = ns / 60_000_000_000;
+    let s = format!("{}s", frac(secs_ns, 1_000_000_000));
+    if mins == 0 {
+        s
+    } else if mins < 60 {
+        format!("{mins}m{s}")
+    } else {
+        format!("{}h{}m{s}", mins / 60, mins % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{parse, Action};
+    use std::collections::HashMap;
+
+    fn config(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match parse(["fwatchdog".to_owned()], |k| env.get(k).cloned()).expect("parse") {
+            Action::Run(raw) => Config::from_raw(&raw),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn durations_follow_go_grammar() {
+        let ok = [
+            ("10", 10_000),
+            ("0", 0),
+            ("500ms", 500),
+            ("1m30s", 90_000),
+            ("1.5h", 5_400_000),
+            ("2s500ms", 2_500),
+            (".5s", 500),
+            ("1500us", 1),
+            ("3µs", 0),
+        ];
+        for (v, ms) in ok {
+            assert_eq!(parse_duration(v).map(|d| d.as_millis()), Ok(ms), "{v}");
+        }
+        for v in ["-1s", "-5", "abc", "10x", "1.2.3s", "s", "", "1 s", "."] {
+            assert!(parse_duration(v).is_err(), "{v} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_format_like_go() {
+        let cases = [
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(7200), "2h0m0s"),
+            (Duration::from_micros(3), "3µs"),
+        ];
+        for (d, s) in cases {
+            assert_eq!(format_duration(d), s);
+            assert_eq!(parse_duration(s), Ok(d), "round trip {s}");
+        }
+    }
+
+    #[test]
+    fn booleans_accept_the_documented_words_only() {
+        for v in ["true", "TRUE", "1", "yes", "On"] {
+            assert_eq!(parse_bool(v), Ok(true));
+        }
+        for v in ["false", "0", "No", "OFF"] {
+            assert_eq!(parse_bool(v), Ok(false));
+        }
+        for v in ["t", "2", "enabled", ""] {
+            assert!(parse_bool(v).is_err());
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_value() {
+        let cases: &[(&str, &str)] = &[
+            ("port", "abc"),
+            ("cgi_headers", "maybe"),
+            ("exec_timeout", "-3s"),
+            ("write_timeout", "0"),
+            ("max_inflight", "-1"),
+            ("log_format", "xml"),
+            ("mode", "fastest"),
+            ("metrics_port", "70000"),
+        ];
+        for (k, v) in cases {
+            let err = config(&[("fprocess", "cat"), (k, v)]).expect_err(k);
+            assert!(err.0.contains(k) && err.0.contains(v), "{k}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_mode_lists_the_valid_ones() {
+        let err = config(&[("fprocess", "cat"), ("mode", "fast")]).expect_err("mode");
+        assert!(
+            err.0
+                .contains("streaming, serializing, classic, http, static"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fprocess_is_required_except_static() {
+        assert!(config(&[]).expect_err("fprocess").0.contains("fprocess"));
+        assert!(config(&[("mode", "static")]).is_ok());
+    }
+
+    #[test]
+    fn fprocess_splits_like_a_shell() {
+        let c = config(&[("fprocess", r#"sh -c 'echo "a b"' x\ y"#)]).expect("config");
+        assert_eq!(c.fprocess, ["sh", "-c", r#"echo "a b""#, "x y"]);
+        assert!(config(&[("fprocess", "sh -c 'unterminated")]).is_err());
+    }
+
+    #[test]
+    fn classic_defaults_differ() {
+        let c = config(&[("fprocess", "cat"), ("mode", "classic")]).expect("config");
+        assert!(c.combine_output);
+        assert_eq!(c.exec_timeout, None);
+        assert_eq!(c.content_type, None);
+        assert_eq!(c.max_body_bytes, Some(64 << 20));
+        let c = config(&[("fprocess", "cat")]).expect("config");
+        assert!(!c.combine_output);
+        assert_eq!(c.exec_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.max_body_bytes, None);
+        assert_eq!(c.healthcheck_interval, c.write_timeout);
+    }
+
+    #[test]
+    fn http_mode_needs_a_valid_upstream() {
+        assert!(config(&[("fprocess", "x"), ("mode", "http")]).is_err());
+        let err = config(&[
+            ("fprocess", "x"),
+            ("mode", "http"),
+            ("upstream_url", "ftp://x"),
+        ])
+        .expect_err("ftp");
+        assert!(err.0.contains("upstream_url"));
+        assert!(config(&[
+            ("fprocess", "x"),
+            ("mode", "http"),
+            ("http_upstream_url", "http://127.0.0.1:5000")
+        ])
+        .is_ok());
+    }
+}

@@ -1,0 +1,69 @@
+//! fwatchdog's entry point: arguments → configuration → run → exit code.
+
+use std::process::ExitCode;
+
+use fwatchdog::cli::{self, Action};
+use fwatchdog::config::{Config, LogFormat};
+use fwatchdog::exit::Exit;
+use fwatchdog::{healthcheck, logging, server, signal};
+
+fn main() -> ExitCode {
+    // Before any thread exists: what we inherited must not reach the handlers.
+    signal::reset_inherited();
+    signal::cloexec_inherited();
+
+    let raw = match cli::parse(std::env::args(), |k| std::env::var(k).ok()) {
+        Ok(Action::Run(raw)) => raw,
+        Ok(Action::Version) => {
+            println!("fwatchdog version {}", env!("CARGO_PKG_VERSION"));
+            return Exit::Clean.into();
+        }
+        Ok(Action::RunHealthcheck(raw)) => return healthcheck::run(&raw).into(),
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Config
+            } else {
+                Exit::Clean
+            }
+            .into();
+        }
+    };
+    let format = match raw.get("log_format").and_then(|v| v.values.last()) {
+        Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    logging::init(format);
+    let cfg = match Config::from_raw(&raw) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return Exit::Config.into();
+        }
+    };
+    if let Err(e) = become_reaper() {
+        tracing::warn!("cannot become a child subreaper: {e}; orphans of handlers may linger");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return Exit::Runtime.into();
+        }
+    };
+    let code = runtime.block_on(server::run(cfg));
+    // Do not wait for stray blocking tasks (a secret reload) on the way out.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code.into()
+}
+
+/// As PID 1 the kernel gives us every orphan; elsewhere we ask for the same (§8.4).
+fn become_reaper() -> nix::Result<()> {
+    if std::process::id() == 1 {
+        return Ok(());
+    }
+    nix::sys::prctl::set_child_subreaper(true)
+}

@@ -1,0 +1,190 @@
+//! The environment a fork-mode handler gets (§4.2): `Http_*` variables, CGI style.
+//!
+//! Header names become `Http_<Canonical_Name>`; the request-derived variables
+//! (`Http_Method`, `Http_Path`, ...) come after them so a client cannot override them
+//! with a header of the same name. A `Proxy:` header is never passed (httpoxy).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use http::request::Parts;
+
+/// `content-type` → `Content-Type`, the way Go's `CanonicalMIMEHeaderKey` spells it:
+/// the first letter and every letter after `-` upper-case, the rest lower-case.
+pub fn canonical_header(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        out.push(if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
+        upper = c == '-';
+    }
+    out
+}
+
+/// `x-api-key` → `Http_X_Api_Key`.
+pub fn env_name(header: &str) -> String {
+    let mut name = String::with_capacity(header.len() + 5);
+    name.push_str("Http_");
+    name.push_str(&canonical_header(header).replace('-', "_"));
+    name
+}
+
+/// What else shapes the environment besides the request.
+pub struct EnvOptions<'a> {
+    pub cgi_headers: bool,
+    /// `Http_ContentLength`, classic mode only.
+    pub content_length: Option<u64>,
+    /// A header never passed on (the API key, unless forwarded).
+    pub hidden: Option<&'a http::HeaderName>,
+}
+
+/// The variables to add to the handler's environment, in the order they must be set.
+pub fn handler_env(parts: &Parts, opts: &EnvOptions<'_>) -> Vec<(String, OsString)> {
+    if !opts.cgi_headers {
+        return Vec::new();
+    }
+    let mut env: Vec<(String, OsString)> = Vec::with_capacity(parts.headers.keys_len() + 6);
+    for name in parts.headers.keys() {
+        if name == "proxy" || Some(name) == opts.hidden {
+            continue;
+        }
+        if let Some(first) = parts.headers.get(name) {
+            env.push((
+                env_name(name.as_str()),
+                OsString::from_vec(first.as_bytes().to_vec()),
+            ));
+        }
+    }
+    env.push(("Http_Method".into(), parts.method.as_str().into()));
+    let path = percent_encoding::percent_decode_str(parts.uri.path()).collect::<Vec<u8>>();
+    env.push(("Http_Path".into(), OsString::from_vec(path)));
+    if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
+        env.push(("Http_Query".into(), q.into()));
+    }
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes().to_vec())
+        .or_else(|| {
+            parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        })
+        .unwrap_or_default();
+    env.push(("Http_Host".into(), OsString::from_vec(host)));
+    if let Some(te) = parts.headers.get(http::header::TRANSFER_ENCODING) {
+        env.push((
+            "Http_Transfer_Encoding".into(),
+            OsString::from_vec(te.as_bytes().to_vec()),
+        ));
+    }
+    if let Some(n) = opts.content_length {
+        env.push(("Http_ContentLength".into(), n.to_string().into()));
+    }
+    // A variable set twice keeps its last value, so a header named `Method` loses.
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_match_go() {
+        let cases = [
+            ("x-api-key", "X-Api-Key"),
+            ("content-type", "Content-Type"),
+            ("X-FORWARDED-FOR", "X-Forwarded-For"),
+            ("a--b", "A--B"),
+            ("-x", "-X"),
+            ("x_under_score", "X_under_score"),
+            ("dnt", "Dnt"),
+            ("x-1st-thing", "X-1st-Thing"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(canonical_header(raw), want, "{raw}");
+        }
+        assert_eq!(env_name("x-api-key"), "Http_X_Api_Key");
+        assert_eq!(env_name("content-type"), "Http_Content_Type");
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().method("POST").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn get<'a>(env: &'a [(String, OsString)], k: &str) -> Option<&'a OsString> {
+        env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn request_variables_override_headers() {
+        let p = parts(
+            "/a%20b/c?x=1&y=%20",
+            &[
+                ("host", "fn.local"),
+                ("method", "FAKE"),
+                ("path", "/evil"),
+                ("proxy", "http://evil"),
+                ("x-multi", "1"),
+                ("x-multi", "2"),
+            ],
+        );
+        let env = handler_env(
+            &p,
+            &EnvOptions {
+                cgi_headers: true,
+                content_length: Some(5),
+                hidden: None,
+            },
+        );
+        assert_eq!(get(&env, "Http_Method").expect("method"), "POST");
+        assert_eq!(get(&env, "Http_Path").expect("path"), "/a b/c");
+        assert_eq!(get(&env, "Http_Query").expect("query"), "x=1&y=%20");
+        assert_eq!(get(&env, "Http_Host").expect("host"), "fn.local");
+        assert_eq!(get(&env, "Http_X_Multi").expect("multi"), "1");
+        assert_eq!(get(&env, "Http_ContentLength").expect("cl"), "5");
+        assert!(get(&env, "Http_Proxy").is_none());
+        let method_pos = env.iter().rposition(|(n, _)| n == "Http_Method");
+        let header_pos = env
+            .iter()
+            .position(|(n, v)| n == "Http_Method" && v == "FAKE");
+        assert!(header_pos < method_pos);
+    }
+
+    #[test]
+    fn hidden_header_and_no_query() {
+        let key = http::HeaderName::from_static("x-api-key");
+        let p = parts("/", &[("x-api-key", "s3cret")]);
+        let env = handler_env(
+            &p,
+            &EnvOptions {
+                cgi_headers: true,
+                content_length: None,
+                hidden: Some(&key),
+            },
+        );
+        assert!(env
+            .iter()
+            .all(|(n, v)| n != "Http_X_Api_Key" && v != "s3cret"));
+        assert!(get(&env, "Http_Query").is_none());
+        assert!(get(&env, "Http_ContentLength").is_none());
+        let env = handler_env(
+            &p,
+            &EnvOptions {
+                cgi_headers: false,
+                content_length: None,
+                hidden: None,
+            },
+        );
+        assert!(env.is_empty());
+    }
+}

@@ -1,0 +1,263 @@
+//! Copying between an HTTP body and a handler's pipes, over `AsyncRead`/`AsyncWrite` so
+//! it can be tested with in-memory pipes.
+//!
+//! The request body is written to stdin *while* stdout is read (by the caller), and
+//! stderr is split into log lines beside them: a handler may write before it reads, stop
+//! reading, or flood stderr, and nothing deadlocks.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::body::Body;
+
+/// How copying the request body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// All of it was read; this many bytes.
+    Done(u64),
+    /// It grew past `max_body_bytes`.
+    TooLarge,
+    /// The client was silent for longer than `read_timeout`.
+    Idle,
+    /// The client went away or sent a malformed body.
+    Failed(String),
+}
+
+/// Reads one frame with the silence bound; `Ok(None)` at the end of the body.
+async fn next_data(body: &mut Body, idle: Duration) -> Result<Option<Bytes>, BodyEnd> {
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(BodyEnd::Idle),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err(BodyEnd::Failed(e.to_string())),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Copies `body` into `stdin` and closes it. When the handler stops reading (its stdin
+/// is closed) the rest of the body is read and discarded, so the client can finish
+/// sending and read its answer.
+pub async fn body_to_stdin<W>(mut body: Body, stdin: W, idle: Duration, max: Option<u64>) -> BodyEnd
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut stdin = Some(stdin);
+    let mut total: u64 = 0;
+    loop {
+        let data = match next_data(&mut body, idle).await {
+            Ok(Some(d)) => d,
+            Ok(None) => break,
+            Err(end) => return end,
+        };
+        total += data.len() as u64;
+        if max.is_some_and(|m| total > m) {
+            return BodyEnd::TooLarge;
+        }
+        if let Some(w) = stdin.as_mut() {
+            if w.write_all(&data).await.is_err() {
+                stdin = None;
+            }
+        }
+    }
+    if let Some(mut w) = stdin {
+        let _ = w.shutdown().await;
+    }
+    BodyEnd::Done(total)
+}
+
+/// Reads the whole body into memory as its chunks, bounded by `max`.
+pub async fn collect(
+    mut body: Body,
+    idle: Duration,
+    max: Option<u64>,
+) -> Result<(Vec<Bytes>, u64), BodyEnd> {
+    let mut chunks = Vec::new();
+    let mut total: u64 = 0;
+    while let Some(data) = next_data(&mut body, idle).await? {
+        total += data.len() as u64;
+        if max.is_some_and(|m| total > m) {
+            return Err(BodyEnd::TooLarge);
+        }
+        if !data.is_empty() {
+            chunks.push(data);
+        }
+    }
+    Ok((chunks, total))
+}
+
+/// Writes chunks to stdin, dropping each once written so memory is freed as it goes,
+/// then closes stdin. A handler that stops reading just ends the copy.
+pub async fn chunks_to_stdin<W: AsyncWrite + Unpin>(chunks: Vec<Bytes>, mut stdin: W) {
+    for chunk in chunks {
+        if stdin.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = stdin.shutdown().await;
+}
+
+/// Splits a stream into lines for the log. A line longer than `max` is emitted in
+/// pieces of `max` bytes, so the reader never stalls; a final line without a newline is
+/// emitted at the end.
+pub async fn lines<R: AsyncRead + Unpin>(
+    mut r: R,
+    max: Option<usize>,
+    mut emit: impl FnMut(&[u8]),
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut rest = &chunk[..n];
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            push_capped(&mut buf, &rest[..pos], max, &mut emit);
+            emit(strip_cr(&buf));
+            buf.clear();
+            rest = &rest[pos + 1..];
+        }
+        push_capped(&mut buf, rest, max, &mut emit);
+    }
+    if !buf.is_empty() {
+        emit(strip_cr(&buf));
+    }
+}
+
+fn push_capped(
+    buf: &mut Vec<u8>,
+    mut data: &[u8],
+    max: Option<usize>,
+    emit: &mut impl FnMut(&[u8]),
+) {
+    let Some(max) = max else {
+        buf.extend_from_slice(data);
+        return;
+    };
+    while !data.is_empty() {
+        // A full piece goes out only once more of the same line follows, so a line of
+        // exactly `max` bytes is one line, not one plus an empty one.
+        if buf.len() >= max {
+            emit(buf);
+            buf.clear();
+        }
+        let take = (max - buf.len()).min(data.len());
+        buf.extend_from_slice(&data[..take]);
+        data = &data[take..];
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn split(input: &[u8], max: Option<usize>) -> Vec<Vec<u8>> {
+        let (mut w, r) = tokio::io::duplex(64);
+        let input = input.to_vec();
+        let writer = tokio::spawn(async move {
+            w.write_all(&input).await.expect("write");
+        });
+        let mut out = Vec::new();
+        lines(r, max, |l| out.push(l.to_vec())).await;
+        writer.await.expect("writer");
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_keeps_the_last_partial_one() {
+        let out = split(b"one\ntwo\r\n\nthree", Some(100)).await;
+        assert_eq!(
+            out,
+            [
+                b"one".to_vec(),
+                b"two".to_vec(),
+                b"".to_vec(),
+                b"three".to_vec()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_split_at_the_limit() {
+        let mut input = vec![b'x'; 25];
+        input.push(b'\n');
+        input.extend_from_slice(b"yy\n");
+        let out = split(&input, Some(10)).await;
+        let lens: Vec<usize> = out.iter().map(|l| l.len()).collect();
+        assert_eq!(lens, [10, 10, 5, 2]);
+        let total: usize = lens.iter().sum();
+        assert_eq!(total, 27);
+    }
+
+    #[tokio::test]
+    async fn exact_multiple_of_limit_makes_no_empty_line() {
+        let mut input = vec![b'x'; 20];
+        input.push(b'\n');
+        let out = split(&input, Some(10)).await;
+        let lens: Vec<usize> = out.iter().map(|l| l.len()).collect();
+        assert_eq!(lens, [10, 10]);
+    }
+
+    #[tokio::test]
+    async fn unlimited_lines_stay_whole() {
+        let mut input = vec![b'z'; 200_000];
+        input.push(b'\n');
+        let out = split(&input, None).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 200_000);
+    }
+
+    #[tokio::test]
+    async fn body_is_copied_and_capped() {
+        let (w, mut r) = tokio::io::duplex(1 << 20);
+        let end = body_to_stdin(
+            crate::body::full(vec![7u8; 1000]),
+            w,
+            Duration::from_secs(1),
+            None,
+        )
+        .await;
+        assert_eq!(end, BodyEnd::Done(1000));
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got.len(), 1000);
+
+        let (w, _r) = tokio::io::duplex(1 << 20);
+        let end = body_to_stdin(
+            crate::body::full(vec![7u8; 1000]),
+            w,
+            Duration::from_secs(1),
+            Some(999),
+        )
+        .await;
+        assert_eq!(end, BodyEnd::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn body_is_discarded_when_the_reader_goes_away() {
+        let (w, r) = tokio::io::duplex(16);
+        drop(r);
+        let end = body_to_stdin(
+            crate::body::full(vec![1u8; 100_000]),
+            w,
+            Duration::from_secs(1),
+            None,
+        )
+        .await;
+        assert_eq!(end, BodyEnd::Done(100_000));
+    }
+}

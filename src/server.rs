@@ -1,0 +1,296 @@
+//! The process's life: bind, become ready, serve, and drain on SIGTERM (§8).
+//!
+//! Startup follows §8.1: the listener is bound before anything else can fail late, the
+//! lock file is written only once we can really serve, and the `Listening on port: N`
+//! line reports the port actually bound. Shutdown follows §8.3: health fails at once,
+//! the lock file goes, we keep serving for `healthcheck_interval` so the orchestrator
+//! stops routing to us, then stop accepting, let in-flight requests finish within
+//! `write_timeout`, and kill whatever handlers remain. A second signal exits at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{watch, Notify};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::metrics::Metrics;
+use crate::runner::fork::Fork;
+use crate::service::{Runner, Shared};
+use crate::signal::Stop;
+
+/// Open connections, and the switch that asks them to close once idle.
+struct Conns {
+    open: AtomicUsize,
+    all_closed: Notify,
+    closing: watch::Sender<bool>,
+}
+
+struct ConnGuard(Arc<Conns>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Resolves once the flag is set (or its sender is gone).
+async fn until_set(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds a listening socket with a backlog fit for bursts.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Accepts connections until `stop` fires, then returns the open-connection tracker.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    conns: Arc<Conns>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.cfg.read_timeout)
+        .keep_alive(true)
+        .max_buf_size(256 * 1024);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = until_set(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        conns.open.fetch_add(1, Ordering::AcqRel);
+        let guard = ConnGuard(conns.clone());
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let mut closing = conns.closing.subscribe();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let req = req.map(|b| {
+                        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                            b,
+                            Into::into,
+                        ))
+                    });
+                    Ok::<_, std::convert::Infallible>(shared.handle(req, Some(peer)).await)
+                }
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = until_set(&mut closing) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+}
+
+/// Serves `/metrics` on its own port.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let resp: hyper::Response<Body> = if req.uri().path() == "/metrics" {
+                        let mut r = hyper::Response::new(crate::body::full(metrics.render()));
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            ),
+                        );
+                        r
+                    } else {
+                        crate::body::text(http::StatusCode::NOT_FOUND, "Not Found\n")
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Runs the watchdog until it is stopped. Returns the exit code.
+pub async fn run(cfg: Config) -> Exit {
+    let cfg = Arc::new(cfg);
+    if let Err(e) = crate::process::start_reaper() {
+        tracing::error!("cannot watch for child processes: {e}");
+        return Exit::Runtime;
+    }
+    let mut stop_signals = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return Exit::Runtime;
+        }
+    };
+
+    tracing::info!("fwatchdog version: {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!("Config: {}", cfg.summary());
+    if let Some(keys) = &cfg.api_keys {
+        for (name, path) in keys.sources() {
+            tracing::info!("API key secret {name}: loaded from {}", path.display());
+        }
+    }
+
+    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let listener = match bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {addr}: {e}");
+            return Exit::Runtime;
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port);
+
+    let metrics = Metrics::new();
+    if let Some(mport) = cfg.metrics_port {
+        let maddr = SocketAddr::new(cfg.bind, mport);
+        match bind(maddr) {
+            Ok(l) => {
+                let real = l.local_addr().map(|a| a.port()).unwrap_or(mport);
+                tracing::info!("Metrics listening on port: {real}");
+                tokio::spawn(serve_metrics(l, metrics.clone()));
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot listen on {maddr} for metrics: {e} (set metrics_port=off to disable)"
+                );
+                return Exit::Runtime;
+            }
+        }
+    }
+
+    let runner = Runner::Fork(Fork::new(cfg.clone(), metrics.clone()));
+    let shared = Shared::new(cfg.clone(), metrics, runner);
+
+    if let (Some(keys), Some(every)) = (&cfg.api_keys, cfg.secret_reload_interval) {
+        keys.spawn_reloader(every);
+    }
+
+    if !cfg.suppress_lock {
+        if let Err(e) = std::fs::write(&cfg.lock_path, b"") {
+            tracing::error!(
+                "cannot write lock file {}: {e} (set suppress_lock=true to run without it)",
+                cfg.lock_path.display()
+            );
+            return Exit::Runtime;
+        }
+        tracing::info!("Writing lock-file to: {}", cfg.lock_path.display());
+    }
+
+    let conns = Arc::new(Conns {
+        open: AtomicUsize::new(0),
+        all_closed: Notify::new(),
+        closing: watch::channel(false).0,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        shared.clone(),
+        conns.clone(),
+        stop_rx,
+    ));
+    tracing::info!("Listening on port: {port}");
+
+    let sig = stop_signals.recv().await;
+    tracing::info!(
+        "Received {sig}, shutting down: health now fails, serving for healthcheck_interval={}",
+        crate::config::format_duration(cfg.healthcheck_interval)
+    );
+    shared.state.accepting.store(false, Ordering::Release);
+    if !cfg.suppress_lock {
+        let _ = std::fs::remove_file(&cfg.lock_path);
+    }
+
+    let drain = async {
+        tokio::time::sleep(cfg.healthcheck_interval).await;
+        let _ = stop_tx.send(true);
+        let _ = accept.await;
+        let _ = conns.closing.send(true);
+        let open = conns.open.load(Ordering::Acquire);
+        tracing::info!("No longer accepting connections; draining {open} open connection(s) for up to write_timeout={}",
+            crate::config::format_duration(cfg.write_timeout));
+        let wait_closed = async {
+            loop {
+                let notified = conns.all_closed.notified();
+                if conns.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(cfg.write_timeout, wait_closed)
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                "write_timeout reached with {} connection(s) open; killing their handlers",
+                conns.open.load(Ordering::Acquire)
+            );
+        }
+    };
+    tokio::select! {
+        _ = drain => {}
+        sig = stop_signals.recv() => {
+            tracing::info!("Received {sig} again: exiting now");
+            crate::process::kill_all();
+            return Exit::Runtime;
+        }
+    }
+    crate::process::kill_all();
+    tracing::info!("Shutdown complete");
+    Exit::Clean
+}

@@ -1,0 +1,75 @@
+//! Signals: what we inherit, what we hand down, and what stops us.
+//!
+//! A container runtime or a shell may start us with signals ignored or blocked, and both
+//! survive `exec`: every handler would inherit them and, say, never die on SIGTERM. So at
+//! startup we restore default dispositions and an empty mask (SIGPIPE stays ignored for
+//! ourselves; the standard library resets it in each child). Stray inherited descriptors
+//! are marked close-on-exec so handlers see exactly fds 0, 1 and 2.
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Restores default signal dispositions and an empty signal mask. Call before any thread
+/// starts.
+pub fn reset_inherited() {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
+            continue;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: installing SIG_DFL runs no handler code; no other thread exists yet.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Marks every inherited descriptor above 2 close-on-exec.
+pub fn cloexec_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        #[allow(unsafe_code)]
+        // SAFETY: we only read and set the descriptor flags of a descriptor we were
+        // given; a stale number (the read_dir handle itself) just fails with EBADF.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(flags) = fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), FcntlArg::F_GETFD) {
+            let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+            let _ = fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                FcntlArg::F_SETFD(flags),
+            );
+        }
+    }
+}
+
+/// The stop signals we handle. PID 1 ignores any signal without a handler, so both are
+/// always handled.
+pub struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    pub fn install() -> std::io::Result<Stop> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT and says which.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
