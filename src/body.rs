@@ -43,12 +43,16 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 /// closes the connection without the final chunk, so the client sees it incomplete.
 pub struct Channel {
     rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    /// An abort waiting for one `Pending` to pass first: hyper flushes what it has
+    /// buffered when the body is not ready, so the output sent before the failure
+    /// reaches the client before the connection is cut.
+    stashed: Option<BoxError>,
 }
 
 impl Channel {
     pub fn new(depth: usize) -> (mpsc::Sender<Result<Frame<Bytes>, BoxError>>, Channel) {
         let (tx, rx) = mpsc::channel(depth);
-        (tx, Channel { rx })
+        (tx, Channel { rx, stashed: None })
     }
 }
 
@@ -60,7 +64,17 @@ impl http_body::Body for Channel {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx.poll_recv(cx)
+        if let Some(e) = self.stashed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.stashed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
     }
 }
 

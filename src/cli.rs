@@ -178,7 +178,11 @@ pub fn command() -> Command {
         );
         let arg = Arg::new(s.id).long(s.flag).help(help);
         let arg = match s.kind {
-            Kind::Value => arg.value_name("VALUE").action(ArgAction::Set),
+            // Hyphen values reach config, which names the setting (`--exec-timeout -1`).
+            Kind::Value => arg
+                .value_name("VALUE")
+                .allow_hyphen_values(true)
+                .action(ArgAction::Set),
             Kind::Bool => arg
                 .value_name("BOOL")
                 .num_args(0..=1)

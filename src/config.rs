@@ -347,7 +347,7 @@ impl Config {
             out.push_str(&format!(
                 " api_key_secret={} api_key_header={}",
                 keys.names().join(","),
-                keys.header()
+                crate::runner::env::canonical_header(keys.header().as_str())
             ));
         }
         out

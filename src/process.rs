@@ -145,6 +145,19 @@ where
     cmd.args(args).envs(env).stdin(Stdio::piped());
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
+    #[cfg(target_env = "gnu")]
+    {
+        // glibc's posix_spawn sets its internal signals (32, 33) to SIG_IGN in the child,
+        // and an ignored signal survives exec: every handler would start with them
+        // ignored. Any pre_exec hook makes std fork instead, and a forked child's
+        // handlers for those signals are reset by exec like any other. (The static musl
+        // build keeps the faster posix_spawn path: musl leaves nothing ignored.)
+        #[allow(unsafe_code)]
+        // SAFETY: the hook does nothing, so it is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| Ok(()));
+        }
+    }
     let combined = match stderr {
         Stderr::Pipe => {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -21,8 +21,64 @@ pub fn reset_inherited() {
         // SAFETY: installing SIG_DFL runs no handler code; no other thread exists yet.
         let _ = unsafe { sigaction(sig, &dfl) };
     }
+    unignore_realtime();
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// The kernel's `struct sigaction` (x86-64 and aarch64 share this layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: nix::libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Real-time signals (32-64) ignored by whoever started us would be ignored in every
+/// handler too. glibc's `sigaction` refuses 32 and 33 (its own), so this asks the
+/// kernel directly, and only turns an inherited SIG_IGN back into SIG_DFL.
+fn unignore_realtime() {
+    const SIG_IGN: usize = 1;
+    for sig in 32..=64 {
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: rt_sigaction with a null new action only writes the old one into `old`.
+        let rc = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old,
+                8,
+            )
+        };
+        if rc != 0 || old.handler != SIG_IGN {
+            continue;
+        }
+        let dfl = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: installs SIG_DFL (no handler code, no restorer needed).
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_rt_sigaction,
+                sig,
+                &dfl,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8,
+            );
+        }
+    }
 }
 
 /// Marks every inherited descriptor above 2 close-on-exec.

@@ -186,7 +186,7 @@ impl Fork {
         let mut run = Run {
             child,
             stdout,
-            pump: Some(AbortOnDrop(pump)),
+            pump: Some(pump),
             status: None,
             exited_at: None,
             _stderr_done: stderr_done,
@@ -196,33 +196,31 @@ impl Fork {
         let (deadline, what, limit) = self.deadline(ctx, started);
 
         // Hold the head back until the first byte of output, EOF, or a failure.
-        let first = loop {
-            match run.step(deadline).await {
-                Step::Data(data) => break Some(data),
-                Step::Eof => break None,
-                Step::Deadline => {
-                    run.child.kill();
-                    self.metrics.handler_timeouts.inc();
-                    tracing::info!(
-                        "handler {} killed: {what} exceeded ({})",
-                        run.child.pid(),
-                        format_duration(limit)
-                    );
-                    let mut resp = body::text(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("{what} exceeded ({})\n", format_duration(limit)),
-                    );
-                    resp.headers_mut()
-                        .insert("x-duration-seconds", duration_header(started));
-                    return resp;
-                }
-                Step::Body(end) => {
-                    run.child.kill();
-                    let mut resp = body_failure(end, self.cfg.max_body_bytes);
-                    resp.headers_mut()
-                        .insert("x-duration-seconds", duration_header(started));
-                    return resp;
-                }
+        let first = match run.step(deadline).await {
+            Step::Data(data) => Some(data),
+            Step::Eof => None,
+            Step::Deadline => {
+                run.child.kill();
+                self.metrics.handler_timeouts.inc();
+                tracing::info!(
+                    "handler {} killed: {what} exceeded ({})",
+                    run.child.pid(),
+                    format_duration(limit)
+                );
+                let mut resp = body::text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("{what} exceeded ({})\n", format_duration(limit)),
+                );
+                resp.headers_mut()
+                    .insert("x-duration-seconds", duration_header(started));
+                return resp;
+            }
+            Step::Body(end) => {
+                run.child.kill();
+                let mut resp = body_failure(end, self.cfg.max_body_bytes);
+                resp.headers_mut()
+                    .insert("x-duration-seconds", duration_header(started));
+                return resp;
             }
         };
         let mut builder =
@@ -471,7 +469,9 @@ enum Step {
 struct Run {
     child: process::Child,
     stdout: pipe::Receiver,
-    pump: Option<AbortOnDrop<BodyEnd>>,
+    /// The request-body copy. Not aborted with the run: when the handler stops reading,
+    /// the rest of the upload is read and discarded so the client can read its answer.
+    pump: Option<tokio::task::JoinHandle<BodyEnd>>,
     status: Option<ExitStatus>,
     exited_at: Option<Instant>,
     _stderr_done: Option<oneshot::Sender<()>>,
@@ -507,7 +507,7 @@ impl Run {
                     return Step::Eof;
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => return Step::Deadline,
-                end = async { (&mut self.pump.as_mut().expect("guarded").0).await }, if self.pump.is_some() => {
+                end = async { self.pump.as_mut().expect("guarded").await }, if self.pump.is_some() => {
                     self.pump = None;
                     match end {
                         Ok(BodyEnd::Done(_)) => {}

@@ -1,0 +1,163 @@
+//! Configuration and startup (§2, §8.1, §8.5): bad settings exit 2 naming the setting,
+//! a busy port exits 1, the startup line reports the real port.
+
+use std::time::Duration;
+
+use crate::util::{watchdog, BIN};
+
+#[test]
+fn invalid_values_exit_2_naming_variable_and_value() {
+    let cases: &[(&str, &str)] = &[
+        ("port", "abc"),
+        ("read_timeout", "-5s"),
+        ("write_timeout", "0"),
+        ("exec_timeout", "soon"),
+        ("cgi_headers", "maybe"),
+        ("suppress_lock", "2"),
+        ("max_inflight", "many"),
+        ("log_buffer_size", "0"),
+        ("mode", "turbo"),
+        ("max_body_bytes", "lots"),
+        ("healthcheck_interval", "1x"),
+        ("metrics_port", "99999"),
+    ];
+    for (k, v) in cases {
+        let (status, out) = watchdog()
+            .fprocess("cat")
+            .env(k, v)
+            .run(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{k}={v}: {out}");
+        assert!(
+            out.contains(k) && out.contains(v),
+            "{k}={v} not named: {out}"
+        );
+        assert!(!out.contains("Listening on port"), "{k}: listened anyway");
+    }
+}
+
+#[test]
+fn a_flag_value_error_names_the_flag() {
+    let (status, out) = watchdog()
+        .fprocess("cat")
+        .arg("--exec-timeout")
+        .arg("-1")
+        .run(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    assert!(out.contains("--exec-timeout"), "{out}");
+}
+
+#[test]
+fn missing_fprocess_is_exit_2() {
+    let (status, out) = watchdog().run(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    assert!(out.contains("fprocess"), "{out}");
+}
+
+#[test]
+fn empty_env_var_counts_as_unset() {
+    // port= would be port 0 for the peers; here it is the default, and we override it
+    // with a flag so the test does not need port 8080.
+    let w = watchdog()
+        .fprocess("cat")
+        .env("exec_timeout", "")
+        .env("content_type", "")
+        .start();
+    assert!(w.log().contains("exec_timeout=30s"), "{}", w.log());
+    let r = w.post("/", b"x");
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+}
+
+#[test]
+fn busy_port_exits_1_with_address_and_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let (status, out) = watchdog()
+        .fprocess("cat")
+        .env("port", port.to_string())
+        .run(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
+    assert!(
+        out.to_lowercase().contains("address in use") || out.contains("Address already in use"),
+        "{out}"
+    );
+}
+
+#[test]
+fn listening_line_reports_the_real_port() {
+    let w = watchdog().fprocess("cat").start();
+    assert_ne!(w.port, 0);
+    assert_eq!(w.get("/_/health").status, 200);
+}
+
+#[test]
+fn version_both_spellings() {
+    for flag in ["--version", "-version"] {
+        let out = std::process::Command::new(BIN)
+            .arg(flag)
+            .output()
+            .expect("run");
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    }
+}
+
+#[test]
+fn help_lists_every_setting_with_env_and_default() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for s in fwatchdog::cli::SETTINGS {
+        assert!(
+            help.contains(&format!("--{}", s.flag)),
+            "--{} missing",
+            s.flag
+        );
+        assert!(
+            help.contains(&format!("[default: {}]", s.default)),
+            "default of {}",
+            s.id
+        );
+        for e in s.env {
+            assert!(help.contains(e), "env {e}");
+        }
+    }
+}
+
+#[test]
+fn unknown_flag_is_exit_2() {
+    let out = std::process::Command::new(BIN)
+        .arg("--no-such-flag")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn readme_configuration_table_matches_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for s in fwatchdog::cli::SETTINGS {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{}`", s.flag)))
+            .unwrap_or_else(|| panic!("README has no row for --{}", s.flag));
+        for e in s.env {
+            assert!(
+                row.contains(&format!("`{e}`")),
+                "README row --{} lacks env {e}",
+                s.flag
+            );
+        }
+        assert!(
+            row.contains(s.default),
+            "README row --{} lacks default {}",
+            s.flag,
+            s.default
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! Test support: start the real binary on port 0, talk raw HTTP/1.1 to it.
+//!
+//! Every watchdog gets its own temp folder as `TMPDIR` (so its lock file is its own),
+//! binds 127.0.0.1 on port 0 and reports the port in its startup line, so tests run in
+//! parallel without touching each other or the global environment.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "fwatchdog-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes an executable script and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.0.join(name);
+        std::fs::write(&p, body).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start a watchdog.
+pub struct Builder {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    tmp: Option<TempDir>,
+    wrapper: Vec<String>,
+}
+
+pub fn watchdog() -> Builder {
+    Builder {
+        env: Vec::new(),
+        args: Vec::new(),
+        tmp: None,
+        wrapper: Vec::new(),
+    }
+}
+
+impl Builder {
+    pub fn env(mut self, k: &str, v: impl AsRef<str>) -> Self {
+        self.env.push((k.to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    pub fn arg(mut self, a: impl AsRef<str>) -> Self {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+
+    pub fn fprocess(self, cmd: impl AsRef<str>) -> Self {
+        self.env("fprocess", cmd)
+    }
+
+    pub fn mode(self, m: &str) -> Self {
+        self.env("mode", m)
+    }
+
+    /// Use this folder as TMPDIR (for the lock file).
+    pub fn tmp(mut self, t: TempDir) -> Self {
+        self.tmp = Some(t);
+        self
+    }
+
+    /// Run the binary under another program, e.g. `unshare --pid --fork`.
+    pub fn wrap(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    fn command(&self, tmp: &Path) -> Command {
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(BIN);
+            c
+        };
+        cmd.args(&self.args)
+            .env_remove("fprocess")
+            .env_remove("mode")
+            .env("TMPDIR", tmp)
+            .env("port", "0")
+            .env("metrics_port", "off")
+            .env("bind_address", "127.0.0.1")
+            .env("healthcheck_interval", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts it and waits for `Listening on port: N`.
+    pub fn start(mut self) -> Watchdog {
+        let tmp = self.tmp.take().unwrap_or_else(TempDir::new);
+        let mut child = self.command(tmp.path()).spawn().expect("spawn fwatchdog");
+        let log = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                let mut line = Vec::new();
+                while r
+                    .read_until(b'\n', &mut line)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {
+                    log.lock()
+                        .expect("log")
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
+                }
+            });
+        }
+        let mut w = Watchdog {
+            child: Some(child),
+            port: 0,
+            metrics_port: None,
+            log,
+            tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(p) = w.log_value("Listening on port: ") {
+                w.port = p.parse().expect("port");
+                break;
+            }
+            if let Some(status) = w.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("fwatchdog exited early ({status}):\n{}", w.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fwatchdog did not start:\n{}",
+                w.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        w.metrics_port = w
+            .log_value("Metrics listening on port: ")
+            .and_then(|p| p.parse().ok());
+        w
+    }
+
+    /// Runs it to completion (for startup errors); returns the exit status and output.
+    pub fn run(self, timeout: Duration) -> (ExitStatus, String) {
+        let tmp = TempDir::new();
+        let mut child = self.command(tmp.path()).spawn().expect("spawn fwatchdog");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut out = String::new();
+                let _ = child
+                    .stdout
+                    .take()
+                    .expect("stdout")
+                    .read_to_string(&mut out);
+                let _ = child
+                    .stderr
+                    .take()
+                    .expect("stderr")
+                    .read_to_string(&mut out);
+                return (status, out);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fwatchdog did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A running watchdog, killed (by PID) on drop.
+pub struct Watchdog {
+    child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: Option<u16>,
+    log: Arc<Mutex<String>>,
+    pub tmp: TempDir,
+}
+
+impl Watchdog {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    fn log_value(&self, prefix: &str) -> Option<String> {
+        let log = self.log();
+        let at = log.find(prefix)?;
+        let rest = &log[at + prefix.len()..];
+        let end = rest.find(|c: char| !c.is_ascii_digit())?;
+        Some(rest[..end].to_owned())
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: the test only signals the child it started.
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.tmp.path().join(".lock")
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.port)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.port, "GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Resp {
+        request(self.port, "POST", path, &[], body)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // Head and body go out as separate writes; without this, Nagle plus delayed ACKs
+    // add 40 ms to each request.
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s
+}
+
+/// A parsed response. `complete` is false when the body ended early (connection closed
+/// before Content-Length bytes or before the final chunk).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+    pub complete: bool,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request with a Content-Length body and `Connection: close`.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = connect(port);
+    send_head(&mut s, method, path, headers, Some(body.len()));
+    s.write_all(body).expect("write body");
+    read_response(&mut s, method == "HEAD")
+}
+
+pub fn send_head(
+    s: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    len: Option<usize>,
+) {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        head.push_str("Connection: close\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    match len {
+        Some(n) if n > 0 || method != "GET" => head.push_str(&format!("Content-Length: {n}\r\n")),
+        Some(_) => {}
+        None => head.push_str("Transfer-Encoding: chunked\r\n"),
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write head");
+}
+
+/// Reads a response head and body from the stream.
+pub fn read_response(s: &mut TcpStream, head_only: bool) -> Resp {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("status line");
+        // Skip interim 1xx responses.
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let headers = read_headers(&mut r);
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        let mut trailers = Vec::new();
+        let mut complete = true;
+        if head_only || status == 204 || status == 304 {
+        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            complete = false;
+            loop {
+                let mut size = String::new();
+                if r.read_line(&mut size).unwrap_or(0) == 0 {
+                    break;
+                }
+                let Ok(n) = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                else {
+                    break;
+                };
+                if n == 0 {
+                    trailers = read_headers(&mut r);
+                    complete = true;
+                    break;
+                }
+                let mut chunk = vec![0u8; n + 2];
+                if r.read_exact(&mut chunk).is_err() {
+                    break;
+                }
+                chunk.truncate(n);
+                body.extend_from_slice(&chunk);
+            }
+        } else if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(n, 0);
+            if r.read_exact(&mut body).is_err() {
+                complete = false;
+            }
+        } else {
+            let _ = r.read_to_end(&mut body);
+        }
+        return Resp {
+            status,
+            headers,
+            body,
+            trailers,
+            complete,
+        };
+    }
+}
+
+fn read_headers(r: &mut impl BufRead) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    headers
+}
+
+/// Random bytes from the kernel.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .read_exact(&mut v)
+        .expect("read");
+    v
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = after.1.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Children of `pid` that are zombies.
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = after.1.split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
