@@ -13,7 +13,12 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use nix::libc;
 use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
@@ -129,62 +134,191 @@ pub enum Stderr {
 }
 
 /// Spawns `argv` with piped stdio in a new process group. `env` is added to ours.
-pub fn spawn<K, V>(
-    argv: &[String],
-    env: impl IntoIterator<Item = (K, V)>,
-    stderr: Stderr,
-) -> io::Result<Child>
+pub fn spawn<K, V>(argv: &[String], env: impl IntoIterator<Item = (K, V)>, stderr: Stderr) -> io::Result<Child>
 where
-    K: AsRef<std::ffi::OsStr>,
-    V: AsRef<std::ffi::OsStr>,
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
 {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(env).stdin(Stdio::piped());
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0);
-    #[cfg(target_env = "gnu")]
+    Program::new(argv)?.spawn(env, stderr)
+}
+
+/// A command line prepared once: argv as C strings, and the program's path resolved on
+/// `PATH` at the first successful lookup, so a request does not pay for either.
+pub struct Program {
+    name: String,
+    argv: Vec<CString>,
+    path: OnceLock<CString>,
+}
+
+impl Program {
+    pub fn new(argv: &[String]) -> io::Result<Program> {
+        let name = argv
+            .first()
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+        let argv = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "command contains a NUL byte"))?;
+        Ok(Program { name, argv, path: OnceLock::new() })
+    }
+
+    /// The program's path: as given when it contains a `/`, else the first executable
+    /// file of that name on `PATH` (what `execvp` would run).
+    fn path(&self) -> io::Result<&CString> {
+        if let Some(p) = self.path.get() {
+            return Ok(p);
+        }
+        let found = if self.name.contains('/') {
+            Some(PathBuf::from(&self.name))
+        } else {
+            let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            std::env::split_paths(&search)
+                .map(|dir| if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir }.join(&self.name))
+                .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+        };
+        let found = found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not found on PATH"))?;
+        let c = CString::new(found.into_os_string().into_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        Ok(self.path.get_or_init(|| c))
+    }
+
+    /// Starts the program with piped stdio, in a new process group, with every signal at
+    /// its default disposition and none blocked. `env` is added to ours and wins over it.
+    pub fn spawn<K, V>(&self, env: impl IntoIterator<Item = (K, V)>, stderr: Stderr) -> io::Result<Child>
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
     {
-        // glibc's posix_spawn sets its internal signals (32, 33) to SIG_IGN in the child,
-        // and an ignored signal survives exec: every handler would start with them
-        // ignored. Any pre_exec hook makes std fork instead, and a forked child's
-        // handlers for those signals are reset by exec like any other. (The static musl
-        // build keeps the faster posix_spawn path: musl leaves nothing ignored.)
-        #[allow(unsafe_code)]
-        // SAFETY: the hook does nothing, so it is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| Ok(()));
+        let path = self.path()?;
+        let envp = environment(env)?;
+        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+        let (stdin_r, stdin_w) = nix::unistd::pipe2(cloexec)?;
+        let (stdout_r, stdout_w) = nix::unistd::pipe2(cloexec)?;
+        let (stderr_r, stderr_w) = match stderr {
+            Stderr::Pipe => {
+                let (r, w) = nix::unistd::pipe2(cloexec)?;
+                (Some(r), w)
+            }
+            Stderr::Stdout => (None, stdout_w.try_clone()?),
+        };
+        let argv: Vec<*mut libc::c_char> =
+            self.argv.iter().map(|a| a.as_ptr() as *mut _).chain(std::iter::once(std::ptr::null_mut())).collect();
+
+        let (tx, rx) = oneshot::channel();
+        let mut leaders = table();
+        let pid = posix_spawn(path, &argv, &envp.ptrs, [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()])?;
+        leaders.insert(pid, tx);
+        drop(leaders);
+        // The child has its copies; ours of its ends must go so EOF comes when it exits.
+        drop((stdin_r, stdout_w, stderr_w));
+        Ok(Child { pid, stdin: Some(stdin_w), stdout: Some(stdout_r), stderr: stderr_r, exit: Some(rx) })
+    }
+}
+
+/// A handler's environment: ours (read once, never copied per request) plus the
+/// request's variables; a later `extra` entry wins over an earlier one and over ours.
+struct Envp {
+    _added: Vec<CString>,
+    ptrs: Vec<*mut libc::c_char>,
+}
+
+fn environment<K, V>(extra: impl IntoIterator<Item = (K, V)>) -> io::Result<Envp>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    static BASE: OnceLock<Vec<(Vec<u8>, CString)>> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok().map(|c| (k.as_bytes().to_vec(), c))
+            })
+            .collect()
+    });
+    let mut added: Vec<(usize, CString)> = Vec::new();
+    for (k, v) in extra {
+        let (k, v) = (k.as_ref().as_bytes(), v.as_ref().as_bytes());
+        let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+        kv.extend_from_slice(k);
+        kv.push(b'=');
+        kv.extend_from_slice(v);
+        let kv = CString::new(kv)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "environment contains a NUL byte"))?;
+        match added.iter_mut().find(|(n, e)| e.as_bytes()[..*n] == *k) {
+            Some(slot) => slot.1 = kv,
+            None => added.push((k.len(), kv)),
         }
     }
-    let combined = match stderr {
-        Stderr::Pipe => {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-            None
+    let shadowed = |key: &[u8]| added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
+    let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(base.len() + added.len() + 1);
+    ptrs.extend(base.iter().filter(|(k, _)| !shadowed(k)).map(|(_, c)| c.as_ptr() as *mut _));
+    let added: Vec<CString> = added.into_iter().map(|(_, c)| c).collect();
+    ptrs.extend(added.iter().map(|c| c.as_ptr() as *mut _));
+    ptrs.push(std::ptr::null_mut());
+    Ok(Envp { _added: added, ptrs })
+}
+
+/// `posix_spawn` with fds 0-2 from `stdio`, a new process group, an empty signal mask and
+/// every signal reset to its default. Unlike `std::process::Command`, this also resets
+/// the signals glibc keeps for itself (32, 33): its `posix_spawn` otherwise leaves them
+/// ignored in the child, and an ignored signal survives `exec`. It is also the cheapest
+/// way to start a process: glibc and musl both use `CLONE_VM | CLONE_VFORK`.
+#[allow(unsafe_code)]
+fn posix_spawn(path: &CString, argv: &[*mut libc::c_char], envp: &[*mut libc::c_char], stdio: [RawFd; 3]) -> io::Result<i32> {
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
         }
-        Stderr::Stdout => {
-            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            let write2 = write.try_clone()?;
-            cmd.stdout(Stdio::from(write)).stderr(Stdio::from(write2));
-            Some(read)
+    }
+    // SAFETY: the attr and file-actions objects are initialised before use and destroyed
+    // on every path; the argv/envp arrays are NULL-terminated and outlive the call; the
+    // sigset is plain memory we fill bit by bit (glibc's sigfillset/sigaddset refuse its
+    // internal signals, which are exactly the ones we need in the set).
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
         }
-    };
-    let (tx, rx) = oneshot::channel();
-    let mut leaders = table();
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    leaders.insert(pid, tx);
-    drop(leaders);
-    // Drop the write ends we passed down (held by `cmd`) so EOF comes when the group exits.
-    drop(cmd);
-    Ok(Child {
-        pid,
-        stdin: child.stdin.take().map(OwnedFd::from),
-        stdout: combined.or_else(|| child.stdout.take().map(OwnedFd::from)),
-        stderr: child.stderr.take().map(OwnedFd::from),
-        exit: Some(rx),
-    })
+        let result = (|| {
+            for (target, fd) in stdio.iter().enumerate() {
+                // Our fds 0-2 are always open (see signal::ensure_stdio), so a pipe end
+                // is never already at its target number.
+                check(libc::posix_spawn_file_actions_adddup2(&mut actions, *fd, target as libc::c_int))?;
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let words = std::slice::from_raw_parts_mut(
+                (&mut all as *mut libc::sigset_t).cast::<u8>(),
+                std::mem::size_of::<libc::sigset_t>(),
+            );
+            // Signals 1..=64 are bits 0..=63 of the set on Linux.
+            for b in words.iter_mut().take(8) {
+                *b = 0xff;
+            }
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
+            check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
+            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(&mut pid, path.as_ptr(), &actions, &attr, argv.as_ptr(), envp.as_ptr()))?;
+            Ok(pid)
+        })();
+        libc::posix_spawnattr_destroy(&mut attr);
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        result
+    }
 }
 
 impl Child {

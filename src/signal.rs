@@ -81,6 +81,19 @@ fn unignore_realtime() {
     }
 }
 
+/// Opens `/dev/null` on any of fds 0-2 that we were started without, so no socket or
+/// pipe of ours can land on them (and then be handed to a handler as its stdio).
+pub fn ensure_stdio() {
+    for fd in 0..=2 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            // open() takes the lowest free number, which is `fd`.
+            if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                std::mem::forget(f);
+            }
+        }
+    }
+}
+
 /// Marks every inherited descriptor above 2 close-on-exec.
 pub fn cloexec_inherited() {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
