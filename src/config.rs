@@ -80,6 +80,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// `None` = no limit.
     pub exec_timeout: Option<Duration>,
+    /// On timeout, SIGTERM then SIGKILL this much later; zero = SIGKILL at once.
+    pub exec_kill_grace: Duration,
     pub healthcheck_interval: Duration,
     /// `None` = classic's echo of the request's Content-Type.
     pub content_type: Option<String>,
@@ -89,6 +91,10 @@ pub struct Config {
     pub http_buffer_req_body: bool,
     /// 0 = no limit.
     pub max_inflight: usize,
+    /// Requests that may wait for a slot when `max_inflight` is reached; 0 = no queue.
+    pub max_queue: usize,
+    /// The longest such wait.
+    pub queue_timeout: Duration,
     pub prefix_logs: bool,
     /// `None` = no limit.
     pub log_buffer_size: Option<usize>,
@@ -96,6 +102,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub ready_path: Option<String>,
     pub cgi_headers: bool,
+    /// CGI/1.1 meta-variables in, a CGI response out (fork modes).
+    pub cgi: bool,
     pub marshal_request: bool,
     pub combine_output: bool,
     pub write_debug: bool,
@@ -191,6 +199,7 @@ impl Config {
             Some(s.parse("exec_timeout", exec_default, parse_duration)?).filter(|d| !d.is_zero());
         let healthcheck_interval =
             s.parse("healthcheck_interval", write_timeout, parse_duration)?;
+        let exec_kill_grace = s.parse("exec_kill_grace", Duration::ZERO, parse_duration)?;
 
         let content_type = s.get("content_type").map(|(v, _)| v.to_owned());
         let content_type = match (content_type, classic) {
@@ -216,6 +225,21 @@ impl Config {
             v.parse::<usize>()
                 .map_err(|_| "expected a non-negative integer".into())
         })?;
+        let max_queue = s.parse("max_queue", 0usize, |v| {
+            v.parse::<usize>()
+                .map_err(|_| "expected a non-negative integer".into())
+        })?;
+        if max_queue > 0 && max_inflight == 0 {
+            let (v, src) = s
+                .get("max_queue")
+                .unwrap_or(("?", crate::cli::Source::Env("max_queue")));
+            return Err(invalid(
+                src,
+                v,
+                "a queue needs a limit: set max_inflight too",
+            ));
+        }
+        let queue_timeout = s.parse("queue_timeout", Duration::from_secs(10), parse_positive)?;
         let prefix_logs = s.parse("prefix_logs", true, parse_bool)?;
         let log_buffer_size = s.parse("log_buffer_size", Some(65536usize), |v| {
             if v == "-1" {
@@ -243,8 +267,20 @@ impl Config {
             other => other.map(|(v, _)| v.to_owned()),
         };
         let cgi_headers = s.parse("cgi_headers", true, parse_bool)?;
+        let cgi = s.parse("cgi", false, parse_bool)?;
+        if cgi && !mode.is_fork() {
+            let (v, src) = s
+                .get("cgi")
+                .unwrap_or(("true", crate::cli::Source::Env("cgi")));
+            let why = format!(
+                "CGI is for the fork modes (streaming, serializing, classic), not {}",
+                mode.name()
+            );
+            return Err(invalid(src, v, &why));
+        }
         let marshal_request = s.parse("marshal_request", false, parse_bool)?;
-        let combine_output = s.parse("combine_output", classic, parse_bool)?;
+        // stderr in the body would corrupt a CGI header block.
+        let combine_output = s.parse("combine_output", classic && !cgi, parse_bool)?;
         let write_debug = s.parse("write_debug", false, parse_bool)?;
         let body_default = matches!(mode, Mode::Serializing | Mode::Classic)
             .then_some(DEFAULT_SERIALIZING_BODY_LIMIT);
@@ -301,6 +337,7 @@ impl Config {
             read_timeout,
             write_timeout,
             exec_timeout,
+            exec_kill_grace,
             healthcheck_interval,
             content_type,
             static_path,
@@ -308,12 +345,15 @@ impl Config {
             lock_path: std::env::temp_dir().join(".lock"),
             http_buffer_req_body,
             max_inflight,
+            max_queue,
+            queue_timeout,
             prefix_logs,
             log_buffer_size,
             log_callid,
             log_format,
             ready_path,
             cgi_headers,
+            cgi,
             marshal_request,
             combine_output,
             write_debug,
@@ -340,8 +380,50 @@ impl Config {
             self.max_inflight,
             if self.suppress_lock { "off".to_owned() } else { self.lock_path.display().to_string() },
         );
+        let limit = |n: Option<u64>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+        out.push_str(&format!(
+            " port={} bind={} metrics_port={} content_type={} max_body_bytes={} log_format={} prefix_logs={} log_callid={} log_buffer_size={} write_debug={}",
+            self.port,
+            self.bind,
+            self.metrics_port.map_or_else(|| "off".to_owned(), |p| p.to_string()),
+            self.content_type.as_deref().unwrap_or("(request's)"),
+            limit(self.max_body_bytes),
+            match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            self.prefix_logs,
+            self.log_callid,
+            limit(self.log_buffer_size.map(|n| n as u64)),
+            self.write_debug,
+        ));
+        if self.mode.is_fork() {
+            out.push_str(&format!(
+                " cgi_headers={} combine_output={} marshal_request={}",
+                self.cgi_headers, self.combine_output, self.marshal_request
+            ));
+        }
+        if self.mode == Mode::Static {
+            out.push_str(&format!(" static_path={}", self.static_path.display()));
+        }
         if let Some(url) = &self.upstream_url {
             out.push_str(&format!(" upstream_url={url}"));
+        }
+        if self.max_queue > 0 {
+            out.push_str(&format!(
+                " max_queue={} queue_timeout={}",
+                self.max_queue,
+                format_duration(self.queue_timeout)
+            ));
+        }
+        if !self.exec_kill_grace.is_zero() {
+            out.push_str(&format!(
+                " exec_kill_grace={}",
+                format_duration(self.exec_kill_grace)
+            ));
+        }
+        if self.cgi {
+            out.push_str(" cgi=true");
         }
         if let Some(keys) = &self.api_keys {
             out.push_str(&format!(
@@ -395,6 +477,14 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err("expected true/false, 1/0, yes/no or on/off".into()),
+    }
+}
+
+/// A duration that must not be zero (`queue_timeout`).
+fn parse_positive(v: &str) -> Result<Duration, String> {
+    match parse_duration(v)? {
+        d if d.is_zero() => Err("must be greater than 0 (max_queue=0 turns the queue off)".into()),
+        d => Ok(d),
     }
 }
 

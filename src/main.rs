@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         Err(e) if e.use_stderr() && logging::json_requested(std::env::args(), env) => {
             // Even a malformed command line is reported as a JSON line when JSON was asked.
             let _logs = logging::init(LogFormat::Json);
-            tracing::error!("{}", e.render().to_string().trim_end());
+            let text = e.render().to_string();
+            tracing::error!("{}", text.trim_start_matches("error: ").trim_end());
             return Exit::Config.into();
         }
         Err(e) => {

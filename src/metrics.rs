@@ -1,129 +1,327 @@
 //! Prometheus metrics (§9.2): the OpenFaaS watchdogs' names, labels and help texts, so
 //! existing dashboards keep working, plus fwatchdog's own counters.
+//!
+//! The exposition is Prometheus text format 0.0.4, byte for byte the shape the peers'
+//! Go client serves (`# HELP http_requests_total total HTTP requests processed`, full
+//! names on `# TYPE`, histogram `_bucket`/`_sum`/`_count`). It is written here rather than
+//! by a metrics crate because the one we tried emits OpenMetrics only and appends a `.`
+//! to every help text. The counters are plain atomics: recording a request takes a read
+//! lock and two atomic adds, and allocates nothing.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use http::Method;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub code: String,
-    pub method: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ExitLabels {
-    pub code: String,
-}
-
+/// Upper bounds of the request-duration buckets, in seconds (Go's `DefBuckets`).
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram of seconds over [`BUCKETS`]. For requests, one per `{code, method}`, whose
+/// count is also `http_requests_total`, so the two can never disagree.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket, not cumulative; the last one is above every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        // Saturating float-to-int cast; a negative or NaN observation adds nothing.
+        self.sum_nanos
+            .fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` lines; returns the count.
+    fn render(&self, out: &mut String, name: &str, labels: &str) -> u64 {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = match BUCKETS.get(i) {
+                Some(b) => writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}"),
+                None => writeln!(
+                    out,
+                    "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+                ),
+            };
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
+        cumulative
+    }
+}
+
+/// The method label: lower case, as the peers write it. Methods outside the standard
+/// ones share `other`, so a client inventing methods cannot grow the label set forever.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        Method::HEAD => "head",
+        Method::OPTIONS => "options",
+        Method::PATCH => "patch",
+        Method::CONNECT => "connect",
+        Method::TRACE => "trace",
+        _ => "other",
+    }
+}
+
 pub struct Metrics {
-    registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub duration: Family<RequestLabels, Histogram>,
+    requests: RwLock<HashMap<(u16, &'static str), Arc<Histogram>>>,
     pub in_flight: Gauge,
     pub auth_failures: Counter,
     pub handler_starts: Counter,
     pub handler_timeouts: Counter,
-    pub handler_exits: Family<ExitLabels, Counter>,
-}
-
-fn histogram() -> Histogram {
-    Histogram::new(BUCKETS.into_iter())
+    handler_exits: Mutex<BTreeMap<i32, u64>>,
+    /// Requests waiting in the `max_queue` line for a slot.
+    pub queue_depth: Gauge,
+    /// How long requests waited in that line.
+    pub queue_wait: Histogram,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<RequestLabels, Histogram>::new_with_constructor(
-            histogram as fn() -> Histogram,
-        );
-        let in_flight = Gauge::default();
-        let auth_failures = Counter::default();
-        let handler_starts = Counter::default();
-        let handler_timeouts = Counter::default();
-        let handler_exits = Family::<ExitLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "total HTTP requests processed",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Seconds spent serving HTTP requests.",
-            duration.clone(),
-        );
-        registry.register(
-            "http_requests_in_flight",
-            "total HTTP requests in-flight",
-            in_flight.clone(),
-        );
-        registry.register(
-            "fwatchdog_auth_failures",
-            "Requests refused because the API key was missing or wrong.",
-            auth_failures.clone(),
-        );
-        registry.register(
-            "fwatchdog_handler_starts",
-            "Handler processes started.",
-            handler_starts.clone(),
-        );
-        registry.register(
-            "fwatchdog_handler_timeouts",
-            "Handler runs killed at exec_timeout.",
-            handler_timeouts.clone(),
-        );
-        registry.register(
-            "fwatchdog_handler_exits",
-            "Handler processes that ended, by exit code (128+N for signal N).",
-            handler_exits.clone(),
-        );
         Arc::new(Metrics {
-            registry,
-            requests,
-            duration,
-            in_flight,
-            auth_failures,
-            handler_starts,
-            handler_timeouts,
-            handler_exits,
+            requests: RwLock::default(),
+            in_flight: Gauge::default(),
+            auth_failures: Counter::default(),
+            handler_starts: Counter::default(),
+            handler_timeouts: Counter::default(),
+            handler_exits: Mutex::default(),
+            queue_depth: Gauge::default(),
+            queue_wait: Histogram::default(),
         })
     }
 
     /// Counts one finished function request.
-    pub fn observe(&self, method: &http::Method, code: u16, took: Duration) {
-        let labels = RequestLabels {
-            code: code.to_string(),
-            method: method.as_str().to_ascii_lowercase(),
-        };
-        self.duration
-            .get_or_create(&labels)
+    pub fn observe(&self, method: &Method, code: u16, took: Duration) {
+        let key = (code, method_label(method));
+        if let Some(s) = self
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            s.observe(took.as_secs_f64());
+            return;
+        }
+        self.requests
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
             .observe(took.as_secs_f64());
-        self.requests.get_or_create(&labels).inc();
     }
 
+    /// Counts one handler that ended with `code` (128 + N for signal N).
     pub fn handler_exit(&self, code: i32) {
-        self.handler_exits
-            .get_or_create(&ExitLabels {
-                code: code.to_string(),
-            })
-            .inc();
+        *self
+            .handler_exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
     }
 
-    /// The text exposition format.
+    /// The text exposition format, families in name order as the Go client sorts them.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let mut out = String::with_capacity(4096);
+        let exits: Vec<(i32, u64)> = self
+            .handler_exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(c, n)| (*c, *n))
+            .collect();
+        let mut series: Vec<((u16, &str), Arc<Histogram>)> = self
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        series.sort_by(|a, b| (a.0 .0.to_string(), a.0 .1).cmp(&(b.0 .0.to_string(), b.0 .1)));
+
+        scalar(
+            &mut out,
+            "fwatchdog_auth_failures_total",
+            "Requests refused because the API key was missing or wrong.",
+            "counter",
+            self.auth_failures.get(),
+        );
+        head(
+            &mut out,
+            "fwatchdog_handler_exits_total",
+            "Handler processes that exited, by exit code (128+N for signal N).",
+            "counter",
+        );
+        for (code, n) in exits {
+            let _ = writeln!(out, "fwatchdog_handler_exits_total{{code=\"{code}\"}} {n}");
+        }
+        scalar(
+            &mut out,
+            "fwatchdog_handler_starts_total",
+            "Handler processes started.",
+            "counter",
+            self.handler_starts.get(),
+        );
+        scalar(
+            &mut out,
+            "fwatchdog_handler_timeouts_total",
+            "Handler runs stopped at exec_timeout or write_timeout.",
+            "counter",
+            self.handler_timeouts.get(),
+        );
+        scalar(
+            &mut out,
+            "fwatchdog_log_lines_dropped_total",
+            "Log lines dropped because stderr was not read fast enough.",
+            "counter",
+            crate::logging::dropped_lines(),
+        );
+        head(
+            &mut out,
+            "fwatchdog_queue_depth",
+            "Requests waiting in the max_queue line for a max_inflight slot.",
+            "gauge",
+        );
+        let _ = writeln!(out, "fwatchdog_queue_depth {}", self.queue_depth.get());
+        head(
+            &mut out,
+            "fwatchdog_queue_wait_seconds",
+            "Seconds requests waited in the max_queue line.",
+            "histogram",
+        );
+        self.queue_wait
+            .render(&mut out, "fwatchdog_queue_wait_seconds", "");
+
+        head(
+            &mut out,
+            "http_request_duration_seconds",
+            "Seconds spent serving HTTP requests.",
+            "histogram",
+        );
+        let mut totals = Vec::with_capacity(series.len());
+        for ((code, method), s) in &series {
+            let labels = format!("code=\"{code}\",method=\"{method}\"");
+            let count = s.render(&mut out, "http_request_duration_seconds", &labels);
+            totals.push((labels, count));
+        }
+        head(
+            &mut out,
+            "http_requests_in_flight",
+            "total HTTP requests in-flight",
+            "gauge",
+        );
+        let _ = writeln!(out, "http_requests_in_flight {}", self.in_flight.get());
+        head(
+            &mut out,
+            "http_requests_total",
+            "total HTTP requests processed",
+            "counter",
+        );
+        for (labels, n) in totals {
+            let _ = writeln!(out, "http_requests_total{{{labels}}} {n}");
+        }
         out
+    }
+}
+
+fn head(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn scalar(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    head(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_peer_names_and_help() {
+        let m = Metrics::new();
+        m.observe(&Method::GET, 200, Duration::from_millis(3));
+        m.observe(&Method::GET, 200, Duration::from_millis(30));
+        m.observe(
+            &Method::from_bytes(b"BREW").expect("method"),
+            418,
+            Duration::ZERO,
+        );
+        m.in_flight.inc();
+        m.handler_exit(0);
+        m.handler_exit(137);
+        let out = m.render();
+        for want in [
+            "# HELP http_requests_total total HTTP requests processed\n# TYPE http_requests_total counter\n",
+            "# HELP http_request_duration_seconds Seconds spent serving HTTP requests.\n# TYPE http_request_duration_seconds histogram\n",
+            "# HELP http_requests_in_flight total HTTP requests in-flight\n# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight 1\n",
+            "http_requests_total{code=\"200\",method=\"get\"} 2\n",
+            "http_requests_total{code=\"418\",method=\"other\"} 1\n",
+            "http_request_duration_seconds_bucket{code=\"200\",method=\"get\",le=\"0.005\"} 1\n",
+            "http_request_duration_seconds_bucket{code=\"200\",method=\"get\",le=\"0.025\"} 1\n",
+            "http_request_duration_seconds_bucket{code=\"200\",method=\"get\",le=\"0.05\"} 2\n",
+            "http_request_duration_seconds_bucket{code=\"200\",method=\"get\",le=\"+Inf\"} 2\n",
+            "http_request_duration_seconds_sum{code=\"200\",method=\"get\"} 0.033\n",
+            "http_request_duration_seconds_count{code=\"200\",method=\"get\"} 2\n",
+            "fwatchdog_handler_exits_total{code=\"137\"} 1\n",
+            "fwatchdog_handler_starts_total 0\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        assert!(!out.contains("# EOF"));
     }
 }

@@ -19,10 +19,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 
 use crate::body::Body;
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
-use crate::runner::fork::Fork;
+use crate::runner::{files::Files, fork::Fork, http::Http, http::Upstream};
 use crate::service::{Runner, Shared};
 use crate::signal::Stop;
 
@@ -42,6 +42,10 @@ impl Drop for ConnGuard {
         }
     }
 }
+
+/// On shutdown, how long a connection that has not sent its first request yet may take
+/// to send it.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Resolves once the flag is set (or its sender is gone).
 async fn until_set(rx: &mut watch::Receiver<bool>) {
@@ -67,66 +71,130 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Accepts connections until `stop` fires, then returns the open-connection tracker.
+/// The HTTP/1.1 settings of every function connection.
+fn conn_builder(cfg: &Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.read_timeout)
+        .keep_alive(true)
+        .max_buf_size(256 * 1024)
+        // Room for a 64 KiB URI (§10) plus headers; also keeps every header under the
+        // kernel's 128 KiB limit for one environment string.
+        .max_header_size(96 * 1024);
+    builder
+}
+
+/// Serves function requests on any byte stream exactly as on an accepted TCP
+/// connection (same HTTP settings, same write-stall bound, same request chain), until
+/// the stream ends. For tests and fuzzing over in-memory streams.
+pub async fn serve_io<I>(io: I, shared: Arc<Shared>, peer: Option<SocketAddr>) -> hyper::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = crate::conn::Stream::new(io, shared.cfg.write_timeout);
+    let builder = conn_builder(&shared.cfg);
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let shared = shared.clone();
+        async move {
+            let req = req.map(|b| {
+                http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                    b,
+                    Into::into,
+                ))
+            });
+            Ok::<_, std::convert::Infallible>(shared.handle(req, peer).await)
+        }
+    });
+    builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+}
+
+/// Accepts connections until `stop` fires. Connections the kernel already completed
+/// (the listen backlog) are accepted and served before the listener closes, so a client
+/// whose `connect` succeeded is not reset.
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     conns: Arc<Conns>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.cfg.read_timeout)
-        .keep_alive(true)
-        .max_buf_size(256 * 1024);
+    let builder = conn_builder(&shared.cfg);
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             r = listener.accept() => match r {
-                Ok(s) => s,
+                Ok((stream, peer)) => serve_conn(stream, peer, &shared, &conns, &builder),
                 Err(e) => {
                     // Out of descriptors or similar: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
                 }
             },
             _ = until_set(&mut stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        conns.open.fetch_add(1, Ordering::AcqRel);
-        let guard = ConnGuard(conns.clone());
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let mut closing = conns.closing.subscribe();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let shared = shared.clone();
-                async move {
-                    let req = req.map(|b| {
-                        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-                            b,
-                            Into::into,
-                        ))
-                    });
-                    Ok::<_, std::convert::Infallible>(shared.handle(req, Some(peer)).await)
-                }
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = until_set(&mut closing) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        }
+    }
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        serve_conn(stream, peer, &shared, &conns, &builder);
     }
     drop(listener);
+}
+
+/// Serves one connection on its own task until it closes, or until shutdown asks it to
+/// finish its current request and close.
+fn serve_conn(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    conns: &Arc<Conns>,
+    builder: &http1::Builder,
+) {
+    let _ = stream.set_nodelay(true);
+    conns.open.fetch_add(1, Ordering::AcqRel);
+    let guard = ConnGuard(conns.clone());
+    let shared = shared.clone();
+    let builder = builder.clone();
+    let mut closing = conns.closing.subscribe();
+    // Set once the connection has begun a request; see the shutdown branch below.
+    let begun = Arc::new(Notify::new());
+    let begun_in_service = begun.clone();
+    let write_timeout = shared.cfg.write_timeout;
+    tokio::spawn(async move {
+        let _guard = guard;
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let shared = shared.clone();
+            begun_in_service.notify_one();
+            async move {
+                let req = req.map(|b| {
+                    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(b, Into::into))
+                });
+                Ok::<_, std::convert::Infallible>(shared.handle(req, Some(peer)).await)
+            }
+        });
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(crate::conn::Stream::new(stream, write_timeout)),
+                svc,
+            )
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = until_set(&mut closing) => {
+                // hyper closes a connection that has not begun a request at once, even
+                // with the request already in its socket buffer. A connection accepted
+                // just before the listener closed gets a moment to begin its first one.
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = begun.notified() => {}
+                    _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                }
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    });
 }
 
 /// Serves `/metrics` on its own port.
@@ -213,22 +281,15 @@ pub async fn run(cfg: Config) -> Exit {
         }
     }
 
-    let runner = Runner::Fork(Fork::new(cfg.clone(), metrics.clone()));
+    let runner = match cfg.mode {
+        Mode::Http => Runner::Http(Http::new(&cfg)),
+        Mode::Static => Runner::Files(Files::new(&cfg)),
+        _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
+    };
     let shared = Shared::new(cfg.clone(), metrics, runner);
 
     if let (Some(keys), Some(every)) = (&cfg.api_keys, cfg.secret_reload_interval) {
         keys.spawn_reloader(every);
-    }
-
-    if !cfg.suppress_lock {
-        if let Err(e) = std::fs::write(&cfg.lock_path, b"") {
-            tracing::error!(
-                "cannot write lock file {}: {e} (set suppress_lock=true to run without it)",
-                cfg.lock_path.display()
-            );
-            return Exit::Runtime;
-        }
-        tracing::info!("Writing lock-file to: {}", cfg.lock_path.display());
     }
 
     let conns = Arc::new(Conns {
@@ -243,20 +304,64 @@ pub async fn run(cfg: Config) -> Exit {
         conns.clone(),
         stop_rx,
     ));
+
+    // http mode: health answers 503 meanwhile; the lock file waits for the upstream.
+    let mut upstream = None;
+    if cfg.mode == Mode::Http {
+        tokio::select! {
+            r = Upstream::start(&cfg, &shared) => match r {
+                Ok(up) => upstream = Some(up),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return Exit::Runtime;
+                }
+            },
+            sig = stop_signals.recv() => {
+                tracing::info!("Received {sig} before the upstream was ready: exiting");
+                return Exit::Clean;
+            }
+        }
+    }
+
+    if !cfg.suppress_lock {
+        if let Err(e) = std::fs::write(&cfg.lock_path, b"") {
+            tracing::error!(
+                "cannot write lock file {}: {e} (set suppress_lock=true to run without it)",
+                cfg.lock_path.display()
+            );
+            return Exit::Runtime;
+        }
+        tracing::info!("Writing lock-file to: {}", cfg.lock_path.display());
+    }
+
     tracing::info!("Listening on port: {port}");
 
-    let sig = stop_signals.recv().await;
-    tracing::info!(
-        "Received {sig}, shutting down: health now fails, serving for healthcheck_interval={}",
-        crate::config::format_duration(cfg.healthcheck_interval)
-    );
+    let upstream_died = async {
+        match upstream.as_mut() {
+            Some(up) => up.exited().await,
+            None => std::future::pending().await,
+        }
+    };
+    // An upstream that died needs no grace period: health failed the moment it did.
+    let died = tokio::select! {
+        sig = stop_signals.recv() => {
+            tracing::info!(
+                "Received {sig}, shutting down: health now fails, serving for healthcheck_interval={}",
+                crate::config::format_duration(cfg.healthcheck_interval)
+            );
+            false
+        }
+        _ = upstream_died => true,
+    };
     shared.state.accepting.store(false, Ordering::Release);
     if !cfg.suppress_lock {
         let _ = std::fs::remove_file(&cfg.lock_path);
     }
 
     let drain = async {
-        tokio::time::sleep(cfg.healthcheck_interval).await;
+        if !died {
+            tokio::time::sleep(cfg.healthcheck_interval).await;
+        }
         let _ = stop_tx.send(true);
         let _ = accept.await;
         let _ = conns.closing.send(true);
@@ -282,8 +387,15 @@ pub async fn run(cfg: Config) -> Exit {
             );
         }
     };
+    // The upstream is stopped only once the requests it serves have drained (§5).
+    let drain_then_stop_upstream = async {
+        drain.await;
+        if let Some(up) = upstream.as_mut() {
+            up.stop().await;
+        }
+    };
     tokio::select! {
-        _ = drain => {}
+        _ = drain_then_stop_upstream => {}
         sig = stop_signals.recv() => {
             tracing::info!("Received {sig} again: exiting now");
             crate::process::kill_all();
@@ -292,5 +404,9 @@ pub async fn run(cfg: Config) -> Exit {
     }
     crate::process::kill_all();
     tracing::info!("Shutdown complete");
-    Exit::Clean
+    if died {
+        Exit::Runtime
+    } else {
+        Exit::Clean
+    }
 }

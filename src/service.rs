@@ -25,26 +25,29 @@ use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::runner::{fork::Fork, Ctx};
+use crate::runner::{files::Files, fork::Fork, http::Http, Ctx};
+
+/// A runner written as a closure, for tests of the chain itself.
+pub type CustomRunner = Box<
+    dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
 
 /// What answers function requests.
 pub enum Runner {
     Fork(Fork),
+    Http(Http),
+    Files(Files),
     /// For tests of the chain itself.
     #[doc(hidden)]
-    Custom(
-        Box<
-            dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
-                + Send
-                + Sync,
-        >,
-    ),
+    Custom(CustomRunner),
 }
 
 impl Runner {
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         match self {
             Runner::Fork(f) => f.call(req, ctx).await,
+            Runner::Http(h) => h.call(req, ctx).await,
+            Runner::Files(f) => f.call(req).await,
             Runner::Custom(f) => f(req).await,
         }
     }
@@ -59,6 +62,8 @@ pub struct State {
     pub upstream_ready: AtomicBool,
     /// Function requests holding a concurrency slot.
     inflight: AtomicUsize,
+    /// With `max_queue`: the line for slots, whose permits the slot holders keep.
+    queue: Option<crate::queue::Queue>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -72,6 +77,8 @@ pub struct Shared {
 impl Shared {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, runner: Runner) -> Arc<Shared> {
         let upstream_ready = cfg.mode != crate::config::Mode::Http;
+        let queue = (cfg.max_inflight > 0 && cfg.max_queue > 0)
+            .then(|| crate::queue::Queue::new(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout));
         Arc::new(Shared {
             cfg,
             metrics,
@@ -79,6 +86,7 @@ impl Shared {
                 accepting: AtomicBool::new(true),
                 upstream_ready: AtomicBool::new(upstream_ready),
                 inflight: AtomicUsize::new(0),
+                queue,
             },
             runner,
         })
@@ -112,12 +120,13 @@ impl Shared {
             .headers()
             .get(http::header::USER_AGENT)
             .is_some_and(|ua| ua.as_bytes().starts_with(b"kube-probe"));
-        let call_id = req
-            .headers()
-            .get("x-call-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let call_id = match req.headers().get("x-call-id").and_then(|v| v.to_str().ok()) {
+            Some(id) => id.to_owned(),
+            // JSON handler lines carry an id to tie them to their request line; text
+            // lines keep the peers' `[none]`.
+            None if self.cfg.log_format == crate::config::LogFormat::Json => logging::new_call_id(),
+            None => String::new(),
+        };
         let done = Done {
             shared: self.clone(),
             method,
@@ -128,11 +137,12 @@ impl Shared {
             quiet,
             call_id: call_id.clone(),
             slot: false,
+            permit: None,
         };
         self.metrics.in_flight.inc();
         let mut done = done;
 
-        let resp = match self.admit(req, remote, &mut done) {
+        let resp = match self.admit(req, remote, &mut done).await {
             Err(resp) => resp,
             Ok(req) => {
                 let ctx = Ctx {
@@ -161,8 +171,9 @@ impl Shared {
         Response::from_parts(parts, Tracked { inner, done }.boxed_unsync())
     }
 
-    /// Auth, then the concurrency limit. Hands the request on, or answers it.
-    fn admit(
+    /// Auth, then the concurrency limit (and its line, with `max_queue`). Hands the
+    /// request on, or answers it.
+    async fn admit(
         &self,
         mut req: Request<Body>,
         remote: Option<SocketAddr>,
@@ -188,19 +199,23 @@ impl Shared {
         }
         let max = self.cfg.max_inflight;
         if max > 0 {
-            if self.state.inflight.fetch_add(1, Ordering::AcqRel) >= max {
-                self.state.inflight.fetch_sub(1, Ordering::AcqRel);
-                let mut resp = body::text(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
-                );
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain"),
-                );
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return Err(resp);
+            match &self.state.queue {
+                None => {
+                    if self.state.inflight.fetch_add(1, Ordering::AcqRel) >= max {
+                        self.state.inflight.fetch_sub(1, Ordering::AcqRel);
+                        return Err(too_many(max));
+                    }
+                }
+                Some(queue) => {
+                    // The wait counts against write_timeout, not exec_timeout.
+                    let until = done.started + self.cfg.write_timeout;
+                    let permit = queue
+                        .slot(until, &self.metrics)
+                        .await
+                        .map_err(|_| too_many(max))?;
+                    done.permit = Some(permit);
+                    self.state.inflight.fetch_add(1, Ordering::AcqRel);
+                }
             }
             done.slot = true;
         }
@@ -250,6 +265,21 @@ fn canonical(name: &str) -> String {
     crate::runner::env::canonical_header(name)
 }
 
+/// The 429 of §3.3.
+fn too_many(max: usize) -> Response<Body> {
+    let mut resp = body::text(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
+    );
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 /// Settles a function request when its response body is finished or dropped: the log
 /// line, the metrics, the concurrency slot.
 struct Done {
@@ -262,6 +292,8 @@ struct Done {
     quiet: bool,
     call_id: String,
     slot: bool,
+    /// With `max_queue`: the slot itself, released when this is dropped.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Done {
@@ -271,23 +303,20 @@ impl Drop for Done {
             self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
         }
         self.shared.metrics.in_flight.dec();
-        let status = if self.status == 0 { 500 } else { self.status };
+        // No status: the request was dropped before its answer, because the client went
+        // away (or shutdown killed it). Counted and logged as 499, nginx's "client closed
+        // request", so it does not read as a server error.
+        let status = if self.status == 0 { 499 } else { self.status };
         self.shared.metrics.observe(&self.method, status, took);
         if !self.quiet {
-            let call_id = self.shared.cfg.log_callid.then(|| {
-                if self.call_id.is_empty() {
-                    "none"
-                } else {
-                    self.call_id.as_str()
-                }
-            });
             logging::request(
                 self.method.as_str(),
                 &self.uri,
                 status,
                 self.bytes,
                 took,
-                call_id,
+                &self.call_id,
+                self.shared.cfg.log_callid,
             );
         }
     }
@@ -404,6 +433,12 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "fine");
         assert_eq!(s.state.inflight.load(Ordering::Acquire), 0);
+        let m = s.metrics.render();
+        assert!(
+            m.contains("http_requests_total{code=\"500\",method=\"post\"} 3\n")
+                && m.contains("\nhttp_requests_in_flight 0\n"),
+            "panicked requests are counted: {m}"
+        );
     }
 
     #[tokio::test]

@@ -33,6 +33,20 @@ pub fn env_name(header: &str) -> String {
     name
 }
 
+/// The request path percent-decoded, except that a NUL byte stays `%00`: no environment
+/// string can hold one, so decoding it would make the handler impossible to start (a
+/// client's `/%00` answered 500 as if the function were broken).
+pub fn decoded_path(path: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for b in percent_encoding::percent_decode_str(path) {
+        match b {
+            0 => out.extend_from_slice(b"%00"),
+            b => out.push(b),
+        }
+    }
+    out
+}
+
 /// What else shapes the environment besides the request.
 pub struct EnvOptions<'a> {
     pub cgi_headers: bool,
@@ -60,8 +74,10 @@ pub fn handler_env(parts: &Parts, opts: &EnvOptions<'_>) -> Vec<(String, OsStrin
         }
     }
     env.push(("Http_Method".into(), parts.method.as_str().into()));
-    let path = percent_encoding::percent_decode_str(parts.uri.path()).collect::<Vec<u8>>();
-    env.push(("Http_Path".into(), OsString::from_vec(path)));
+    env.push((
+        "Http_Path".into(),
+        OsString::from_vec(decoded_path(parts.uri.path())),
+    ));
     if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
         env.push(("Http_Query".into(), q.into()));
     }
@@ -158,6 +174,19 @@ mod tests {
             .iter()
             .position(|(n, v)| n == "Http_Method" && v == "FAKE");
         assert!(header_pos < method_pos);
+    }
+
+    #[test]
+    fn a_nul_in_the_path_stays_encoded_so_the_handler_can_start() {
+        let p = parts("/a%00b%2500%41", &[]);
+        let opts = EnvOptions {
+            cgi_headers: true,
+            content_length: None,
+            hidden: None,
+        };
+        let env = handler_env(&p, &opts);
+        assert_eq!(get(&env, "Http_Path").expect("path"), "/a%00b%00A");
+        assert!(env.iter().all(|(_, v)| !v.as_encoded_bytes().contains(&0)));
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! timeout), then streams stdout as it comes; a failure after output started aborts the
 //! response rather than ending it cleanly. `serializing` and `classic` read the body
 //! first, collect stdout, and answer once the handler exits.
+//!
+//! With `--cgi` the handler also gets the CGI/1.1 meta-variables and its stdout starts
+//! with a CGI header block ([`super::cgi`]): streaming sends the head once that block is
+//! parsed, serializing splits it off the collected output. Every handler is told its
+//! deadline (`FWATCHDOG_DEADLINE_MS`); at that deadline its group gets SIGKILL, or
+//! SIGTERM and SIGKILL `exec_kill_grace` later.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -17,6 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::cgi;
 use super::env::{canonical_header, handler_env, EnvOptions};
 use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd};
 use super::Ctx;
@@ -35,6 +42,11 @@ const MAX_CHUNK: usize = 64 * 1024;
 pub struct Fork {
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
+    /// The port requests arrive on (CGI's `SERVER_PORT`).
+    port: u16,
+    /// `fprocess`, prepared once. `None` only for an empty command line, which config
+    /// refuses; each request then answers 500.
+    program: Option<process::Program>,
 }
 
 /// A task that is aborted when this guard is dropped.
@@ -66,7 +78,19 @@ fn reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
 
 impl Fork {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Fork {
-        Fork { cfg, metrics }
+        let port = cfg.port;
+        let program = process::Program::new(&cfg.fprocess).ok();
+        Fork {
+            cfg,
+            metrics,
+            port,
+            program,
+        }
+    }
+
+    /// The port really bound, when `port` was 0.
+    pub fn with_port(self, port: u16) -> Fork {
+        Fork { port, ..self }
     }
 
     pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
@@ -111,10 +135,22 @@ impl Fork {
         Some(done_tx)
     }
 
+    fn stdout_log(&self, ctx: &Ctx) -> Option<StdoutLog> {
+        self.cfg.write_debug.then(|| StdoutLog {
+            split: logging::LineSplitter::new(self.cfg.log_buffer_size),
+            prefix: self.cfg.prefix_logs,
+            call_id: ctx.call_id.clone(),
+        })
+    }
+
+    /// `content_length` is classic's `Http_ContentLength`; `stdin_len`, CGI's
+    /// `CONTENT_LENGTH`, when known.
     fn start(
         &self,
         parts: &http::request::Parts,
         content_length: Option<u64>,
+        stdin_len: Option<u64>,
+        deadline: Instant,
         stderr: Stderr,
     ) -> Result<process::Child, Response<Body>> {
         let hidden = self
@@ -123,7 +159,7 @@ impl Fork {
             .as_ref()
             .filter(|k| !k.forward())
             .map(|k| k.header());
-        let env = handler_env(
+        let mut env = handler_env(
             parts,
             &EnvOptions {
                 cgi_headers: self.cfg.cgi_headers,
@@ -131,7 +167,24 @@ impl Fork {
                 hidden,
             },
         );
-        match process::spawn(&self.cfg.fprocess, env, stderr) {
+        if self.cfg.cgi {
+            env.extend(cgi::meta_variables(
+                parts,
+                &cgi::Meta {
+                    remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
+                    server_port: self.port,
+                    content_length: stdin_len,
+                    hidden,
+                },
+            ));
+        }
+        let deadline_ms = super::deadline_ms(deadline).to_string();
+        env.push(("FWATCHDOG_DEADLINE_MS".to_owned(), deadline_ms.into()));
+        let started = match &self.program {
+            Some(program) => program.spawn(env, stderr),
+            None => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")),
+        };
+        match started {
             Ok(child) => {
                 self.metrics.handler_starts.inc();
                 Ok(child)
@@ -160,7 +213,9 @@ impl Fork {
             })
         });
         let started = Instant::now();
-        let mut child = match self.start(&parts, None, Stderr::Pipe) {
+        let (deadline, what, limit) = self.deadline(ctx, started);
+        let stdin_len = content_length(&parts.headers);
+        let mut child = match self.start(&parts, None, stdin_len, deadline, Stderr::Pipe) {
             Ok(c) => c,
             Err(resp) => return resp,
         };
@@ -192,21 +247,34 @@ impl Fork {
             _stderr_done: stderr_done,
             buf: BytesMut::with_capacity(4096),
             chunk: 4096,
+            stdout_log: self.stdout_log(ctx),
         };
-        let (deadline, what, limit) = self.deadline(ctx, started);
 
-        // Hold the head back until the first byte of output, EOF, or a failure.
-        let first = match run.step(deadline).await {
+        // Hold the head back until the first byte of output (with --cgi: the end of the
+        // header block), EOF, or a failure.
+        let mut head = None;
+        let step = if self.cfg.cgi {
+            match run.cgi_head(deadline).await {
+                Ok((step, h)) => {
+                    head = h;
+                    step
+                }
+                Err(e) => return bad_cgi(run.child.pid(), &e, started),
+            }
+        } else {
+            run.step(deadline).await
+        };
+        let first = match step {
             Step::Data(data) => Some(data),
             Step::Eof => None,
             Step::Deadline => {
-                run.child.kill();
                 self.metrics.handler_timeouts.inc();
                 tracing::info!(
                     "handler {} killed: {what} exceeded ({})",
                     run.child.pid(),
                     format_duration(limit)
                 );
+                run.expire(self.cfg.exec_kill_grace);
                 let mut resp = body::text(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("{what} exceeded ({})\n", format_duration(limit)),
@@ -228,12 +296,15 @@ impl Fork {
         if let Some(ct) = &self.cfg.content_type {
             builder = builder.header(http::header::CONTENT_TYPE, ct.as_str());
         }
+        if let Some(head) = head {
+            builder = with_head(builder, head);
+        }
         let Some(first) = first else {
             // Exited (or closed stdout) without output: the status decides.
             let status = match run.wait(deadline).await {
                 Some(s) => s,
                 None => {
-                    run.child.kill();
+                    run.expire(self.cfg.exec_kill_grace);
                     self.metrics.handler_timeouts.inc();
                     return body::text(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -242,6 +313,9 @@ impl Fork {
                 }
             };
             self.exited(status);
+            if status.success() && self.cfg.cgi {
+                return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started);
+            }
             if status.success() {
                 return builder
                     .body(body::empty())
@@ -255,8 +329,10 @@ impl Fork {
 
         let (tx, rx) = body::Channel::new(2);
         let metrics = self.metrics.clone();
+        let grace = self.cfg.exec_kill_grace;
         tokio::spawn(async move {
-            if tx.send(Ok(Frame::data(first))).await.is_err() {
+            // With --cgi the header block may have been all there was so far.
+            if !first.is_empty() && tx.send(Ok(Frame::data(first))).await.is_err() {
                 return; // client gone; dropping `run` kills the group
             }
             let fail =
@@ -272,14 +348,19 @@ impl Fork {
                             r = tx.send(Ok(Frame::data(data))) => if r.is_err() { return },
                             _ = tokio::time::sleep_until(deadline.into()) => {
                                 metrics.handler_timeouts.inc();
-                                let _ = tx.try_send(fail(format!("{what} exceeded")));
+                                run.expire(grace);
+                                // Not `try_send`: with the channel full (a slow reader)
+                                // it would fail, and dropping `tx` ends the body cleanly,
+                                // a truncated 200. This waits until the client reads or
+                                // the stalled connection is cut (crate::conn).
+                                let _ = tx.send(fail(format!("{what} exceeded"))).await;
                                 return;
                             }
                         }
                     }
                     Step::Eof => break,
                     Step::Deadline => {
-                        run.child.kill();
+                        run.expire(grace);
                         metrics.handler_timeouts.inc();
                         tracing::info!(
                             "handler killed after output started: {what} exceeded ({})",
@@ -313,7 +394,7 @@ impl Fork {
                     }
                 }
                 None => {
-                    run.child.kill();
+                    run.expire(grace);
                     metrics.handler_timeouts.inc();
                     let _ = tx.send(fail(format!("{what} exceeded"))).await;
                 }
@@ -363,7 +444,15 @@ impl Fork {
             Stderr::Pipe
         };
         let started = Instant::now();
-        let mut child = match self.start(&parts, classic.then_some(total), stderr_mode) {
+        let (deadline, what, limit) = self.deadline(ctx, started);
+        let stdin_len = input.iter().map(|c| c.len() as u64).sum();
+        let mut child = match self.start(
+            &parts,
+            classic.then_some(total),
+            Some(stdin_len),
+            deadline,
+            stderr_mode,
+        ) {
             Ok(c) => c,
             Err(resp) => return resp,
         };
@@ -390,12 +479,29 @@ impl Fork {
             _stderr_done: None,
             buf: BytesMut::with_capacity(4096),
             chunk: 4096,
+            stdout_log: self.stdout_log(ctx),
         };
-        let (deadline, what, limit) = self.deadline(ctx, started);
         let mut output: Vec<Bytes> = Vec::new();
+        // With --cgi the header block is checked as it arrives, so a handler that does not
+        // speak CGI fails at once. `cgi_head`: the head, the start of the body, and the
+        // index in `output` of the chunk it starts in.
+        let mut cgi_buf = self.cfg.cgi.then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
+        let mut cgi_head = None;
         let timed_out = loop {
             match run.step(deadline).await {
-                Step::Data(d) => output.push(d),
+                Step::Data(d) => {
+                    if let Some(buf) = cgi_buf.as_mut() {
+                        match buf.push(d.clone()) {
+                            Ok(None) => {}
+                            Ok(Some((head, rest))) => {
+                                cgi_head = Some((head, rest, output.len()));
+                                cgi_buf = None;
+                            }
+                            Err(e) => return bad_cgi(run.child.pid(), &e, started),
+                        }
+                    }
+                    output.push(d);
+                }
                 Step::Eof => break false,
                 Step::Deadline => break true,
                 Step::Body(_) => unreachable!("serializing has no body pump"),
@@ -407,13 +513,13 @@ impl Fork {
             run.wait(deadline).await
         };
         let Some(status) = status else {
-            run.child.kill();
             self.metrics.handler_timeouts.inc();
             tracing::info!(
                 "handler {} killed: {what} exceeded ({})",
                 run.child.pid(),
                 format_duration(limit)
             );
+            run.expire(self.cfg.exec_kill_grace);
             let mut resp = body::text(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("{what} exceeded ({})\n", format_duration(limit)),
@@ -423,13 +529,20 @@ impl Fork {
             return resp;
         };
         self.exited(status);
-        if self.cfg.write_debug {
-            for chunk in &output {
-                for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    logging::handler_line("stdout", line, self.cfg.prefix_logs, &ctx.call_id);
+        let head = match cgi_head {
+            _ if !status.success() => None,
+            Some((head, rest, at)) => {
+                output.drain(..=at);
+                if !rest.is_empty() {
+                    output.insert(0, rest);
                 }
+                Some(head)
             }
-        }
+            None if self.cfg.cgi => {
+                return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started)
+            }
+            None => None,
+        };
         let mut builder =
             Response::builder().header("x-duration-seconds", duration_header(started));
         if !status.success() {
@@ -449,11 +562,40 @@ impl Fork {
             if let Some(ct) = ct {
                 builder = builder.header(http::header::CONTENT_TYPE, ct);
             }
+            if let Some(head) = head {
+                builder = with_head(builder, head);
+            }
         }
         let body = http_body_util::BodyExt::boxed_unsync(body::Chunks::new(output));
         builder
             .body(body)
             .unwrap_or_else(|_| Response::new(body::empty()))
+    }
+}
+
+/// `write_debug`'s copy of a handler's stdout into the log (in every fork mode, as the
+/// output is read, so a streaming response is logged while it streams). The last line is
+/// logged when the run ends, even without a newline.
+struct StdoutLog {
+    split: logging::LineSplitter,
+    prefix: bool,
+    call_id: String,
+}
+
+impl StdoutLog {
+    fn push(&mut self, data: &[u8]) {
+        let (prefix, id) = (self.prefix, &self.call_id);
+        self.split.push(data, &mut |l| {
+            logging::handler_line("stdout", l, prefix, id)
+        });
+    }
+}
+
+impl Drop for StdoutLog {
+    fn drop(&mut self) {
+        let (prefix, id) = (self.prefix, &self.call_id);
+        self.split
+            .finish(&mut |l| logging::handler_line("stdout", l, prefix, id));
     }
 }
 
@@ -475,6 +617,8 @@ struct Run {
     status: Option<ExitStatus>,
     exited_at: Option<Instant>,
     _stderr_done: Option<oneshot::Sender<()>>,
+    /// With `write_debug`: stdout is logged too, line by line as it is read.
+    stdout_log: Option<StdoutLog>,
     buf: BytesMut,
     chunk: usize,
 }
@@ -495,7 +639,11 @@ impl Run {
                             if n == self.chunk && self.chunk < MAX_CHUNK {
                                 self.chunk *= 2;
                             }
-                            Step::Data(self.buf.split().freeze())
+                            let data = self.buf.split().freeze();
+                            if let Some(log) = &mut self.stdout_log {
+                                log.push(&data);
+                            }
+                            Step::Data(data)
                         }
                     };
                 }
@@ -519,6 +667,46 @@ impl Run {
         }
     }
 
+    /// Reads output until the CGI header block has been parsed; then returns the head
+    /// and `Data` with the start of the body (possibly empty). Any other step (EOF, the
+    /// deadline, a body failure) comes back as it is, with no head.
+    async fn cgi_head(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<(Step, Option<cgi::Head>), cgi::HeadError> {
+        let mut buf = cgi::HeadBuf::new(cgi::MAX_HEAD);
+        loop {
+            match self.step(deadline).await {
+                Step::Data(data) => {
+                    if let Some((head, rest)) = buf.push(data)? {
+                        return Ok((Step::Data(rest), Some(head)));
+                    }
+                }
+                other => return Ok((other, None)),
+            }
+        }
+    }
+
+    /// Ends a run that overran its deadline: SIGKILL for the whole group at once, or with
+    /// a `grace`, SIGTERM first and SIGKILL once the grace is over. Meanwhile the run lives
+    /// on in a task that drains and discards its output, so the handler can log while it
+    /// cleans up; the leader's exit ends the grace early (the reaper then kills what is
+    /// left of the group).
+    fn expire(mut self, grace: Duration) {
+        if grace.is_zero()
+            || !process::signal_group(self.child.pid(), nix::sys::signal::Signal::SIGTERM)
+        {
+            self.child.kill();
+            return;
+        }
+        tokio::spawn(async move {
+            let until = Instant::now() + grace;
+            while let Step::Data(_) | Step::Body(_) = self.step(until).await {}
+            let _ = self.wait(until).await;
+            // Dropping the run SIGKILLs whatever is left of the group.
+        });
+    }
+
     /// The exit status, waiting until `deadline` at most.
     async fn wait(&mut self, deadline: Instant) -> Option<ExitStatus> {
         if let Some(s) = self.status {
@@ -530,6 +718,28 @@ impl Run {
         self.status = Some(s);
         Some(s)
     }
+}
+
+/// The status and header fields of a CGI response head, over the defaults already set
+/// (a `Content-Type` from the head replaces the configured one).
+fn with_head(mut builder: http::response::Builder, head: cgi::Head) -> http::response::Builder {
+    builder = builder.status(head.status);
+    if let Some(headers) = builder.headers_mut() {
+        headers.extend(head.headers);
+    }
+    builder
+}
+
+/// The 502 for a handler whose output is not a CGI response.
+fn bad_cgi(pid: i32, e: &cgi::HeadError, started: Instant) -> Response<Body> {
+    tracing::warn!("handler {pid}: malformed CGI response, answering 502: {e}");
+    let mut resp = body::text(
+        StatusCode::BAD_GATEWAY,
+        format!("malformed CGI response from the handler: {e}\n"),
+    );
+    resp.headers_mut()
+        .insert("x-duration-seconds", duration_header(started));
+    resp
 }
 
 fn too_large(max: u64) -> Response<Body> {

@@ -112,52 +112,16 @@ pub async fn lines<R: AsyncRead + Unpin>(
     max: Option<usize>,
     mut emit: impl FnMut(&[u8]),
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut split = crate::logging::LineSplitter::new(max);
     let mut chunk = [0u8; 8192];
     loop {
         let n = match r.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let mut rest = &chunk[..n];
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-            push_capped(&mut buf, &rest[..pos], max, &mut emit);
-            emit(strip_cr(&buf));
-            buf.clear();
-            rest = &rest[pos + 1..];
-        }
-        push_capped(&mut buf, rest, max, &mut emit);
+        split.push(&chunk[..n], &mut emit);
     }
-    if !buf.is_empty() {
-        emit(strip_cr(&buf));
-    }
-}
-
-fn push_capped(
-    buf: &mut Vec<u8>,
-    mut data: &[u8],
-    max: Option<usize>,
-    emit: &mut impl FnMut(&[u8]),
-) {
-    let Some(max) = max else {
-        buf.extend_from_slice(data);
-        return;
-    };
-    while !data.is_empty() {
-        // A full piece goes out only once more of the same line follows, so a line of
-        // exactly `max` bytes is one line, not one plus an empty one.
-        if buf.len() >= max {
-            emit(buf);
-            buf.clear();
-        }
-        let take = (max - buf.len()).min(data.len());
-        buf.extend_from_slice(&data[..take]);
-        data = &data[take..];
-    }
-}
-
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
+    split.finish(&mut emit);
 }
 
 #[cfg(test)]

@@ -1,1 +1,21 @@
-mod dummy {}
+//! Integration tests: each starts the real `fwatchdog` binary on port 0 and talks to it
+//! over HTTP, as a user's orchestrator and clients would.
+
+mod util;
+
+mod auth;
+mod cgi;
+mod docker;
+mod lifecycle;
+mod observability;
+mod endpoints;
+mod examples;
+mod files;
+mod handler;
+mod http;
+mod queue;
+mod serializing;
+mod startup;
+mod timing;
+mod streaming;
+mod templates;

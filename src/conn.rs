@@ -1,0 +1,156 @@
+//! The client's byte stream, with a bound on how long a write may make no progress.
+//!
+//! hyper has no write timeout. When a client stops reading, the socket's send buffer
+//! fills, hyper waits in `poll_write`, and it never polls the response body again: no
+//! timer inside the body (nor the handler's deadline) can end the connection, which
+//! would keep its descriptor and a fully buffered serializing response until the client
+//! goes away. [`Stream`] fails a write that has made no progress for `write_timeout`;
+//! hyper then drops the connection and, with it, the response and whatever handler
+//! still feeds it. The timer is armed only when a write returns `Pending`, so a write
+//! that goes through costs one branch.
+//!
+//! The bound is on a stall, not on the whole response: the handler's own deadline
+//! already ends a run at `write_timeout` (§2), and a tunnelled upgrade (http mode
+//! websockets) may live longer than `write_timeout` as long as its peer keeps reading.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A stream whose writes fail once they have been stalled for `limit`.
+pub struct Stream<T> {
+    inner: T,
+    limit: Duration,
+    /// Allocated at the first stall, then reused.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The last write returned `Pending` and the timer runs for it.
+    stalled: bool,
+}
+
+impl<T> Stream<T> {
+    pub fn new(inner: T, limit: Duration) -> Stream<T> {
+        Stream {
+            inner,
+            limit,
+            timer: None,
+            stalled: false,
+        }
+    }
+
+    /// Called when the inner write is `Pending`: arms the timer on the first stall, and
+    /// turns an expired one into an error.
+    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if !self.stalled {
+            self.stalled = true;
+            let at = Instant::now() + self.limit;
+            match self.timer.as_mut() {
+                Some(t) => t.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading: write stalled for write_timeout",
+            ))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn progress<R>(&mut self, r: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Pending => self.stall(cx),
+            ready => {
+                self.stalled = false;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Stream<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Stream<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_write_nobody_reads_fails_after_the_limit() {
+        let (a, _b) = tokio::io::duplex(1024);
+        let mut s = Stream::new(a, Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let err = s
+            .write_all(&[0u8; 64 * 1024])
+            .await
+            .expect_err("stalled write");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_reader_is_not_cut() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut s = Stream::new(a, Duration::from_millis(200));
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 512];
+            // Each read frees room well within the limit; the whole copy takes longer.
+            while got < 16 * 1024 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                got += b.read(&mut buf).await.expect("read");
+            }
+            got
+        });
+        s.write_all(&[1u8; 16 * 1024]).await.expect("steady write");
+        assert_eq!(reader.await.expect("reader"), 16 * 1024);
+    }
+}

@@ -1,0 +1,163 @@
+//! static mode (§6): serves the files under `static_path`.
+//!
+//! tower-http's `ServeDir` does the HTTP work: `index.html` for folders (a folder asked
+//! for without its trailing `/` is redirected to it), `Range`, `If-Modified-Since` and
+//! `If-Unmodified-Since`, content types by extension, 404 for what is missing, 405 for
+//! methods other than GET and HEAD. It refuses `..` (encoded or not) but follows
+//! symlinks wherever they point, so before it runs we resolve the path ourselves and
+//! answer 404 for anything, the folder's `index.html` included, that resolves outside
+//! `static_path`.
+
+use std::path::{Component, Path, PathBuf};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use percent_encoding::percent_decode_str;
+use tower_http::services::ServeDir;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+
+pub struct Files {
+    dir: ServeDir,
+    root: PathBuf,
+}
+
+impl Files {
+    pub fn new(cfg: &Config) -> Files {
+        let root = cfg.static_path.clone();
+        match root.canonicalize() {
+            Ok(real) if real.is_dir() => {
+                tracing::info!("Serving static files from {}", real.display())
+            }
+            _ => tracing::warn!(
+                "static_path {} is not a readable folder (yet): requests get 404 until it is",
+                root.display()
+            ),
+        }
+        Files {
+            dir: ServeDir::new(&root),
+            root,
+        }
+    }
+
+    pub async fn call(&self, req: Request<Body>) -> Response<Body> {
+        if let Some(rel) = relative(req.uri().path()) {
+            let root = self.root.clone();
+            let outside = tokio::task::spawn_blocking(move || escapes(&root, &rel))
+                .await
+                .unwrap_or(true);
+            if outside {
+                tracing::warn!(
+                    "static: {} resolves outside static_path; answered 404",
+                    req.uri().path()
+                );
+                return not_found();
+            }
+        }
+        // ServeDir never reads the body; dropping it here keeps its types simple.
+        let req = req.map(|_| http_body_util::Empty::<bytes::Bytes>::new());
+        match self.dir.clone().try_call(req).await {
+            Ok(resp) => {
+                let resp = resp.map(|b| b.map_err(Into::into).boxed_unsync());
+                if resp.status() == StatusCode::NOT_FOUND {
+                    return not_found();
+                }
+                resp
+            }
+            Err(e) => {
+                tracing::warn!("static: cannot serve the file: {e}");
+                body::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
+            }
+        }
+    }
+}
+
+fn not_found() -> Response<Body> {
+    body::text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// The request path as a relative file path, decoded as `ServeDir` decodes it. `None`
+/// when it is not one `ServeDir` would serve (it answers those with 404 itself).
+fn relative(path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode_str(path.trim_start_matches('/'))
+        .decode_utf8()
+        .ok()?;
+    let mut rel = PathBuf::new();
+    for c in Path::new(&*decoded).components() {
+        match c {
+            Component::Normal(part) => rel.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(rel)
+}
+
+/// Whether `root/rel`, or the `index.html` that would be served for it, resolves (through
+/// symlinks) to a place outside `root`. A path that does not resolve at all is left to
+/// `ServeDir`, which answers 404.
+fn escapes(root: &Path, rel: &Path) -> bool {
+    let Ok(root) = root.canonicalize() else {
+        return false;
+    };
+    let Ok(real) = root.join(rel).canonicalize() else {
+        return false;
+    };
+    if !real.starts_with(&root) {
+        return true;
+    }
+    if real.is_dir() {
+        if let Ok(index) = real.join("index.html").canonicalize() {
+            return !index.starts_with(&root);
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_refuses_parent_components_encoded_or_not() {
+        assert_eq!(relative("/a/b.txt"), Some(PathBuf::from("a/b.txt")));
+        assert_eq!(relative("/"), Some(PathBuf::new()));
+        assert_eq!(relative("/a/./b"), Some(PathBuf::from("a/b")));
+        assert_eq!(relative("/%61"), Some(PathBuf::from("a")));
+        assert_eq!(relative("/../etc/passwd"), None);
+        assert_eq!(relative("/a/%2e%2e/%2e%2e/etc"), None);
+        assert_eq!(relative("/a/%2E%2E/b"), None);
+        assert_eq!(relative("/%ff"), None);
+    }
+
+    #[test]
+    fn symlinks_out_of_the_folder_escape() {
+        let base = std::env::temp_dir().join(format!("fwatchdog-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("public");
+        let outside = base.join("secret");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("key"), "k").expect("write");
+        std::fs::write(outside.join("index.html"), "x").expect("write");
+        std::fs::write(root.join("sub/ok.txt"), "ok").expect("write");
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).expect("symlink")
+        };
+        link(&outside.join("key"), "key");
+        link(&outside, "dir");
+        link(&root.join("sub/ok.txt"), "inside");
+        std::os::unix::fs::symlink(outside.join("index.html"), root.join("sub/index.html"))
+            .expect("symlink");
+
+        assert!(escapes(&root, Path::new("key")));
+        assert!(escapes(&root, Path::new("dir")));
+        assert!(escapes(&root, Path::new("dir/key")));
+        assert!(escapes(&root, Path::new("sub")), "index.html points out");
+        assert!(!escapes(&root, Path::new("inside")));
+        assert!(!escapes(&root, Path::new("sub/ok.txt")));
+        assert!(!escapes(&root, Path::new("missing")));
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

@@ -1,0 +1,902 @@
+//! http mode (§5): one long-running handler that is itself an HTTP server, and a
+//! reverse proxy in front of it.
+//!
+//! [`Upstream`] owns the handler process: it is started once, in its own process group,
+//! with its output going to the log; health stays red until it accepts connections (or
+//! answers 2xx on `ready_path`), and turns red again the moment it exits on its own. On
+//! shutdown it is stopped only after the in-flight requests have drained: SIGTERM to its
+//! group, SIGKILL 5 s later.
+//!
+//! [`Http`] proxies each request over a pooled keep-alive client. Bodies are streamed in
+//! both directions frame by frame, so SSE and NDJSON reach the client as the upstream
+//! writes them; a request that came with a `Content-Length` goes out with the same one
+//! (WSGI servers read nothing from a chunked body). Hop-by-hop headers are removed both
+//! ways, `Host` is kept, `X-Forwarded-For` gets the client's address, and `Upgrade:
+//! websocket` is tunnelled. The request is one future on the connection's task: no task
+//! is spawned for it, and dropping it (the client hung up) cancels the upstream request.
+
+use std::future::Future as _;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+use super::pipe::{collect, lines, BodyEnd};
+use super::Ctx;
+use crate::body::{self, Abort, Body, BoxError};
+use crate::config::{format_duration, parse_duration, Config};
+use crate::logging;
+use crate::process::{self, ExitStatus, Stderr};
+use crate::service::Shared;
+
+/// How long the upstream may take to exit after SIGTERM before it gets SIGKILL.
+const KILL_AFTER: Duration = Duration::from_secs(5);
+/// Readiness deadline when `exec_timeout` is 0 (no limit).
+const READY_DEFAULT: Duration = Duration::from_secs(30);
+/// Idle pooled connections are closed after this. Short, because upstream servers close
+/// idle keep-alive connections early (gunicorn after 2 s, node after 5 s) and a request
+/// sent on a connection the upstream is closing fails; under load no connection idles
+/// this long, so the pool still does its job.
+const POOL_IDLE: Duration = Duration::from_secs(1);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
+static X_DURATION: HeaderName = HeaderName::from_static("x-duration-seconds");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The reverse proxy: what answers function requests in http mode.
+pub struct Http {
+    client: Client<HttpConnector, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without its trailing `/`; `None` when that leaves nothing.
+    prefix: Option<String>,
+    url: String,
+    exec_timeout: Option<Duration>,
+    write_timeout: Duration,
+    read_timeout: Duration,
+    buffer: bool,
+    max_body: Option<u64>,
+}
+
+impl Http {
+    pub fn new(cfg: &Config) -> Http {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let upstream = cfg.upstream_url.clone().unwrap_or_default();
+        let prefix = upstream.path().trim_end_matches('/');
+        Http {
+            client,
+            scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: upstream
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+            prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            url: upstream.to_string(),
+            exec_timeout: cfg.exec_timeout,
+            write_timeout: cfg.write_timeout,
+            read_timeout: cfg.read_timeout,
+            buffer: cfg.http_buffer_req_body,
+            max_body: cfg.max_body_bytes,
+        }
+    }
+
+    /// Proxies one request.
+    pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        if let Some(max) = self.max_body {
+            if content_length(&parts.headers).is_some_and(|n| n > max) {
+                return too_large(max);
+            }
+        }
+        let (deadline, what, limit) = self.deadline(&parts.headers, ctx, started);
+        let upgrade = websocket(&parts.headers);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let peer = parts.extensions.get::<SocketAddr>().map(|a| a.ip());
+        parts.extensions.clear();
+
+        // `Expect` goes too: we stream the body as soon as the upstream reads it, and its
+        // own 100 Continue would only be swallowed by hyper.
+        strip_hop_by_hop(&mut parts.headers, Some(&header::EXPECT));
+        if let Some(up) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, up.clone());
+        }
+        if let Some(ip) = peer {
+            forwarded_for(&mut parts.headers, ip);
+        }
+        // Issue 10: when we stop waiting for the upstream's answer, in ms since the Unix
+        // epoch. Always ours: a client's own X-Deadline-Ms is replaced.
+        parts.headers.insert(
+            HeaderName::from_static("x-deadline-ms"),
+            super::deadline_ms(deadline).into(),
+        );
+        let method = parts.method.clone();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = match self.target(&path) {
+            Ok(uri) => uri,
+            Err(e) => {
+                return body::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot build the upstream URL: {e}\n"),
+                )
+            }
+        };
+        parts.version = Version::HTTP_11;
+
+        let body = if self.buffer {
+            match collect(body, self.read_timeout, self.max_body).await {
+                Ok((chunks, total)) => {
+                    parts.headers.insert(header::CONTENT_LENGTH, total.into());
+                    body::Chunks::new(chunks).boxed_unsync()
+                }
+                Err(end) => return body_failure(end, self.max_body),
+            }
+        } else if let Some(max) = self.max_body {
+            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+                .boxed_unsync()
+        } else {
+            body
+        };
+
+        let mut pending = Pending {
+            started,
+            method: &method,
+            path: &path,
+            armed: true,
+        };
+        let sent = tokio::time::timeout_at(
+            deadline.into(),
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        pending.armed = false;
+        let resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return self.failed(&e, &method, &path, started),
+            Err(_) => {
+                tracing::info!(
+                    "upstream did not answer {method} {path} within {what} ({})",
+                    format_duration(limit)
+                );
+                let mut resp = body::text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("{what} exceeded ({})\n", format_duration(limit)),
+                );
+                resp.headers_mut()
+                    .insert(X_DURATION.clone(), duration(started));
+                return resp;
+            }
+        };
+
+        let (mut parts, incoming) = resp.into_parts();
+        let body = match (parts.status, client_upgrade) {
+            (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => {
+                let upstream = parts.extensions.remove::<OnUpgrade>();
+                let up = parts.headers.get(header::UPGRADE).cloned();
+                strip_hop_by_hop(&mut parts.headers, None);
+                if let (Some(upstream), Some(up)) = (upstream, up) {
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts.headers.insert(header::UPGRADE, up);
+                    tokio::spawn(tunnel(client, upstream));
+                }
+                body::empty()
+            }
+            _ => {
+                strip_hop_by_hop(&mut parts.headers, None);
+                Timed {
+                    inner: incoming,
+                    deadline: ctx.write_deadline,
+                    sleep: None,
+                }
+                .boxed_unsync()
+            }
+        };
+        parts.extensions.clear();
+        // hyper writes the status line with this version; the upstream's own (often
+        // HTTP/1.0) says nothing about our connection with the client.
+        parts.version = Version::HTTP_11;
+        parts.headers.insert(X_DURATION.clone(), duration(started));
+        Response::from_parts(parts, body)
+    }
+
+    /// When the response head must have come: `exec_timeout`, shortened for this request
+    /// by a valid `X-Timeout`, and never after the write deadline.
+    fn deadline(
+        &self,
+        headers: &HeaderMap,
+        ctx: &Ctx,
+        started: Instant,
+    ) -> (Instant, &'static str, Duration) {
+        let mut limit = self.exec_timeout.map(|t| ("exec_timeout", t));
+        if let Some(t) = x_timeout(headers, self.exec_timeout) {
+            limit = Some(("X-Timeout", t));
+        }
+        match limit {
+            Some((what, t)) if started + t <= ctx.write_deadline => (started + t, what, t),
+            _ => (ctx.write_deadline, "write_timeout", self.write_timeout),
+        }
+    }
+
+    /// `upstream_url` + the request's path and query, without a doubled `/`.
+    fn target(&self, pq: &PathAndQuery) -> Result<Uri, http::Error> {
+        let pq = match &self.prefix {
+            None => pq.clone(),
+            Some(prefix) => {
+                let rest = pq.as_str();
+                let mut joined = String::with_capacity(prefix.len() + rest.len() + 1);
+                joined.push_str(prefix);
+                if !rest.starts_with('/') {
+                    joined.push('/');
+                }
+                joined.push_str(rest);
+                PathAndQuery::from_maybe_shared(Bytes::from(joined))?
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// The answer when the upstream request failed before a response head.
+    fn failed(
+        &self,
+        e: &hyper_util::client::legacy::Error,
+        method: &Method,
+        path: &PathAndQuery,
+        started: Instant,
+    ) -> Response<Body> {
+        let mut cause: &(dyn std::error::Error + 'static) = e;
+        let mut client_body = None;
+        while let Some(next) = cause.source() {
+            if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+                // A failing request body is the client's doing, not the upstream's.
+                if h.is_user() {
+                    client_body = Some(next);
+                }
+            }
+            cause = next;
+        }
+        if let Some(why) = client_body {
+            let too_large = std::iter::successors(Some(why), |e| e.source())
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            tracing::info!("{method} {path}: the request body failed: {cause}");
+            if too_large {
+                return too_large_resp(self.max_body);
+            }
+            return body::text(
+                StatusCode::BAD_REQUEST,
+                format!("request body could not be read: {cause}\n"),
+            );
+        }
+        let msg = if e.is_connect() {
+            format!("cannot connect to upstream {}: {cause}", self.url)
+        } else {
+            format!(
+                "upstream {} closed the connection without answering: {cause}",
+                self.url
+            )
+        };
+        tracing::warn!(
+            "{method} {path}: {msg} (after {:.4}s)",
+            started.elapsed().as_secs_f64()
+        );
+        let mut resp = body::text(StatusCode::BAD_GATEWAY, msg + "\n");
+        resp.headers_mut()
+            .insert(X_DURATION.clone(), duration(started));
+        resp
+    }
+}
+
+/// Logs a client hang-up: the request future was dropped before the upstream answered,
+/// which also dropped (cancelled) the upstream request.
+struct Pending<'a> {
+    started: Instant,
+    method: &'a Method,
+    path: &'a PathAndQuery,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::info!(
+                "client hung up after {:.4}s waiting for {} {}; upstream request cancelled",
+                self.started.elapsed().as_secs_f64(),
+                self.method,
+                self.path
+            );
+        }
+    }
+}
+
+/// The upstream's response body, aborted if it is still streaming at the write deadline.
+/// The timer is only armed once the body has to wait, so a response that is already
+/// complete costs none.
+struct Timed {
+    inner: Incoming,
+    deadline: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl http_body::Body for Timed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                tracing::info!("upstream response still streaming at write_timeout: aborted");
+                Poll::Ready(Some(Err(Box::new(Abort("write_timeout exceeded".into())))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream's,
+/// until both sides have closed.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::info!("websocket upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::info!("websocket tunnel closed: {e}");
+    }
+}
+
+/// The `Upgrade` value when the request asks for a websocket.
+fn websocket(headers: &HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(header::UPGRADE)?;
+    v.to_str()
+        .ok()?
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        .then(|| v.clone())
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed list, every header
+/// named in `Connection`, and `also`. One scan finds whether there is anything to do,
+/// which is cheaper than a hashed removal per name for the usual head that has none.
+fn strip_hop_by_hop(headers: &mut HeaderMap, also: Option<&HeaderName>) {
+    if !headers
+        .keys()
+        .any(|k| is_hop_by_hop(k) || also.is_some_and(|a| a == k))
+    {
+        return;
+    }
+    if let Some(a) = also {
+        headers.remove(a);
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for value in &listed {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+                    headers.remove(name);
+                }
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For`.
+fn forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    let mut buf = [0u8; 48];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{ip}");
+    let n = cur.position() as usize;
+    let ip = &buf[..n];
+    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined = Vec::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(ip);
+        HeaderValue::from_maybe_shared(Bytes::from(joined))
+    } else {
+        HeaderValue::from_bytes(ip)
+    };
+    if let Ok(v) = value {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// A valid `X-Timeout` that shortens `exec`: positive and not above it. Anything else
+/// (zero, negative, unparsable, longer) is ignored, so it can never disable or extend
+/// the limit.
+fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
+    let v = headers.get(&X_TIMEOUT)?.to_str().ok()?;
+    let t = parse_duration(v.trim()).ok()?;
+    (!t.is_zero() && exec.map_or(true, |e| t <= e)).then_some(t)
+}
+
+/// `X-Duration-Seconds`: seconds since `started`, 6 decimals (integer formatting: no
+/// float rounding work on every response).
+fn duration(started: Instant) -> HeaderValue {
+    let micros = started.elapsed().as_micros();
+    let mut buf = [0u8; 48];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let n = cur.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("0"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn too_large(max: u64) -> Response<Body> {
+    body::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than max_body_bytes ({max} bytes)\n"),
+    )
+}
+
+fn too_large_resp(max: Option<u64>) -> Response<Body> {
+    too_large(max.unwrap_or(0))
+}
+
+fn body_failure(end: BodyEnd, max: Option<u64>) -> Response<Body> {
+    match end {
+        BodyEnd::TooLarge => too_large_resp(max),
+        BodyEnd::Idle => body::text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body: client too slow (read_timeout)\n",
+        ),
+        BodyEnd::Failed(why) => body::text(
+            StatusCode::BAD_REQUEST,
+            format!("request body could not be read: {why}\n"),
+        ),
+        BodyEnd::Done(_) => body::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected end of body\n",
+        ),
+    }
+}
+
+/// The upstream process: started once, watched, and stopped last.
+pub struct Upstream {
+    pid: i32,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    /// Set once we asked it to stop, so its exit is not reported as a death.
+    stopping: Arc<AtomicBool>,
+    logs: Vec<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Starts `fprocess` and waits until the upstream is ready, then marks it so for
+    /// health. Dropping the future (or the `Upstream`) kills the process group.
+    pub async fn start(cfg: &Config, shared: &Arc<Shared>) -> Result<Upstream, String> {
+        let mut up = Upstream::spawn(cfg, shared)?;
+        up.ready(cfg).await?;
+        shared.state.upstream_ready.store(true, Ordering::Release);
+        if up.exit.borrow().is_some() {
+            // It died between the probe and now.
+            shared.state.upstream_ready.store(false, Ordering::Release);
+        }
+        Ok(up)
+    }
+
+    fn spawn(cfg: &Config, shared: &Arc<Shared>) -> Result<Upstream, String> {
+        let cmd = shell_words::join(&cfg.fprocess);
+        let mut child = process::spawn(
+            &cfg.fprocess,
+            std::iter::empty::<(&str, &str)>(),
+            Stderr::Pipe,
+        )
+        .map_err(|e| format!("cannot start the upstream {cmd:?}: {e}"))?;
+        let pid = child.pid();
+        tracing::info!("Started upstream {cmd:?} (pid {pid})");
+        drop(child.stdin.take());
+        let mut logs = Vec::new();
+        for (stream, fd) in [
+            ("stdout", child.stdout.take()),
+            ("stderr", child.stderr.take()),
+        ] {
+            let Some(rx) =
+                fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
+            else {
+                continue;
+            };
+            let max = cfg.log_buffer_size;
+            let prefix = cfg.prefix_logs;
+            logs.push(tokio::spawn(async move {
+                lines(rx, max, |l| logging::handler_line(stream, l, prefix, "")).await;
+            }));
+        }
+        let (tx, exit) = watch::channel(None);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let asked = stopping.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            shared.state.upstream_ready.store(false, Ordering::Release);
+            if asked.load(Ordering::Acquire) {
+                tracing::info!("Upstream (pid {pid}) exited: {status}");
+            } else {
+                tracing::error!(
+                    "upstream {cmd:?} (pid {pid}) exited on its own: {status}; health now fails, exiting once in-flight requests finish"
+                );
+            }
+            let _ = tx.send(Some(status));
+        });
+        Ok(Upstream {
+            pid,
+            exit,
+            stopping,
+            logs,
+        })
+    }
+
+    /// Polls until the upstream accepts TCP connections (and answers 2xx on
+    /// `ready_path`, if set), within `exec_timeout` or 30 s when that is 0.
+    async fn ready(&mut self, cfg: &Config) -> Result<(), String> {
+        let url = cfg.upstream_url.clone().unwrap_or_default();
+        let host = url
+            .host()
+            .unwrap_or("127.0.0.1")
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned();
+        let port = url.port_u16().unwrap_or(80);
+        let authority = url.authority().map(|a| a.as_str()).unwrap_or("127.0.0.1");
+        let host_header = HeaderValue::from_str(authority)
+            .unwrap_or_else(|_| HeaderValue::from_static("127.0.0.1"));
+        let ready_path = cfg.ready_path.as_ref().map(|p| {
+            let prefix = url.path().trim_end_matches('/');
+            format!("{prefix}{p}")
+        });
+        let within = cfg.exec_timeout.unwrap_or(READY_DEFAULT);
+        tracing::info!(
+            "Waiting up to {} for the upstream at {url} to {}",
+            format_duration(within),
+            match &ready_path {
+                Some(p) => format!("answer 2xx on GET {p}"),
+                None => "accept connections".into(),
+            }
+        );
+        let give_up = tokio::time::Instant::now() + within;
+        let mut last = String::from("no attempt finished");
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = probe(&host, port, &host_header, ready_path.as_deref());
+            tokio::select! {
+                r = attempt => match r {
+                    Ok(()) => {
+                        tracing::info!("Upstream is ready");
+                        return Ok(());
+                    }
+                    Err(why) => last = why,
+                },
+                status = self.exited() => {
+                    return Err(format!("the upstream exited before it became ready: {status}"));
+                }
+                _ = tokio::time::sleep_until(give_up) => {}
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(format!(
+                    "the upstream at {url} did not become ready within {} ({last}); exiting",
+                    format_duration(within)
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep_until(give_up) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Resolves when the upstream has exited; its status.
+    pub async fn exited(&mut self) -> ExitStatus {
+        match self.exit.wait_for(Option::is_some).await {
+            Ok(s) => (*s).unwrap_or(ExitStatus::Code(-1)),
+            Err(_) => ExitStatus::Code(-1),
+        }
+    }
+
+    /// SIGTERM to the upstream's group, SIGKILL if it is still alive 5 s later; then
+    /// lets its last log lines through.
+    pub async fn stop(&mut self) {
+        if self.exit.borrow().is_none() {
+            self.stopping.store(true, Ordering::Release);
+            tracing::info!(
+                "Stopping the upstream (pid {}): SIGTERM to its process group",
+                self.pid
+            );
+            process::signal_group(self.pid, Signal::SIGTERM);
+            if tokio::time::timeout(KILL_AFTER, self.exited())
+                .await
+                .is_err()
+            {
+                tracing::info!(
+                    "upstream still running {} after SIGTERM: SIGKILL",
+                    format_duration(KILL_AFTER)
+                );
+                process::signal_group(self.pid, Signal::SIGKILL);
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.exited()).await;
+            }
+        }
+        for h in self.logs.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if self.exit.borrow().is_none() {
+            process::signal_group(self.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// One readiness check: a TCP connect, then `GET ready_path` when set.
+async fn probe(
+    host: &str,
+    port: u16,
+    host_header: &HeaderValue,
+    ready_path: Option<&str>,
+) -> Result<(), String> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+        let Some(path) = ready_path else {
+            return Ok(());
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let req = Request::get(path)
+            .header(header::HOST, host_header.clone())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        tokio::select! {
+            r = sender.send_request(req) => match r {
+                Ok(resp) if resp.status().is_success() => Ok(()),
+                Ok(resp) => Err(format!("GET {path} answered {}", resp.status())),
+                Err(e) => Err(format!("GET {path}: {e}")),
+            },
+            r = conn => Err(format!("GET {path}: connection closed ({r:?})")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 2s".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_in_connection() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-exit-code"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("expect", "100-continue"),
+            ("host", "example"),
+            ("content-length", "3"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, Some(&header::EXPECT));
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host", "x-kept"]);
+    }
+
+    #[test]
+    fn heads_without_hop_by_hop_headers_are_left_alone() {
+        let mut h = headers(&[("host", "a"), ("x-one", "1"), ("content-length", "0")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, Some(&header::EXPECT));
+        assert_eq!(h, before);
+        let mut h = headers(&[("host", "a"), ("expect", "100-continue")]);
+        strip_hop_by_hop(&mut h, None);
+        assert!(h.contains_key(header::EXPECT), "only removed when asked");
+    }
+
+    #[test]
+    fn duration_has_six_decimals() {
+        let v = duration(Instant::now() - Duration::from_millis(1500));
+        let s = v.to_str().expect("ascii");
+        let (int, frac) = s.split_once('.').expect("dot");
+        assert_eq!((int, frac.len()), ("1", 6), "{s}");
+    }
+
+    #[test]
+    fn forwarded_for_is_added_or_appended() {
+        let mut h = HeaderMap::new();
+        forwarded_for(&mut h, IpAddr::from([10, 1, 2, 3]));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        forwarded_for(&mut h, "::1".parse().expect("ip"));
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, ::1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn x_timeout_only_shortens() {
+        let exec = Some(Duration::from_secs(10));
+        let t = |v: &str, exec| x_timeout(&headers(&[("x-timeout", v)]), exec);
+        assert_eq!(t("2s", exec), Some(Duration::from_secs(2)));
+        assert_eq!(t("10s", exec), Some(Duration::from_secs(10)));
+        assert_eq!(t("500ms", exec), Some(Duration::from_millis(500)));
+        for ignored in ["0s", "0", "-1s", "11s", "1h", "soon", ""] {
+            assert_eq!(t(ignored, exec), None, "{ignored}");
+        }
+        // No limit configured: any positive value is a shortening.
+        assert_eq!(t("1h", None), Some(Duration::from_secs(3600)));
+        assert_eq!(t("0s", None), None);
+        assert_eq!(x_timeout(&HeaderMap::new(), exec), None);
+    }
+
+    #[test]
+    fn websocket_upgrade_is_detected_in_any_case() {
+        assert!(websocket(&headers(&[("upgrade", "WebSocket")])).is_some());
+        assert!(websocket(&headers(&[("upgrade", "foo, websocket")])).is_some());
+        assert!(websocket(&headers(&[("upgrade", "h2c")])).is_none());
+        assert!(websocket(&HeaderMap::new()).is_none());
+    }
+
+    fn http(url: &str) -> Http {
+        use crate::cli::{parse, Action};
+        let env = [("fprocess", "x"), ("mode", "http"), ("upstream_url", url)];
+        let Action::Run(raw) = parse(["fwatchdog".to_owned()], |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("parse") else {
+            unreachable!()
+        };
+        Http::new(&Config::from_raw(&raw).expect("config"))
+    }
+
+    #[tokio::test]
+    async fn target_joins_without_doubling_the_slash() {
+        let cases = [
+            (
+                "http://127.0.0.1:5000",
+                "/a/b?x=1",
+                "http://127.0.0.1:5000/a/b?x=1",
+            ),
+            ("http://127.0.0.1:5000/", "/a", "http://127.0.0.1:5000/a"),
+            (
+                "http://127.0.0.1:5000/api/",
+                "/a?q",
+                "http://127.0.0.1:5000/api/a?q",
+            ),
+            (
+                "http://127.0.0.1:5000/api",
+                "/",
+                "http://127.0.0.1:5000/api/",
+            ),
+            ("http://h", "//keep//this", "http://h//keep//this"),
+        ];
+        for (base, path, want) in cases {
+            let got = http(base)
+                .target(&PathAndQuery::from_static(path))
+                .expect("uri");
+            assert_eq!(got.to_string(), want, "{base} + {path}");
+        }
+    }
+}
