@@ -15,8 +15,9 @@ mkdir "$work/secrets"
 head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$work/secrets/secret-api-key"
 key=$(cat "$work/secrets/secret-api-key")
 
-handler=examples/api-key-protected/function/handler.sh
-[ -x "$handler" ] || handler="echo Unlocked the function!"
+# The example's own handler, as its Dockerfile sets it.
+handler=$(sed -n 's/^ENV fprocess="\(.*\)" \\$/\1/p' examples/api-key-protected/protectedapi/Dockerfile)
+[ -n "$handler" ] || handler="echo Unlocked the function!"
 
 TMPDIR=$work port=0 healthcheck_interval=1s metrics_port=off bind_address=127.0.0.1 \
   "$bin" --fprocess "$handler" --api-key-secret secret-api-key --secrets-dir "$work/secrets" \
