@@ -42,7 +42,7 @@ macro_rules! setting {
 /// Every setting, in the order `--help` and the README list them.
 pub const SETTINGS: &[Setting] = &[
     setting!("mode", "mode", ["mode"], "streaming", Value,
-        "streaming, serializing, classic, http or static"),
+        "streaming, serializing, classic, http, static or fastcgi"),
     setting!("fprocess", "fprocess", ["fprocess", "function_process"], "—", Value,
         "handler command line, split like a POSIX shell (required except in static mode)"),
     setting!("upstream_url", "upstream-url", ["upstream_url", "http_upstream_url"], "—", Value,
@@ -109,6 +109,14 @@ pub const SETTINGS: &[Setting] = &[
         "also pass the API key header on to the handler"),
     setting!("secret_reload_interval", "secret-reload-interval", ["secret_reload_interval"], "2s", Value,
         "how often secret files are re-read for rotation; 0 = never"),
+    setting!("fastcgi_address", "fastcgi-address", ["fastcgi_address"], "— (spawn workers)", Value,
+        "fastcgi mode: host:port or /path.sock of an external FastCGI server (e.g. php-fpm) instead of spawning fprocess"),
+    setting!("pool_size", "pool-size", ["pool_size"], "number of CPUs", Value,
+        "fastcgi mode: workers spawned from fprocess, and the most connections open to the FastCGI server"),
+    setting!("pool_max_requests", "pool-max-requests", ["pool_max_requests"], "0", Value,
+        "fastcgi mode: workers get PHP_FCGI_MAX_REQUESTS=N and exit after N requests, then are replaced; 0 = never"),
+    setting!("script_filename", "script-filename", ["script_filename", "SCRIPT_FILENAME"], "—", Value,
+        "fastcgi mode: the SCRIPT_FILENAME param (the script php-cgi or php-fpm runs)"),
 ];
 
 /// Where a raw value came from, so an error can name it the way the user wrote it.

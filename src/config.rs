@@ -21,6 +21,8 @@ pub enum Mode {
     Classic,
     Http,
     Static,
+    /// A pool of warm FastCGI workers (issue 11).
+    FastCgi,
 }
 
 impl Mode {
@@ -30,6 +32,7 @@ impl Mode {
         ("classic", Mode::Classic),
         ("http", Mode::Http),
         ("static", Mode::Static),
+        ("fastcgi", Mode::FastCgi),
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +113,30 @@ pub struct Config {
     pub max_body_bytes: Option<u64>,
     pub api_keys: Option<ApiKeys>,
     pub secret_reload_interval: Option<Duration>,
+    /// fastcgi mode: the workers and how to reach them.
+    pub fastcgi: FastCgiConfig,
+}
+
+/// Where an external FastCGI server listens (`fastcgi_address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastCgiAddress {
+    /// `host:port`.
+    Tcp(String),
+    /// `/path/to.sock` (or `unix:/path/to.sock`).
+    Unix(PathBuf),
+}
+
+/// The fastcgi-mode settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastCgiConfig {
+    /// `None`: spawn `pool_size` workers from `fprocess` on a private socket.
+    pub address: Option<FastCgiAddress>,
+    /// Workers spawned, and the most connections open to the server at once.
+    pub pool_size: usize,
+    /// Given to workers as `PHP_FCGI_MAX_REQUESTS`; 0 = never recycle.
+    pub max_requests: u64,
+    /// The `SCRIPT_FILENAME` param, when set.
+    pub script_filename: Option<String>,
 }
 
 const DEFAULT_SERIALIZING_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -145,6 +172,8 @@ impl Config {
                 words
             }
             None if mode == Mode::Static => Vec::new(),
+            // An external FastCGI server needs no command of ours.
+            None if mode == Mode::FastCgi && s.get("fastcgi_address").is_some() => Vec::new(),
             None => {
                 return Err(ConfigError(format!(
                     "fprocess is required in {} mode (env fprocess or --fprocess)",
@@ -268,6 +297,7 @@ impl Config {
         };
         let cgi_headers = s.parse("cgi_headers", true, parse_bool)?;
         let cgi = s.parse("cgi", false, parse_bool)?;
+        let fastcgi = fastcgi_settings(&s)?;
         if cgi && !mode.is_fork() {
             let (v, src) = s
                 .get("cgi")
@@ -360,6 +390,7 @@ impl Config {
             max_body_bytes,
             api_keys,
             secret_reload_interval,
+            fastcgi,
         })
     }
 
@@ -422,6 +453,23 @@ impl Config {
                 format_duration(self.exec_kill_grace)
             ));
         }
+        if self.mode == Mode::FastCgi {
+            let f = &self.fastcgi;
+            match &f.address {
+                Some(FastCgiAddress::Tcp(a)) => out.push_str(&format!(" fastcgi_address={a}")),
+                Some(FastCgiAddress::Unix(p)) => {
+                    out.push_str(&format!(" fastcgi_address={}", p.display()))
+                }
+                None => out.push_str(" fastcgi_address=(spawned)"),
+            }
+            out.push_str(&format!(
+                " pool_size={} pool_max_requests={}",
+                f.pool_size, f.max_requests
+            ));
+            if let Some(sf) = &f.script_filename {
+                out.push_str(&format!(" script_filename={sf}"));
+            }
+        }
         if self.cgi {
             out.push_str(" cgi=true");
         }
@@ -456,6 +504,46 @@ impl<'a> Settings<'a> {
             None => Ok(default),
             Some((v, src)) => f(v.trim()).map_err(|e| invalid(src, v, &e)),
         }
+    }
+}
+
+/// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename` (issue 11).
+fn fastcgi_settings(s: &Settings<'_>) -> Result<FastCgiConfig, ConfigError> {
+    let address = match s.get("fastcgi_address") {
+        None => None,
+        Some((v, src)) => Some(parse_fastcgi_address(v.trim()).map_err(|e| invalid(src, v, &e))?),
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let pool_size = s.parse("pool_size", cpus, |v| match v.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err("expected a number of workers from 1 to 1024".into()),
+    })?;
+    let max_requests = s.parse("pool_max_requests", 0u64, |v| {
+        v.parse::<u64>()
+            .map_err(|_| "expected a non-negative integer (0 = never recycle)".into())
+    })?;
+    let script_filename = s.get("script_filename").map(|(v, _)| v.to_owned());
+    Ok(FastCgiConfig {
+        address,
+        pool_size,
+        max_requests,
+        script_filename,
+    })
+}
+
+/// `host:port`, `/path.sock` or `unix:/path.sock`.
+fn parse_fastcgi_address(v: &str) -> Result<FastCgiAddress, String> {
+    if let Some(path) = v.strip_prefix("unix:").or(v.starts_with('/').then_some(v)) {
+        if path.is_empty() || path.len() > 107 {
+            return Err("a Unix socket path must have 1 to 107 bytes".into());
+        }
+        return Ok(FastCgiAddress::Unix(PathBuf::from(path)));
+    }
+    match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(FastCgiAddress::Tcp(v.to_owned()))
+        }
+        _ => Err("expected host:port (e.g. 127.0.0.1:9000) or a Unix socket path".into()),
     }
 }
 
@@ -501,18 +589,24 @@ fn parse_size(v: &str) -> Result<u64, String> {
         .ok_or_else(|| "expected a number of bytes (optionally with Ki, Mi or Gi)".into())
 }
 
+/// The longest duration Go's grammar can say (`2562047h47m16.854775807s`, about 292
+/// years). Also what keeps `Instant::now() + d` from overflowing, which panics.
+const MAX_DURATION_NS: u128 = i64::MAX as u128;
+
 /// Durations: a bare non-negative integer is seconds; otherwise Go's grammar
-/// (`1m30s`, `1.5h`, `500ms`; units ns, us, µs, ms, s, m, h). Negative values are refused.
+/// (`1m30s`, `1.5h`, `500ms`; units ns, us, µs, ms, s, m, h). Negative values are refused,
+/// and so is anything longer than Go's longest duration.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     const BAD: &str = "expected a duration such as 10s, 500ms or 1m30s (a bare number is seconds)";
     if v.is_empty() {
         return Err(BAD.into());
     }
     if v.bytes().all(|b| b.is_ascii_digit()) {
-        return v
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| BAD.into());
+        return match v.parse::<u64>() {
+            Ok(n) if u128::from(n) * 1_000_000_000 <= MAX_DURATION_NS => Ok(Duration::from_secs(n)),
+            Ok(_) => Err("duration out of range".into()),
+            Err(_) => Err(BAD.into()),
+        };
     }
     if v.starts_with('-') {
         return Err("negative durations are not allowed".into());
@@ -563,7 +657,7 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
             .checked_mul(scale)
             .and_then(|t| t.checked_add(frac_ns * scale / div))
             .and_then(|t| total.checked_add(t))
-            .filter(|t| *t <= u128::from(u64::MAX))
+            .filter(|t| *t <= MAX_DURATION_NS)
             .ok_or("duration out of range")?;
         rest = tail;
     }
@@ -643,6 +737,27 @@ mod tests {
         for v in ["-1s", "-5", "abc", "10x", "1.2.3s", "s", "", "1 s", "."] {
             assert!(parse_duration(v).is_err(), "{v} should be refused");
         }
+    }
+
+    #[test]
+    fn durations_past_gos_limit_are_refused_so_deadlines_cannot_overflow() {
+        let max = Duration::from_nanos(i64::MAX as u64);
+        assert_eq!(parse_duration("2562047h47m16.854775807s"), Ok(max));
+        assert_eq!(
+            parse_duration("9223372036"),
+            Ok(Duration::from_secs(9223372036))
+        );
+        for v in [
+            "2562047h47m16.854775808s",
+            "9223372037",
+            "18446744073709551615",
+            "77777777777777",
+        ] {
+            assert!(parse_duration(v).is_err(), "{v} should be refused");
+        }
+        // Found by fuzz/duration: what the startup log prints must read back.
+        let shown = format_duration(parse_duration("9223372036").expect("max seconds"));
+        assert_eq!(parse_duration(&shown), parse_duration("9223372036"));
     }
 
     #[test]

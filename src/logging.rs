@@ -37,6 +37,11 @@ pub const QUEUE_BYTES: usize = 8 << 20;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The writer gathers lines into writes of about this size.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// After a write the writer waits this long before looking at the queue again, so under
+/// load lines gather into one write and the server does not wake the writer thread (a
+/// system call and a cross-thread wakeup) for every line. An idle log costs nothing: the
+/// writer then sleeps until the next line.
+const LINGER: Duration = Duration::from_millis(2);
 
 static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -670,11 +675,14 @@ impl Queue {
             if buf.capacity() > 4 * WRITE_CHUNK {
                 buf = Vec::with_capacity(WRITE_CHUNK);
             }
-            let mut p = self.lock();
-            p.busy = false;
-            if p.lines.is_empty() && p.dropped == 0 {
-                self.idle.notify_all();
+            {
+                let mut p = self.lock();
+                p.busy = false;
+                if p.lines.is_empty() && p.dropped == 0 {
+                    self.idle.notify_all();
+                }
             }
+            std::thread::sleep(LINGER);
         }
     }
 

@@ -60,9 +60,16 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// A process group we started. `exit` is `None` once its leader has been reaped; the
+/// entry stays only for a lingering group (see [`Child::keep_group_on_exit`]).
+struct Entry {
+    exit: Option<oneshot::Sender<ExitStatus>>,
+    linger: bool,
+}
+
 #[derive(Default)]
 struct Reaper {
-    leaders: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
+    leaders: Mutex<HashMap<i32, Entry>>,
 }
 
 fn reaper() -> &'static Reaper {
@@ -70,7 +77,7 @@ fn reaper() -> &'static Reaper {
     REAPER.get_or_init(Reaper::default)
 }
 
-fn table() -> std::sync::MutexGuard<'static, HashMap<i32, oneshot::Sender<ExitStatus>>> {
+fn table() -> std::sync::MutexGuard<'static, HashMap<i32, Entry>> {
     reaper().leaders.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -106,10 +113,21 @@ fn reap() {
             WaitStatus::Signaled(_, sig, _) => ExitStatus::Signal(sig as i32),
             _ => ExitStatus::Code(-1),
         };
-        if let Some(tx) = leaders.remove(&pid.as_raw()) {
-            // The zombie leader still holds the group id: nothing else can have it.
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = tx.send(exit);
+        if let Some(mut entry) = leaders.remove(&pid.as_raw()) {
+            if entry.linger {
+                // The rest of the group may still be shutting down; keep it signalable.
+                let tx = entry.exit.take();
+                leaders.insert(pid.as_raw(), entry);
+                if let Some(tx) = tx {
+                    let _ = tx.send(exit);
+                }
+            } else {
+                // The zombie leader still holds the group id: nothing else can have it.
+                let _ = killpg(pid, Signal::SIGKILL);
+                if let Some(tx) = entry.exit {
+                    let _ = tx.send(exit);
+                }
+            }
         }
         // Leader or orphan, it is reaped now; loop on EINTR only.
         while let Err(Errno::EINTR) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {}
@@ -191,10 +209,28 @@ impl Program {
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
+        self.spawn_with(env, Stdin::Pipe, stderr)
+    }
+
+    /// [`Program::spawn`] with a choice of fd 0: a pipe, or a descriptor of ours the
+    /// child shares (FastCGI workers get the listening socket there). With
+    /// [`Stdin::Fd`], [`Child::stdin`] is `None`.
+    pub fn spawn_with<K, V>(&self, env: impl IntoIterator<Item = (K, V)>, stdin: Stdin<'_>, stderr: Stderr) -> io::Result<Child>
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let path = self.path()?;
         let envp = environment(env)?;
         let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-        let (stdin_r, stdin_w) = nix::unistd::pipe2(cloexec)?;
+        let (stdin_r, stdin_w) = match stdin {
+            Stdin::Pipe => {
+                let (r, w) = nix::unistd::pipe2(cloexec)?;
+                (StdinEnd::Owned(r), Some(w))
+            }
+            // dup2 onto fd 0 gives the child a copy without FD_CLOEXEC; ours keeps it.
+            Stdin::Fd(fd) => (StdinEnd::Shared(fd), None),
+        };
         let (stdout_r, stdout_w) = nix::unistd::pipe2(cloexec)?;
         let (stderr_r, stderr_w) = match stderr {
             Stderr::Pipe => {
@@ -208,12 +244,51 @@ impl Program {
 
         let (tx, rx) = oneshot::channel();
         let mut leaders = table();
-        let pid = posix_spawn(path, &argv, &envp.ptrs, [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()])?;
-        leaders.insert(pid, tx);
+        let pid = posix_spawn(path, &argv, &envp.ptrs, [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()]).map_err(|e| explain(e, path))?;
+        leaders.insert(pid, Entry { exit: Some(tx), linger: false });
         drop(leaders);
         // The child has its copies; ours of its ends must go so EOF comes when it exits.
         drop((stdin_r, stdout_w, stderr_w));
-        Ok(Child { pid, stdin: Some(stdin_w), stdout: Some(stdout_r), stderr: stderr_r, exit: Some(rx) })
+        Ok(Child { pid, stdin: stdin_w, stdout: Some(stdout_r), stderr: stderr_r, exit: Some(rx) })
+    }
+}
+
+/// What a handler's fd 0 is.
+pub enum Stdin<'a> {
+    /// A pipe; its write end is [`Child::stdin`].
+    Pipe,
+    /// This descriptor of ours, shared with the child (e.g. a listening socket, FastCGI's
+    /// `FCGI_LISTENSOCK_FILENO`). It must not be 0, 1 or 2.
+    Fd(std::os::fd::BorrowedFd<'a>),
+}
+
+/// Our side of the child's fd 0 while spawning: a pipe end to close after the spawn, or
+/// a descriptor we keep.
+enum StdinEnd<'a> {
+    Owned(OwnedFd),
+    Shared(std::os::fd::BorrowedFd<'a>),
+}
+
+impl AsRawFd for StdinEnd<'_> {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            StdinEnd::Owned(fd) => fd.as_raw_fd(),
+            StdinEnd::Shared(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+/// ENOENT for a file that exists means its `#!` interpreter or ELF loader is missing
+/// (a glibc binary in a musl or scratch image): say so, or the error misleads.
+fn explain(e: io::Error, path: &CString) -> io::Error {
+    let exists = std::path::Path::new(OsStr::from_bytes(path.as_bytes())).exists();
+    if e.raw_os_error() == Some(libc::ENOENT) && exists {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{e} (the file exists: its #! interpreter or ELF loader is missing)"),
+        )
+    } else {
+        e
     }
 }
 
@@ -343,6 +418,17 @@ impl Child {
         self.exit.is_none()
     }
 
+    /// Lets the rest of the group outlive the leader, for a long-running upstream whose
+    /// command is a wrapper (`sh -c 'gunicorn ...'`): on SIGTERM the shell dies at once
+    /// while the server is still draining, and must not take the server with it. The
+    /// group is then stopped through [`signal_group`] until [`group_alive`] says it is
+    /// empty.
+    pub fn keep_group_on_exit(&self) {
+        if let Some(entry) = table().get_mut(&self.pid) {
+            entry.linger = true;
+        }
+    }
+
     /// SIGKILLs the whole group if the leader has not been reaped yet.
     pub fn kill(&self) {
         signal_group(self.pid, Signal::SIGKILL);
@@ -357,17 +443,26 @@ impl Drop for Child {
     }
 }
 
-/// Signals a leader's group, only while the leader is still ours and unreaped.
+/// Signals a group of ours: while its leader is unreaped (so the id cannot have been
+/// reused), or, for a lingering group, while it still has members (a process group id
+/// is not handed out again while any process uses it).
 pub fn signal_group(pid: i32, sig: Signal) -> bool {
-    let leaders = table();
-    if leaders.contains_key(&pid) {
-        killpg(Pid::from_raw(pid), sig).is_ok()
-    } else {
-        false
+    let mut leaders = table();
+    let Some(entry) = leaders.get(&pid) else { return false };
+    if entry.exit.is_none() && killpg(Pid::from_raw(pid), None).is_err() {
+        leaders.remove(&pid);
+        return false;
     }
+    killpg(Pid::from_raw(pid), sig).is_ok()
 }
 
-/// SIGKILLs every handler group still running (the end of a drain).
+/// Whether a group of ours still has a live member.
+pub fn group_alive(pid: i32) -> bool {
+    let leaders = table();
+    leaders.contains_key(&pid) && killpg(Pid::from_raw(pid), None).is_ok()
+}
+
+/// SIGKILLs every group of ours still running (the end of a drain).
 pub fn kill_all() {
     let leaders = table();
     for pid in leaders.keys() {
@@ -375,7 +470,7 @@ pub fn kill_all() {
     }
 }
 
-/// How many handler leaders are still running.
+/// How many leaders are still running.
 pub fn running() -> usize {
-    table().len()
+    table().values().filter(|e| e.exit.is_some()).count()
 }

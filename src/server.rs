@@ -284,6 +284,13 @@ pub async fn run(cfg: Config) -> Exit {
     let runner = match cfg.mode {
         Mode::Http => Runner::Http(Http::new(&cfg)),
         Mode::Static => Runner::Files(Files::new(&cfg)),
+        Mode::FastCgi => match crate::runner::fastcgi::FastCgi::new(cfg.clone(), port) {
+            Ok(f) => Runner::FastCgi(f),
+            Err(e) => {
+                tracing::error!("{e}");
+                return Exit::Runtime;
+            }
+        },
         _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
     };
     let shared = Shared::new(cfg.clone(), metrics, runner);
@@ -318,6 +325,20 @@ pub async fn run(cfg: Config) -> Exit {
             },
             sig = stop_signals.recv() => {
                 tracing::info!("Received {sig} before the upstream was ready: exiting");
+                return Exit::Clean;
+            }
+        }
+    }
+
+    // fastcgi mode: the workers start (or the external server answers) before the lock.
+    if let Runner::FastCgi(f) = &shared.runner {
+        tokio::select! {
+            r = f.start(&shared) => if let Err(e) = r {
+                tracing::error!("{e}");
+                return Exit::Runtime;
+            },
+            sig = stop_signals.recv() => {
+                tracing::info!("Received {sig} before the FastCGI server was ready: exiting");
                 return Exit::Clean;
             }
         }
@@ -392,6 +413,9 @@ pub async fn run(cfg: Config) -> Exit {
         drain.await;
         if let Some(up) = upstream.as_mut() {
             up.stop().await;
+        }
+        if let Runner::FastCgi(f) = &shared.runner {
+            f.stop().await;
         }
     };
     tokio::select! {

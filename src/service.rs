@@ -25,7 +25,7 @@ use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::runner::{files::Files, fork::Fork, http::Http, Ctx};
+use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, http::Http, Ctx};
 
 /// A runner written as a closure, for tests of the chain itself.
 pub type CustomRunner = Box<
@@ -37,6 +37,7 @@ pub enum Runner {
     Fork(Fork),
     Http(Http),
     Files(Files),
+    FastCgi(FastCgi),
     /// For tests of the chain itself.
     #[doc(hidden)]
     Custom(CustomRunner),
@@ -48,6 +49,7 @@ impl Runner {
             Runner::Fork(f) => f.call(req, ctx).await,
             Runner::Http(h) => h.call(req, ctx).await,
             Runner::Files(f) => f.call(req).await,
+            Runner::FastCgi(f) => f.call(req, ctx).await,
             Runner::Custom(f) => f(req).await,
         }
     }

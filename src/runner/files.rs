@@ -65,6 +65,9 @@ impl Files {
                 }
                 resp
             }
+            // A name no file can have (`%00` decodes to a NUL byte): there is nothing
+            // there, it is not our failure.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => not_found(),
             Err(e) => {
                 tracing::warn!("static: cannot serve the file: {e}");
                 body::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")

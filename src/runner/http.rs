@@ -582,6 +582,9 @@ impl Upstream {
         )
         .map_err(|e| format!("cannot start the upstream {cmd:?}: {e}"))?;
         let pid = child.pid();
+        // A wrapper shell dies on SIGTERM at once; the server it started must still get
+        // its grace period, so the group is not killed when the leader exits.
+        child.keep_group_on_exit();
         tracing::info!("Started upstream {cmd:?} (pid {pid})");
         drop(child.stdin.take());
         let mut logs = Vec::new();
@@ -693,17 +696,20 @@ impl Upstream {
     /// SIGTERM to the upstream's group, SIGKILL if it is still alive 5 s later; then
     /// lets its last log lines through.
     pub async fn stop(&mut self) {
-        if self.exit.borrow().is_none() {
+        if self.exit.borrow().is_none() || process::group_alive(self.pid) {
             self.stopping.store(true, Ordering::Release);
             tracing::info!(
                 "Stopping the upstream (pid {}): SIGTERM to its process group",
                 self.pid
             );
             process::signal_group(self.pid, Signal::SIGTERM);
-            if tokio::time::timeout(KILL_AFTER, self.exited())
-                .await
-                .is_err()
-            {
+            let pid = self.pid;
+            let group_gone = async {
+                while process::group_alive(pid) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            if tokio::time::timeout(KILL_AFTER, group_gone).await.is_err() {
                 tracing::info!(
                     "upstream still running {} after SIGTERM: SIGKILL",
                     format_duration(KILL_AFTER)
@@ -720,9 +726,7 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if self.exit.borrow().is_none() {
-            process::signal_group(self.pid, Signal::SIGKILL);
-        }
+        process::signal_group(self.pid, Signal::SIGKILL);
     }
 }
 

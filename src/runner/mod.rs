@@ -2,7 +2,7 @@
 //!
 //! `fork` starts one handler process per request (streaming, serializing, classic);
 //! `http` proxies to one long-running handler that is an HTTP server; `files` serves a
-//! folder (static mode).
+//! folder (static mode); `fastcgi` talks FastCGI to a pool of warm workers.
 //! Each runner takes a request whose auth and concurrency checks have passed and returns
 //! the response; it never panics the server and always ends the work it started.
 
@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub mod cgi;
 pub mod env;
+pub mod fastcgi;
 pub mod files;
 pub mod fork;
 pub mod http;

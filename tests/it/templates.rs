@@ -312,6 +312,7 @@ const TEMPLATES: &[&str] = &[
     "python3-http",
     "node",
     "rust",
+    "php",
 ];
 
 fn template_dir(name: &str) -> PathBuf {
@@ -640,7 +641,7 @@ fn templates_follow_the_faas_cli_layout() {
         );
         let mode = get("mode").unwrap_or_else(|| panic!("{name}: ENV mode"));
         assert!(
-            ["streaming", "serializing", "classic", "http"].contains(&mode.as_str()),
+            ["streaming", "serializing", "classic", "http", "fastcgi"].contains(&mode.as_str()),
             "{name}: mode {mode}"
         );
         for k in ["exec_timeout", "read_timeout", "write_timeout"] {

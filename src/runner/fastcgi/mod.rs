@@ -1,0 +1,864 @@
+//! fastcgi mode (issue 11): a pool of warm FastCGI 1.0 responders instead of one
+//! process per request.
+//!
+//! [`workers::Workers`] is spawn-fcgi inside the watchdog: a Unix socket in a private
+//! temp dir, `pool_size` workers started from `fprocess` with that listening socket as
+//! their fd 0 (`FCGI_LISTENSOCK_FILENO`), each in its own process group, replaced when
+//! they die. With `fastcgi_address` an external server (php-fpm) is used instead.
+//!
+//! [`FastCgi`] answers each request over one connection to the server: `BEGIN_REQUEST`
+//! with `FCGI_KEEP_CONN`, the RFC 3875 meta-variables as `PARAMS` (the same ones
+//! `--cgi` gives a forked handler, [`super::cgi::meta_variables`]), the body streamed as
+//! `STDIN` while `STDOUT` is read, parsed as a CGI response ([`super::cgi::HeadBuf`])
+//! and streamed to the client; `STDERR` goes to the log. Connections are kept open and
+//! reused, one request at a time each, and never more than `pool_size` at once: a
+//! php-cgi worker serves one connection until it is closed, so one more connection than
+//! there are workers would wait in the listen backlog behind an idle one. A client that
+//! goes away, or `exec_timeout`, sends `ABORT_REQUEST` and closes that connection.
+//!
+//! Everything a worker sends is checked ([`codec::Decoder`]); a worker that breaks the
+//! protocol gets its request answered 502 (or aborted, once the response has started),
+//! never a panic.
+
+pub mod codec;
+pub mod workers;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::cgi;
+use super::pipe::{collect, BodyEnd};
+use super::Ctx;
+use crate::body::{self, Abort, Body, BoxError};
+use crate::config::{format_duration, Config, FastCgiAddress};
+use crate::logging;
+use codec::{Decoder, End, Record};
+
+/// One request per connection at a time, so every request has the same id.
+const REQUEST_ID: u16 = 1;
+/// A chunked body (no `Content-Length`) is read whole to tell the application its
+/// `CONTENT_LENGTH`, as nginx does; this caps it when `max_body_bytes` is not set.
+const BUFFERED_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Response body frames queued towards a slow client.
+const BODY_DEPTH: usize = 8;
+
+/// Where requests go: the workers' socket or the external server.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+/// The FastCGI runner: what answers function requests in fastcgi mode.
+pub struct FastCgi {
+    inner: Arc<Inner>,
+    /// `None` with `fastcgi_address`.
+    workers: Option<Arc<workers::Workers>>,
+}
+
+struct Inner {
+    cfg: Arc<Config>,
+    target: Target,
+    /// `SERVER_PORT`.
+    port: u16,
+    pool: Mutex<PoolState>,
+    /// A connection went idle or closed.
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Conn>,
+    /// Connections open, idle or in use.
+    open: usize,
+}
+
+impl FastCgi {
+    /// Prepares the runner; for spawned workers, creates their socket. The workers start
+    /// in [`FastCgi::start`].
+    pub fn new(cfg: Arc<Config>, port: u16) -> Result<FastCgi, String> {
+        let (target, workers) = match &cfg.fastcgi.address {
+            Some(FastCgiAddress::Tcp(a)) => (Target::Tcp(a.clone()), None),
+            Some(FastCgiAddress::Unix(p)) => (Target::Unix(p.clone()), None),
+            None => {
+                let w = workers::Workers::new(&cfg)?;
+                (Target::Unix(w.socket().to_owned()), Some(Arc::new(w)))
+            }
+        };
+        Ok(FastCgi {
+            inner: Arc::new(Inner {
+                cfg,
+                target,
+                port,
+                pool: Mutex::new(PoolState::default()),
+                freed: Notify::new(),
+            }),
+            workers,
+        })
+    }
+
+    /// Starts the workers (health turns green once one is alive), or waits until the
+    /// external server accepts connections.
+    pub async fn start(&self, shared: &Arc<crate::service::Shared>) -> Result<(), String> {
+        shared.state.upstream_ready.store(false, Ordering::Release);
+        match &self.workers {
+            Some(w) => w.start(shared),
+            None => {
+                let within = self
+                    .inner
+                    .cfg
+                    .exec_timeout
+                    .unwrap_or(Duration::from_secs(30));
+                let give_up = Instant::now() + within;
+                let mut pause = Duration::from_millis(5);
+                loop {
+                    match Conn::connect(&self.inner.target).await {
+                        Ok(_) => break,
+                        Err(e) if Instant::now() >= give_up => {
+                            return Err(format!(
+                                "the FastCGI server at {} did not accept connections within {}: {e}; exiting",
+                                self.inner.target.show(),
+                                format_duration(within)
+                            ))
+                        }
+                        Err(_) => tokio::time::sleep(pause).await,
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                tracing::info!("FastCGI server at {} is ready", self.inner.target.show());
+                shared.state.upstream_ready.store(true, Ordering::Release);
+                Ok(())
+            }
+        }
+    }
+
+    /// After the drain: closes idle connections and stops the workers (SIGTERM to each
+    /// group, SIGKILL 5 s later).
+    pub async fn stop(&self) {
+        let idle = std::mem::take(&mut lock(&self.inner.pool).idle);
+        drop(idle);
+        if let Some(w) = &self.workers {
+            w.stop().await;
+        }
+    }
+
+    /// Answers one request.
+    pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
+        let started = Instant::now();
+        let cfg = &self.inner.cfg;
+        let (parts, body) = req.into_parts();
+        let declared = content_length(&parts.headers);
+        if let (Some(max), Some(n)) = (cfg.max_body_bytes, declared) {
+            if n > max {
+                return too_large(max);
+            }
+        }
+        let (deadline, what, limit) = match cfg.exec_timeout {
+            Some(t) if started + t <= ctx.write_deadline => (started + t, "exec_timeout", t),
+            _ => (ctx.write_deadline, "write_timeout", cfg.write_timeout),
+        };
+        // The application needs CONTENT_LENGTH to read its input: a chunked body is read
+        // first (bounded), a Content-Length one is streamed.
+        let (input, stdin_len) = if let Some(n) = declared {
+            (Input::Stream(body), Some(n))
+        } else if body.is_end_stream() {
+            (Input::Empty, None)
+        } else {
+            let max = cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT);
+            match collect(body, cfg.read_timeout, Some(max)).await {
+                Ok((chunks, total)) => (Input::Chunks(chunks), Some(total)),
+                Err(end) => return body_failure(end, max),
+            }
+        };
+        let head = self.request_head(&parts, stdin_len);
+
+        let (tx, chan) = body::Channel::new(BODY_DEPTH);
+        let (head_tx, head_rx) = oneshot::channel();
+        let job = Job {
+            inner: self.inner.clone(),
+            head,
+            input,
+            tx,
+            head_tx: Some(head_tx),
+            deadline,
+            what,
+            limit,
+            started,
+            call_id: ctx.call_id.clone(),
+            rest: None,
+        };
+        tokio::spawn(job.run());
+        match head_rx.await {
+            Ok(Answer::Head(status, headers)) => {
+                let mut resp = Response::new(chan.boxed_unsync());
+                *resp.status_mut() = status;
+                *resp.headers_mut() = headers;
+                resp
+            }
+            Ok(Answer::Early(resp)) => resp,
+            Err(_) => bad_gateway("the FastCGI exchange ended unexpectedly"),
+        }
+    }
+
+    /// `BEGIN_REQUEST` and `PARAMS`: the CGI meta-variables, `REQUEST_URI` (every PHP
+    /// framework routes on it) and `SCRIPT_FILENAME` when configured.
+    fn request_head(&self, parts: &http::request::Parts, stdin_len: Option<u64>) -> Vec<u8> {
+        let cfg = &self.inner.cfg;
+        let hidden = cfg
+            .api_keys
+            .as_ref()
+            .filter(|k| !k.forward())
+            .map(|k| k.header());
+        let meta = cgi::meta_variables(
+            parts,
+            &cgi::Meta {
+                remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
+                server_port: self.inner.port,
+                content_length: stdin_len,
+                hidden,
+            },
+        );
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes();
+        let script = cfg.fastcgi.script_filename.as_deref().map(str::as_bytes);
+        let params = meta
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .chain(std::iter::once((&b"REQUEST_URI"[..], uri)))
+            .chain(script.map(|s| (&b"SCRIPT_FILENAME"[..], s)));
+        codec::request_head(REQUEST_ID, true, params)
+    }
+}
+
+impl Target {
+    fn show(&self) -> String {
+        match self {
+            Target::Unix(p) => p.display().to_string(),
+            Target::Tcp(a) => a.clone(),
+        }
+    }
+}
+
+fn lock(m: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection to the FastCGI server.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    async fn connect(target: &Target) -> std::io::Result<Conn> {
+        match target {
+            Target::Unix(p) => UnixStream::connect(p).await.map(Conn::Unix),
+            Target::Tcp(a) => {
+                let s = TcpStream::connect(a.as_str()).await?;
+                let _ = s.set_nodelay(true);
+                Ok(Conn::Tcp(s))
+            }
+        }
+    }
+
+    /// Whether an idle connection still looks usable: nothing to read, not closed.
+    fn usable(&self) -> bool {
+        let mut b = [0u8; 1];
+        let r = match self {
+            Conn::Unix(s) => s.try_read(&mut b),
+            Conn::Tcp(s) => s.try_read(&mut b),
+        };
+        matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// A connection checked out of the pool. Dropped, it is closed and its place freed;
+/// [`Lease::keep`] puts it back for the next request instead.
+struct Lease {
+    conn: Option<Conn>,
+    inner: Arc<Inner>,
+    reused: bool,
+}
+
+impl Lease {
+    fn keep(mut self) {
+        if let Some(c) = self.conn.take() {
+            lock(&self.inner.pool).idle.push(c);
+            self.inner.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            lock(&self.inner.pool).open -= 1;
+            self.inner.freed.notify_one();
+        }
+    }
+}
+
+impl Inner {
+    /// An idle connection, or a new one while fewer than `pool_size` are open; else
+    /// waits for one to be freed, until `deadline`.
+    async fn checkout(self: &Arc<Self>, deadline: Instant) -> Result<Lease, Failure> {
+        let max = self.cfg.fastcgi.pool_size;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let fresh = {
+                let mut pool = lock(&self.pool);
+                let mut found = None;
+                while let Some(c) = pool.idle.pop() {
+                    if c.usable() {
+                        found = Some(c);
+                        break;
+                    }
+                    pool.open -= 1;
+                }
+                match found {
+                    Some(c) => {
+                        return Ok(Lease {
+                            conn: Some(c),
+                            inner: self.clone(),
+                            reused: true,
+                        })
+                    }
+                    None if pool.open < max => {
+                        pool.open += 1;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if fresh {
+                let mut lease = Lease {
+                    conn: None,
+                    inner: self.clone(),
+                    reused: false,
+                };
+                let connect = tokio::time::timeout_at(deadline.into(), Conn::connect(&self.target));
+                return match connect.await {
+                    Ok(Ok(c)) => {
+                        lease.conn = Some(c);
+                        Ok(lease)
+                    }
+                    Ok(Err(e)) => {
+                        drop(lease);
+                        // The Drop above only frees a lease that holds a connection.
+                        lock(&self.pool).open -= 1;
+                        self.freed.notify_one();
+                        Err(Failure::Worker(format!(
+                            "cannot connect to the FastCGI server at {}: {e}",
+                            self.target.show()
+                        )))
+                    }
+                    Err(_) => {
+                        lock(&self.pool).open -= 1;
+                        self.freed.notify_one();
+                        Err(Failure::TimedOut)
+                    }
+                };
+            }
+            if tokio::time::timeout_at(deadline.into(), freed)
+                .await
+                .is_err()
+            {
+                return Err(Failure::TimedOut);
+            }
+        }
+    }
+}
+
+/// The request body as it goes to `STDIN`.
+enum Input {
+    Empty,
+    Chunks(Vec<Bytes>),
+    Stream(Body),
+}
+
+/// What `call` waits for.
+enum Answer {
+    /// The CGI head: the body follows on the channel.
+    Head(StatusCode, HeaderMap),
+    /// A whole response from us (502, 504, ...).
+    Early(Response<Body>),
+}
+
+/// Why an exchange did not end with `END_REQUEST`.
+#[derive(Debug)]
+enum Failure {
+    /// The worker broke the protocol, closed the connection or could not be reached.
+    Worker(String),
+    /// `exec_timeout` (or the write deadline).
+    TimedOut,
+    /// The client went away.
+    Gone,
+    /// The request body could not be read.
+    Body(BodyEnd),
+}
+
+/// One request's exchange, on its own task so the response body can stream after
+/// `call` has returned the head.
+struct Job {
+    inner: Arc<Inner>,
+    head: Vec<u8>,
+    input: Input,
+    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    head_tx: Option<oneshot::Sender<Answer>>,
+    deadline: Instant,
+    what: &'static str,
+    limit: Duration,
+    started: Instant,
+    call_id: String,
+    /// The part of a streamed body the application did not read.
+    rest: Option<Body>,
+}
+
+impl Job {
+    async fn run(mut self) {
+        // A reused connection may have been closed by the worker since (it exited): an
+        // exchange that failed before any record arrived is retried once on a new
+        // connection, when there is no streamed body that would have to be replayed.
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let mut lease = match self.inner.checkout(self.deadline).await {
+                Ok(l) => l,
+                Err(f) => break Err(f),
+            };
+            let reused = lease.reused;
+            let Some(mut conn) = lease.conn.take() else {
+                break Err(Failure::Worker("no connection".into()));
+            };
+            let mut progress = Progress::default();
+            let r = match &mut conn {
+                Conn::Unix(s) => {
+                    let (r, w) = s.split();
+                    self.exchange(r, w, &mut progress).await
+                }
+                Conn::Tcp(s) => {
+                    let (r, w) = s.split();
+                    self.exchange(r, w, &mut progress).await
+                }
+            };
+            let retry = matches!(r, Err(Failure::Worker(_)))
+                && reused
+                && attempts < 2
+                && !progress.any_record
+                && !matches!(self.input, Input::Stream(_));
+            if retry {
+                // `lease` (now empty) frees nothing; count the connection as closed.
+                drop(conn);
+                lock(&self.inner.pool).open -= 1;
+                self.inner.freed.notify_one();
+                continue;
+            }
+            let keep = matches!(&r, Ok(end) if progress.reusable(end));
+            match &r {
+                Err(Failure::TimedOut | Failure::Gone)
+                    if !progress.mid_record.load(Ordering::Relaxed) =>
+                {
+                    // Best effort: the connection is closed right after either way.
+                    let abort = codec::abort_request(REQUEST_ID);
+                    let _ = tokio::time::timeout(Duration::from_millis(100), async {
+                        match &mut conn {
+                            Conn::Unix(s) => s.write_all(&abort).await,
+                            Conn::Tcp(s) => s.write_all(&abort).await,
+                        }
+                    })
+                    .await;
+                }
+                _ => {}
+            }
+            lease.conn = Some(conn);
+            if keep {
+                lease.keep();
+            }
+            break r.map(|end| (end, progress.head_done));
+        };
+        self.finish(outcome).await;
+        // The response is over (its sender goes with `self`); what the application did
+        // not read of the body is read and discarded so the client can finish sending.
+        let (rest, idle, until) = (self.rest.take(), self.inner.cfg.read_timeout, self.deadline);
+        drop(self);
+        if let Some(body) = rest {
+            drain(body, idle, until).await;
+        }
+    }
+
+    /// Answers what is left to answer once the exchange is over.
+    async fn finish(&mut self, outcome: Result<(End, bool), Failure>) {
+        let early = Answer::Early;
+        match outcome {
+            Ok((end, true)) => {
+                if end.app_status != 0 {
+                    tracing::info!("FastCGI application ended with status {}", end.app_status);
+                }
+            }
+            Ok((end, false)) => {
+                let resp = match end.protocol_status {
+                    codec::OVERLOADED => body::text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the FastCGI server is overloaded\n",
+                    ),
+                    codec::REQUEST_COMPLETE => bad_gateway(&format!(
+                        "the FastCGI application's response is not a CGI response: {}",
+                        cgi::HeadError::Unterminated
+                    )),
+                    s => bad_gateway(&format!(
+                        "the FastCGI server refused the request (protocolStatus {s})"
+                    )),
+                };
+                self.answer(early(resp));
+            }
+            Err(Failure::Gone) => {}
+            Err(f) => {
+                let resp = match &f {
+                    Failure::TimedOut => {
+                        tracing::info!(
+                            "FastCGI request did not finish within {} ({})",
+                            self.what,
+                            format_duration(self.limit)
+                        );
+                        let mut resp = body::text(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!("{} exceeded ({})\n", self.what, format_duration(self.limit)),
+                        );
+                        resp.headers_mut()
+                            .insert("x-duration-seconds", duration(self.started));
+                        resp
+                    }
+                    Failure::Worker(why) => bad_gateway(why),
+                    Failure::Body(end) => body_failure(
+                        end.clone(),
+                        self.inner.cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT),
+                    ),
+                    Failure::Gone => return,
+                };
+                if self.head_tx.is_some() {
+                    self.answer(early(resp));
+                } else {
+                    // The head is out: cut the response so the client sees it incomplete.
+                    let why = match f {
+                        Failure::TimedOut => format!("{} exceeded", self.what),
+                        Failure::Worker(w) => w,
+                        _ => "request failed".into(),
+                    };
+                    let _ = self.tx.send(Err(Box::new(Abort(why)))).await;
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, a: Answer) {
+        if let Some(tx) = self.head_tx.take() {
+            let _ = tx.send(a);
+        }
+    }
+
+    /// Writes the request and reads the response at once, until `END_REQUEST`, the
+    /// deadline, or the client leaving.
+    async fn exchange<R, W>(
+        &mut self,
+        mut r: R,
+        mut w: W,
+        progress: &mut Progress,
+    ) -> Result<End, Failure>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let input = std::mem::replace(&mut self.input, Input::Empty);
+        let (mut input, replay) = match input {
+            Input::Chunks(c) => (Input::Chunks(c.clone()), Some(Input::Chunks(c))),
+            Input::Empty => (Input::Empty, Some(Input::Empty)),
+            s => (s, None),
+        };
+        let read_timeout = self.inner.cfg.read_timeout;
+        let deadline = self.deadline;
+        let mid_record = &progress.mid_record;
+        let mut stdin_done = false;
+        let head = std::mem::take(&mut self.head);
+        let mut reading = Reading {
+            buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
+            dec: Decoder::new(),
+            log: logging::LineSplitter::new(self.inner.cfg.log_buffer_size),
+            prefix: self.inner.cfg.prefix_logs,
+            any_record: false,
+        };
+        let tx = self.tx.clone();
+        let result = {
+            let writer = write_request(&mut w, &head, &mut input, read_timeout, mid_record);
+            tokio::pin!(writer);
+            let reader = read_response(&mut r, &mut reading, self);
+            tokio::pin!(reader);
+            loop {
+                tokio::select! {
+                    res = &mut reader => break res,
+                    res = &mut writer, if !stdin_done => match res {
+                        Ok(()) => stdin_done = true,
+                        Err(f) => break Err(f),
+                    },
+                    _ = tokio::time::sleep_until(deadline.into()) => break Err(Failure::TimedOut),
+                    _ = tx.closed() => break Err(Failure::Gone),
+                }
+            }
+        };
+        progress.any_record = reading.any_record;
+        progress.stdin_done = stdin_done;
+        progress.leftover = reading.dec.pending();
+        progress.head_done = self.head_tx.is_none();
+        let mut emit = |l: &[u8]| logging::handler_line("stderr", l, reading.prefix, &self.call_id);
+        reading.log.finish(&mut emit);
+        if result.is_err() {
+            // Kept for a retry on a fresh connection.
+            self.head = head;
+            if let Some(i) = replay {
+                self.input = i;
+            }
+        }
+        if !stdin_done {
+            if let Input::Stream(body) = input {
+                self.rest = Some(body);
+            }
+        }
+        result
+    }
+}
+
+/// What an exchange got to, for deciding whether its connection can be reused.
+#[derive(Default)]
+struct Progress {
+    any_record: bool,
+    stdin_done: bool,
+    head_done: bool,
+    /// Bytes after `END_REQUEST`.
+    leftover: usize,
+    /// A `STDIN` record is half written: no `ABORT_REQUEST` can follow it.
+    mid_record: AtomicBool,
+}
+
+impl Progress {
+    fn reusable(&self, end: &End) -> bool {
+        self.stdin_done
+            && self.leftover == 0
+            && end.protocol_status == codec::REQUEST_COMPLETE
+            && !self.mid_record.load(Ordering::Relaxed)
+    }
+}
+
+struct Reading {
+    buf: cgi::HeadBuf,
+    dec: Decoder,
+    log: logging::LineSplitter,
+    prefix: bool,
+    any_record: bool,
+}
+
+/// `BEGIN_REQUEST`, `PARAMS`, then the body as `STDIN` records and the empty one.
+async fn write_request<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    head: &[u8],
+    input: &mut Input,
+    idle: Duration,
+    mid_record: &AtomicBool,
+) -> Result<(), Failure> {
+    let worker = |e: std::io::Error| Failure::Worker(format!("writing to the FastCGI server: {e}"));
+    let end = codec::end_stream(codec::STDIN, REQUEST_ID);
+    mid_record.store(true, Ordering::Relaxed);
+    match input {
+        Input::Empty => {
+            let mut all = Vec::with_capacity(head.len() + end.len());
+            all.extend_from_slice(head);
+            all.extend_from_slice(&end);
+            w.write_all(&all).await.map_err(worker)?;
+        }
+        Input::Chunks(chunks) => {
+            w.write_all(head).await.map_err(worker)?;
+            for c in chunks.iter() {
+                write_stdin(w, c.clone()).await.map_err(worker)?;
+            }
+            w.write_all(&end).await.map_err(worker)?;
+        }
+        Input::Stream(body) => {
+            w.write_all(head).await.map_err(worker)?;
+            mid_record.store(false, Ordering::Relaxed);
+            loop {
+                let frame = match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => return Err(Failure::Body(BodyEnd::Idle)),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(Failure::Body(BodyEnd::Failed(e.to_string()))),
+                    Ok(Some(Ok(f))) => f,
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                mid_record.store(true, Ordering::Relaxed);
+                write_stdin(w, data).await.map_err(worker)?;
+                mid_record.store(false, Ordering::Relaxed);
+            }
+            mid_record.store(true, Ordering::Relaxed);
+            w.write_all(&end).await.map_err(worker)?;
+        }
+    }
+    w.flush().await.map_err(worker)?;
+    mid_record.store(false, Ordering::Relaxed);
+    Ok(())
+}
+
+/// One chunk of the body as `STDIN` records, header and data in one vectored write.
+async fn write_stdin<W: AsyncWrite + Unpin>(w: &mut W, mut data: Bytes) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let piece = data.split_to(data.len().min(codec::MAX_CONTENT));
+        let header = codec::header(codec::STDIN, REQUEST_ID, piece.len());
+        let mut buf = Buf::chain(&header[..], piece);
+        w.write_all_buf(&mut buf).await?;
+    }
+    Ok(())
+}
+
+/// Reads records until `END_REQUEST`: the CGI head to `call`, the body to the client,
+/// stderr to the log.
+async fn read_response<R: AsyncRead + Unpin>(
+    r: &mut R,
+    st: &mut Reading,
+    job: &mut Job,
+) -> Result<End, Failure> {
+    let proto = |e: &dyn std::fmt::Display| {
+        Failure::Worker(format!("the FastCGI server broke the protocol: {e}"))
+    };
+    loop {
+        let rec = match st.dec.next_record() {
+            Ok(Some(rec)) => rec,
+            Ok(None) => match r.read_buf(st.dec.buf_mut()).await {
+                Ok(0) => {
+                    return Err(Failure::Worker(
+                        "the FastCGI server closed the connection before END_REQUEST".into(),
+                    ))
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    return Err(Failure::Worker(format!(
+                        "reading from the FastCGI server: {e}"
+                    )))
+                }
+            },
+            Err(e) => return Err(proto(&e)),
+        };
+        st.any_record = true;
+        let Record { kind, id, content } = rec;
+        if id == 0 {
+            // Management records (GET_VALUES_RESULT, UNKNOWN_TYPE): not ours to act on.
+            continue;
+        }
+        if id != REQUEST_ID {
+            return Err(proto(&format!(
+                "record for request id {id}, ours is {REQUEST_ID}"
+            )));
+        }
+        match kind {
+            codec::STDOUT if content.is_empty() => {}
+            codec::STDOUT => {
+                if job.head_tx.is_some() {
+                    match st.buf.push(content) {
+                        Ok(None) => {}
+                        Ok(Some((head, rest))) => {
+                            let mut headers = head.headers;
+                            headers.insert("x-duration-seconds", duration(job.started));
+                            job.answer(Answer::Head(head.status, headers));
+                            if !rest.is_empty() && job.tx.send(Ok(Frame::data(rest))).await.is_err()
+                            {
+                                return Err(Failure::Gone);
+                            }
+                        }
+                        Err(e) => {
+                            return Err(Failure::Worker(format!(
+                                "the FastCGI application's response is not a CGI response: {e}"
+                            )))
+                        }
+                    }
+                } else if job.tx.send(Ok(Frame::data(content))).await.is_err() {
+                    return Err(Failure::Gone);
+                }
+            }
+            codec::STDERR => {
+                let mut emit =
+                    |l: &[u8]| logging::handler_line("stderr", l, st.prefix, &job.call_id);
+                st.log.push(&content, &mut emit);
+            }
+            codec::END_REQUEST => return codec::parse_end(&content).map_err(|e| proto(&e)),
+            other => return Err(proto(&format!("unexpected record type {other}"))),
+        }
+    }
+}
+
+/// Reads and discards the rest of a request body, within bounds.
+async fn drain(mut body: Body, idle: Duration, until: Instant) {
+    let _ = tokio::time::timeout_at(until.into(), async {
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(idle, body.frame()).await {}
+    })
+    .await;
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn duration(started: Instant) -> HeaderValue {
+    let v = format!("{:.6}", started.elapsed().as_secs_f64());
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("0"))
+}
+
+fn bad_gateway(why: &str) -> Response<Body> {
+    tracing::warn!("FastCGI: {why}");
+    body::text(StatusCode::BAD_GATEWAY, format!("{why}\n"))
+}
+
+fn too_large(max: u64) -> Response<Body> {
+    body::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than max_body_bytes ({max})\n"),
+    )
+}
+
+fn body_failure(end: BodyEnd, max: u64) -> Response<Body> {
+    match end {
+        BodyEnd::TooLarge => too_large(max),
+        BodyEnd::Idle => body::text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body: client too slow (read_timeout)\n",
+        ),
+        BodyEnd::Failed(why) => body::text(
+            StatusCode::BAD_REQUEST,
+            format!("request body could not be read: {why}\n"),
+        ),
+        BodyEnd::Done(_) => body::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected end of body\n",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! The spawned worker pool: spawn-fcgi inside the watchdog.
+//!
+//! One listening Unix socket in a private (0700) temp dir is every worker's fd 0,
+//! `FCGI_LISTENSOCK_FILENO`; the kernel hands each connection to whichever worker
+//! calls `accept` first. Each worker runs in its own process group with stdout and
+//! stderr going to the log, started through [`crate::process`] so the one reaper sees
+//! its exit. A worker that dies is replaced, after an exponential backoff (100 ms
+//! doubling to 5 s) when it died within a second of starting, so a broken `fprocess`
+//! does not spin. Health fails while no worker is alive. On shutdown, after the
+//! drain, every group gets SIGTERM, and SIGKILL 5 s later.
+//!
+//! Recycling (`pool_max_requests`): with one shared socket the watchdog cannot steer a
+//! request to a given worker, so the worker counts for itself: it gets
+//! `PHP_FCGI_MAX_REQUESTS`, which php-cgi honours by exiting after that many requests;
+//! its replacement starts at once. Unset, it is 0 (never) unless our own environment
+//! says otherwise: php-cgi's own default is 500.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use crate::config::{format_duration, Config};
+use crate::logging;
+use crate::process::{self, Child, Program, Stderr, Stdin};
+use crate::runner::pipe::lines;
+use crate::service::Shared;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A worker that dies sooner than this after its start is crashing, not recycling.
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+/// How long workers may take to exit after SIGTERM.
+const KILL_AFTER: Duration = Duration::from_secs(5);
+
+pub struct Workers {
+    dir: PathBuf,
+    socket: PathBuf,
+    listener: UnixListener,
+    program: Program,
+    command: String,
+    env: Vec<(String, String)>,
+    count: usize,
+    max_requests: u64,
+    log_max: Option<usize>,
+    prefix: bool,
+    /// Workers running now.
+    alive: watch::Sender<usize>,
+    /// Each slot's worker pid, 0 while it has none. Checked with `stopping` under the
+    /// same lock, so no worker starts after `stop` has signalled the others.
+    pids: Mutex<Vec<i32>>,
+    stopping: AtomicBool,
+}
+
+impl Workers {
+    /// Creates the private socket the workers will share.
+    pub fn new(cfg: &Config) -> Result<Workers, String> {
+        let program = Program::new(&cfg.fprocess).map_err(|e| format!("invalid fprocess: {e}"))?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "fwatchdog-fastcgi-{}-{nonce:x}",
+            std::process::id()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let socket = dir.join("fcgi.sock");
+        let listener = UnixListener::bind(&socket).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            format!("cannot listen on {}: {e}", socket.display())
+        })?;
+        let max_requests = cfg.fastcgi.max_requests;
+        let mut env = Vec::new();
+        if max_requests > 0 || std::env::var_os("PHP_FCGI_MAX_REQUESTS").is_none() {
+            env.push(("PHP_FCGI_MAX_REQUESTS".to_owned(), max_requests.to_string()));
+        }
+        Ok(Workers {
+            dir,
+            socket,
+            listener,
+            program,
+            command: shell_words::join(&cfg.fprocess),
+            env,
+            count: cfg.fastcgi.pool_size,
+            max_requests,
+            log_max: cfg.log_buffer_size,
+            prefix: cfg.prefix_logs,
+            alive: watch::channel(0).0,
+            pids: Mutex::new(vec![0; cfg.fastcgi.pool_size]),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn pids(&self) -> std::sync::MutexGuard<'_, Vec<i32>> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts every worker and a supervisor for each. Fails if the first cannot start
+    /// (fprocess not found, not executable).
+    pub fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<(), String> {
+        let mut first = Vec::with_capacity(self.count);
+        for slot in 0..self.count {
+            match self.spawn(slot, shared) {
+                Ok(Some(child)) => first.push(child),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot start FastCGI worker {:?}: {e}",
+                        self.command
+                    ))
+                }
+            }
+        }
+        tracing::info!(
+            "Started {} FastCGI worker(s) {:?} on {}",
+            self.count,
+            self.command,
+            self.socket.display()
+        );
+        for (slot, child) in first.into_iter().enumerate() {
+            tokio::spawn(self.clone().supervise(slot, child, shared.clone()));
+        }
+        Ok(())
+    }
+
+    /// Starts the worker of `slot`, unless we are stopping (`Ok(None)`).
+    fn spawn(&self, slot: usize, shared: &Arc<Shared>) -> std::io::Result<Option<Child>> {
+        let mut pids = self.pids();
+        if self.stopping.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let mut child = self.program.spawn_with(
+            self.env.iter().map(|(k, v)| (k, v)),
+            Stdin::Fd(self.listener.as_fd()),
+            Stderr::Pipe,
+        )?;
+        if let Some(p) = pids.get_mut(slot) {
+            *p = child.pid();
+        }
+        drop(pids);
+        self.alive.send_modify(|n| *n += 1);
+        shared.state.upstream_ready.store(true, Ordering::Release);
+        for (stream, fd) in [
+            ("stdout", child.stdout.take()),
+            ("stderr", child.stderr.take()),
+        ] {
+            let Some(rx) =
+                fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
+            else {
+                continue;
+            };
+            let (max, prefix) = (self.log_max, self.prefix);
+            tokio::spawn(async move {
+                lines(rx, max, |l| logging::handler_line(stream, l, prefix, "")).await;
+            });
+        }
+        Ok(Some(child))
+    }
+
+    /// Waits for the worker of `slot` to exit and replaces it, until shutdown.
+    async fn supervise(self: Arc<Self>, slot: usize, mut child: Child, shared: Arc<Shared>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let started = Instant::now();
+            let pid = child.pid();
+            let status = child.wait().await;
+            if let Some(p) = self.pids().get_mut(slot) {
+                *p = 0;
+            }
+            let mut left = 0;
+            self.alive.send_modify(|n| {
+                *n = n.saturating_sub(1);
+                left = *n;
+            });
+            if left == 0 {
+                shared.state.upstream_ready.store(false, Ordering::Release);
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                tracing::info!("FastCGI worker (pid {pid}) exited: {status}");
+                return;
+            }
+            let recycled = status.success() && self.max_requests > 0;
+            let wait = if started.elapsed() < QUICK_DEATH && !recycled {
+                let w = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                w
+            } else {
+                backoff = BACKOFF_MIN;
+                Duration::ZERO
+            };
+            if recycled {
+                tracing::info!("FastCGI worker (pid {pid}) exited: {status}; replacing it");
+            } else {
+                tracing::warn!(
+                    "FastCGI worker (pid {pid}) exited: {status}; replacing it in {}{}",
+                    format_duration(wait),
+                    if left == 0 {
+                        " (no worker alive: health fails)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            // Bounded: each turn sleeps, and shutdown ends the loop.
+            loop {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                match self.spawn(slot, &shared) {
+                    Ok(Some(c)) => {
+                        child = c;
+                        break;
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!("cannot start FastCGI worker {:?}: {e}", self.command);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to every worker's group, SIGKILL to those still alive 5 s later.
+    pub async fn stop(&self) {
+        let pids: Vec<i32> = {
+            let pids = self.pids();
+            self.stopping.store(true, Ordering::Release);
+            pids.iter().copied().filter(|p| *p != 0).collect()
+        };
+        if !pids.is_empty() {
+            tracing::info!(
+                "Stopping {} FastCGI worker(s): SIGTERM to their process groups",
+                pids.len()
+            );
+        }
+        for pid in &pids {
+            process::signal_group(*pid, Signal::SIGTERM);
+        }
+        let mut alive = self.alive.subscribe();
+        if tokio::time::timeout(KILL_AFTER, alive.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                "FastCGI workers still running {} after SIGTERM: SIGKILL",
+                format_duration(KILL_AFTER)
+            );
+            for pid in &pids {
+                process::signal_group(*pid, Signal::SIGKILL);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), alive.wait_for(|n| *n == 0)).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
