@@ -39,9 +39,11 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_CHUNK: usize = 64 * 1024;
 /// After a write the writer waits this long before looking at the queue again, so under
 /// load lines gather into one write and the server does not wake the writer thread (a
-/// system call and a cross-thread wakeup) for every line. An idle log costs nothing: the
+/// system call and a cross-thread wakeup) for every line. At 2 ms a request every
+/// ~1.5 ms still woke it each time (~50 µs of CPU per request, measured with wrk at one
+/// connection); 25 ms batches a dozen requests per write and delays no line noticeably. An idle log costs nothing: the
 /// writer then sleeps until the next line.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(25);
 
 static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
