@@ -11,9 +11,9 @@
 //! between `fork` and registration, and a group is never signalled after its id is free.
 
 use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -152,7 +152,11 @@ pub enum Stderr {
 }
 
 /// Spawns `argv` with piped stdio in a new process group. `env` is added to ours.
-pub fn spawn<K, V>(argv: &[String], env: impl IntoIterator<Item = (K, V)>, stderr: Stderr) -> io::Result<Child>
+pub fn spawn<K, V>(
+    argv: &[String],
+    env: impl IntoIterator<Item = (K, V)>,
+    stderr: Stderr,
+) -> io::Result<Child>
 where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
@@ -178,8 +182,14 @@ impl Program {
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "command contains a NUL byte"))?;
-        Ok(Program { name, argv, path: OnceLock::new() })
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "command contains a NUL byte")
+            })?;
+        Ok(Program {
+            name,
+            argv,
+            path: OnceLock::new(),
+        })
     }
 
     /// The program's path: as given when it contains a `/`, else the first executable
@@ -191,12 +201,23 @@ impl Program {
         let found = if self.name.contains('/') {
             Some(PathBuf::from(&self.name))
         } else {
-            let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            let search =
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
             std::env::split_paths(&search)
-                .map(|dir| if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir }.join(&self.name))
-                .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+                .map(|dir| {
+                    if dir.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        dir
+                    }
+                    .join(&self.name)
+                })
+                .find(|p| {
+                    p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+                })
         };
-        let found = found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not found on PATH"))?;
+        let found =
+            found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not found on PATH"))?;
         let c = CString::new(found.into_os_string().into_vec())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
         Ok(self.path.get_or_init(|| c))
@@ -204,7 +225,11 @@ impl Program {
 
     /// Starts the program with piped stdio, in a new process group, with every signal at
     /// its default disposition and none blocked. `env` is added to ours and wins over it.
-    pub fn spawn<K, V>(&self, env: impl IntoIterator<Item = (K, V)>, stderr: Stderr) -> io::Result<Child>
+    pub fn spawn<K, V>(
+        &self,
+        env: impl IntoIterator<Item = (K, V)>,
+        stderr: Stderr,
+    ) -> io::Result<Child>
     where
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
@@ -215,7 +240,12 @@ impl Program {
     /// [`Program::spawn`] with a choice of fd 0: a pipe, or a descriptor of ours the
     /// child shares (FastCGI workers get the listening socket there). With
     /// [`Stdin::Fd`], [`Child::stdin`] is `None`.
-    pub fn spawn_with<K, V>(&self, env: impl IntoIterator<Item = (K, V)>, stdin: Stdin<'_>, stderr: Stderr) -> io::Result<Child>
+    pub fn spawn_with<K, V>(
+        &self,
+        env: impl IntoIterator<Item = (K, V)>,
+        stdin: Stdin<'_>,
+        stderr: Stderr,
+    ) -> io::Result<Child>
     where
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
@@ -239,17 +269,43 @@ impl Program {
             }
             Stderr::Stdout => (None, stdout_w.try_clone()?),
         };
-        let argv: Vec<*mut libc::c_char> =
-            self.argv.iter().map(|a| a.as_ptr() as *mut _).chain(std::iter::once(std::ptr::null_mut())).collect();
+        let argv: Vec<*mut libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr() as *mut _)
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect();
 
         let (tx, rx) = oneshot::channel();
         let mut leaders = table();
-        let pid = posix_spawn(path, &argv, &envp.ptrs, [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()]).map_err(|e| explain(e, path))?;
-        leaders.insert(pid, Entry { exit: Some(tx), linger: false });
+        let pid = posix_spawn(
+            path,
+            &argv,
+            &envp.ptrs,
+            [
+                stdin_r.as_raw_fd(),
+                stdout_w.as_raw_fd(),
+                stderr_w.as_raw_fd(),
+            ],
+        )
+        .map_err(|e| explain(e, path))?;
+        leaders.insert(
+            pid,
+            Entry {
+                exit: Some(tx),
+                linger: false,
+            },
+        );
         drop(leaders);
         // The child has its copies; ours of its ends must go so EOF comes when it exits.
         drop((stdin_r, stdout_w, stderr_w));
-        Ok(Child { pid, stdin: stdin_w, stdout: Some(stdout_r), stderr: stderr_r, exit: Some(rx) })
+        Ok(Child {
+            pid,
+            stdin: stdin_w,
+            stdout: Some(stdout_r),
+            stderr: stderr_r,
+            exit: Some(rx),
+        })
     }
 }
 
@@ -322,8 +378,12 @@ where
         kv.extend_from_slice(k);
         kv.push(b'=');
         kv.extend_from_slice(v);
-        let kv = CString::new(kv)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "environment contains a NUL byte"))?;
+        let kv = CString::new(kv).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "environment contains a NUL byte",
+            )
+        })?;
         match added.iter_mut().find(|(n, e)| e.as_bytes()[..*n] == *k) {
             Some(slot) => slot.1 = kv,
             None => added.push((k.len(), kv)),
@@ -331,11 +391,18 @@ where
     }
     let shadowed = |key: &[u8]| added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
     let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(base.len() + added.len() + 1);
-    ptrs.extend(base.iter().filter(|(k, _)| !shadowed(k)).map(|(_, c)| c.as_ptr() as *mut _));
+    ptrs.extend(
+        base.iter()
+            .filter(|(k, _)| !shadowed(k))
+            .map(|(_, c)| c.as_ptr() as *mut _),
+    );
     let added: Vec<CString> = added.into_iter().map(|(_, c)| c).collect();
     ptrs.extend(added.iter().map(|c| c.as_ptr() as *mut _));
     ptrs.push(std::ptr::null_mut());
-    Ok(Envp { _added: added, ptrs })
+    Ok(Envp {
+        _added: added,
+        ptrs,
+    })
 }
 
 /// `posix_spawn` with fds 0-2 from `stdio`, a new process group, an empty signal mask and
@@ -344,7 +411,12 @@ where
 /// ignored in the child, and an ignored signal survives `exec`. It is also the cheapest
 /// way to start a process: glibc and musl both use `CLONE_VM | CLONE_VFORK`.
 #[allow(unsafe_code)]
-fn posix_spawn(path: &CString, argv: &[*mut libc::c_char], envp: &[*mut libc::c_char], stdio: [RawFd; 3]) -> io::Result<i32> {
+fn posix_spawn(
+    path: &CString,
+    argv: &[*mut libc::c_char],
+    envp: &[*mut libc::c_char],
+    stdio: [RawFd; 3],
+) -> io::Result<i32> {
     fn check(rc: libc::c_int) -> io::Result<()> {
         if rc == 0 {
             Ok(())
@@ -368,7 +440,11 @@ fn posix_spawn(path: &CString, argv: &[*mut libc::c_char], envp: &[*mut libc::c_
             for (target, fd) in stdio.iter().enumerate() {
                 // Our fds 0-2 are always open (see signal::ensure_stdio), so a pipe end
                 // is never already at its target number.
-                check(libc::posix_spawn_file_actions_adddup2(&mut actions, *fd, target as libc::c_int))?;
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions,
+                    *fd,
+                    target as libc::c_int,
+                ))?;
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
@@ -384,10 +460,22 @@ fn posix_spawn(path: &CString, argv: &[*mut libc::c_char], envp: &[*mut libc::c_
             }
             check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
             check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
-            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
-            check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
+            let flags = libc::POSIX_SPAWN_SETPGROUP
+                | libc::POSIX_SPAWN_SETSIGMASK
+                | libc::POSIX_SPAWN_SETSIGDEF;
+            check(libc::posix_spawnattr_setflags(
+                &mut attr,
+                flags as libc::c_short,
+            ))?;
             let mut pid: libc::pid_t = 0;
-            check(libc::posix_spawn(&mut pid, path.as_ptr(), &actions, &attr, argv.as_ptr(), envp.as_ptr()))?;
+            check(libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &actions,
+                &attr,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))?;
             Ok(pid)
         })();
         libc::posix_spawnattr_destroy(&mut attr);
@@ -448,7 +536,9 @@ impl Drop for Child {
 /// is not handed out again while any process uses it).
 pub fn signal_group(pid: i32, sig: Signal) -> bool {
     let mut leaders = table();
-    let Some(entry) = leaders.get(&pid) else { return false };
+    let Some(entry) = leaders.get(&pid) else {
+        return false;
+    };
     if entry.exit.is_none() && killpg(Pid::from_raw(pid), None).is_err() {
         leaders.remove(&pid);
         return false;

@@ -135,7 +135,8 @@ async fn accept_loop(
             _ = until_set(&mut stop) => break,
         }
     }
-    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await
+    {
         serve_conn(stream, peer, &shared, &conns, &builder);
     }
     drop(listener);
@@ -167,7 +168,10 @@ fn serve_conn(
             begun_in_service.notify_one();
             async move {
                 let req = req.map(|b| {
-                    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(b, Into::into))
+                    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                        b,
+                        Into::into,
+                    ))
                 });
                 Ok::<_, std::convert::Infallible>(shared.handle(req, Some(peer)).await)
             }

@@ -87,7 +87,11 @@ pub fn ensure_stdio() {
     for fd in 0..=2 {
         if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
             // open() takes the lowest free number, which is `fd`.
-            if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 std::mem::forget(f);
             }
         }

@@ -62,15 +62,16 @@ pub fn handler_env(parts: &Parts, opts: &EnvOptions<'_>) -> Vec<(String, OsStrin
         return Vec::new();
     }
     let mut env: Vec<(String, OsString)> = Vec::with_capacity(parts.headers.keys_len() + 6);
+    // Compared by variable name, not header name: `X-Api_Key` and `Proxy` spelled any
+    // way that maps to the same variable must not get in either.
+    let hidden = opts.hidden.map(|h| env_name(h.as_str()));
     for name in parts.headers.keys() {
-        if name == "proxy" || Some(name) == opts.hidden {
+        let var = env_name(name.as_str());
+        if var == "Http_Proxy" || Some(&var) == hidden.as_ref() {
             continue;
         }
         if let Some(first) = parts.headers.get(name) {
-            env.push((
-                env_name(name.as_str()),
-                OsString::from_vec(first.as_bytes().to_vec()),
-            ));
+            env.push((var, OsString::from_vec(first.as_bytes().to_vec())));
         }
     }
     env.push(("Http_Method".into(), parts.method.as_str().into()));
@@ -187,6 +188,28 @@ mod tests {
         let env = handler_env(&p, &opts);
         assert_eq!(get(&env, "Http_Path").expect("path"), "/a%00b%00A");
         assert!(env.iter().all(|(_, v)| !v.as_encoded_bytes().contains(&0)));
+    }
+
+    #[test]
+    fn a_header_spelled_to_collide_with_a_hidden_one_is_dropped_too() {
+        let key = http::HeaderName::from_static("x-api-key");
+        let p = parts(
+            "/",
+            &[("x-api_key", "forged"), ("proxy_", "x"), ("pRoxy", "y")],
+        );
+        let env = handler_env(
+            &p,
+            &EnvOptions {
+                cgi_headers: true,
+                content_length: None,
+                hidden: Some(&key),
+            },
+        );
+        assert!(
+            env.iter()
+                .all(|(n, _)| n != "Http_X_Api_Key" && n != "Http_Proxy"),
+            "{env:?}"
+        );
     }
 
     #[test]

@@ -65,15 +65,24 @@ impl Files {
                 }
                 resp
             }
-            // A name no file can have (`%00` decodes to a NUL byte): there is nothing
-            // there, it is not our failure.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => not_found(),
+            Err(e) if no_such_name(&e) => not_found(),
             Err(e) => {
                 tracing::warn!("static: cannot serve the file: {e}");
                 body::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
             }
         }
     }
+}
+
+/// Errors that say no file can have this name (a NUL byte from `%00`, a part longer
+/// than NAME_MAX, a symlink loop): nothing is there, a 404 and not our failure.
+/// (`ServeDir` itself answers 404 only for not-found, not-a-directory and permissions.)
+fn no_such_name(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.kind() == std::io::ErrorKind::InvalidInput
+        || [Errno::ENAMETOOLONG, Errno::ELOOP]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(*n as i32))
 }
 
 fn not_found() -> Response<Body> {

@@ -182,7 +182,10 @@ impl Fork {
         env.push(("FWATCHDOG_DEADLINE_MS".to_owned(), deadline_ms.into()));
         let started = match &self.program {
             Some(program) => program.spawn(env, stderr),
-            None => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty command",
+            )),
         };
         match started {
             Ok(child) => {

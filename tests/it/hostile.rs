@@ -476,3 +476,34 @@ fn smuggling_shapes_get_400_or_are_parsed_safely_and_closed() {
     }
     assert_eq!(w.get("/_/health").status, 200);
 }
+
+/// Regression (found by fuzz/header_env and fuzz/static_path): `%00` decoded to a NUL
+/// byte, which no environment string or file name can hold, and a name past NAME_MAX or
+/// through a symlink loop cannot be opened either; the client got a 500 as if the
+/// function (or we) were broken.
+#[test]
+fn impossible_names_in_the_path_are_a_404_or_reach_the_handler_never_a_500() {
+    let w = watchdog().fprocess("sh -c 'echo \"$Http_Path\"'").start();
+    let r = request(w.port, "GET", "/a%00b", &[], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "/a%00b\n"));
+
+    let tmp = TempDir::new();
+    std::fs::write(tmp.path().join("a"), "file a").expect("write");
+    let w = watchdog()
+        .mode("static")
+        .env("static_path", tmp.path().display().to_string())
+        .start();
+    assert_eq!(w.get("/a").text(), "file a");
+    std::os::unix::fs::symlink("loop", tmp.path().join("loop")).expect("symlink");
+    let long = format!("/{}", "n".repeat(300));
+    for path in [
+        "/a%00",
+        "/%00",
+        "/a%00/../a",
+        "/loop",
+        "/loop/x",
+        long.as_str(),
+    ] {
+        assert_eq!(w.get(path).status, 404, "{path}");
+    }
+}

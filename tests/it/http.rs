@@ -1069,9 +1069,15 @@ fn a_wrapped_upstream_gets_its_grace_period_when_the_wrapper_dies() {
         .env("SLOW_TERM", "1")
         .start();
     w.signal(15);
-    let status = w.wait_exit(Duration::from_secs(10)).expect("watchdog exited");
+    let status = w
+        .wait_exit(Duration::from_secs(10))
+        .expect("watchdog exited");
     assert_eq!(status.code(), Some(0), "{}", w.log());
-    assert!(up.marker("term_done").is_some(), "the server was killed mid-shutdown:\n{}", w.log());
+    assert!(
+        up.marker("term_done").is_some(),
+        "the server was killed mid-shutdown:\n{}",
+        w.log()
+    );
 }
 
 #[test]

@@ -5,14 +5,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::{connect, eventually, read_response, request, send_head, watchdog, zombie_children, TempDir};
+use crate::util::{
+    connect, eventually, read_response, request, send_head, watchdog, zombie_children, TempDir,
+};
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 
 #[test]
 fn sigterm_fails_health_at_once_keeps_serving_then_exits_0() {
-    let mut w = watchdog().fprocess("echo served").env("healthcheck_interval", "2s").start();
+    let mut w = watchdog()
+        .fprocess("echo served")
+        .env("healthcheck_interval", "2s")
+        .start();
     assert!(w.lock_file().exists());
     w.signal(SIGTERM);
     assert!(w.wait_log("Received SIGTERM", Duration::from_secs(2)));
@@ -22,14 +27,22 @@ fn sigterm_fails_health_at_once_keeps_serving_then_exits_0() {
     // Still serving function requests during healthcheck_interval.
     let r = w.post("/", b"");
     assert_eq!((r.status, r.text().as_str()), (200, "served\n"));
-    let status = w.wait_exit(Duration::from_secs(5)).expect("exits after the interval");
+    let status = w
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after the interval");
     assert_eq!(status.code(), Some(0), "{}", w.log());
-    assert!(std::net::TcpStream::connect(("127.0.0.1", w.port)).is_err(), "listener closed");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", w.port)).is_err(),
+        "listener closed"
+    );
 }
 
 #[test]
 fn healthcheck_interval_0_means_no_wait_and_sigint_works_too() {
-    let mut w = watchdog().fprocess("cat").env("healthcheck_interval", "0").start();
+    let mut w = watchdog()
+        .fprocess("cat")
+        .env("healthcheck_interval", "0")
+        .start();
     let t = Instant::now();
     w.signal(SIGINT);
     let status = w.wait_exit(Duration::from_secs(3)).expect("no hang");
@@ -40,15 +53,25 @@ fn healthcheck_interval_0_means_no_wait_and_sigint_works_too() {
 
 #[test]
 fn in_flight_requests_finish_before_exit() {
-    let mut w = watchdog().fprocess("sh -c 'sleep 2; echo finished'").start();
+    let mut w = watchdog()
+        .fprocess("sh -c 'sleep 2; echo finished'")
+        .start();
     let port = w.port;
     let client = std::thread::spawn(move || request(port, "POST", "/", &[], b""));
-    assert!(eventually(Duration::from_secs(5), || w.log().contains("Config")));
+    assert!(eventually(Duration::from_secs(5), || w
+        .log()
+        .contains("Config")));
     std::thread::sleep(Duration::from_millis(300)); // let the request reach its handler
     w.signal(SIGTERM);
     let r = client.join().expect("client");
-    assert_eq!((r.status, r.text().as_str(), r.complete), (200, "finished\n", true));
-    assert_eq!(w.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        (r.status, r.text().as_str(), r.complete),
+        (200, "finished\n", true)
+    );
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -56,7 +79,10 @@ fn the_drain_is_bounded_by_write_timeout_and_kills_what_is_left() {
     let tmp = TempDir::new();
     let pidfile = tmp.path().join("pid");
     let mut w = watchdog()
-        .fprocess(format!("sh -c 'echo $$ > {}; trap \"\" TERM; echo started; sleep 100'", pidfile.display()))
+        .fprocess(format!(
+            "sh -c 'echo $$ > {}; trap \"\" TERM; echo started; sleep 100'",
+            pidfile.display()
+        ))
         .env("exec_timeout", "0")
         .env("write_timeout", "1500ms")
         .start();
@@ -65,28 +91,48 @@ fn the_drain_is_bounded_by_write_timeout_and_kills_what_is_left() {
     assert!(eventually(Duration::from_secs(5), || pidfile.exists()));
     let t = Instant::now();
     w.signal(SIGTERM);
-    let status = w.wait_exit(Duration::from_secs(6)).expect("drain is bounded");
+    let status = w
+        .wait_exit(Duration::from_secs(6))
+        .expect("drain is bounded");
     assert_eq!(status.code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    let pgid: i32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("int");
-    assert!(eventually(Duration::from_secs(2), || crate::util::group_members(pgid).is_empty()), "a handler ignoring SIGTERM still ends");
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("int");
+    assert!(
+        eventually(Duration::from_secs(2), || crate::util::group_members(pgid)
+            .is_empty()),
+        "a handler ignoring SIGTERM still ends"
+    );
 }
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let mut w = watchdog().fprocess("sleep 100").env("healthcheck_interval", "30s").start();
+    let mut w = watchdog()
+        .fprocess("sleep 100")
+        .env("healthcheck_interval", "30s")
+        .start();
     w.signal(SIGTERM);
     assert!(w.wait_log("Received SIGTERM", Duration::from_secs(2)));
     let t = Instant::now();
     w.signal(SIGTERM);
     let status = w.wait_exit(Duration::from_secs(3)).expect("exits at once");
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert_eq!(status.code(), Some(1), "a cut-short drain is not a clean exit");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a cut-short drain is not a clean exit"
+    );
 }
 
 #[test]
 fn no_request_accepted_before_the_listener_closed_is_dropped() {
-    let mut w = watchdog().fprocess("cat").env("healthcheck_interval", "300ms").start();
+    let mut w = watchdog()
+        .fprocess("cat")
+        .env("healthcheck_interval", "300ms")
+        .start();
     let port = w.port;
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -104,7 +150,11 @@ fn no_request_accepted_before_the_listener_closed_is_dropped() {
                 };
                 let body = format!("client {c} request {n}");
                 use std::io::Write;
-                let mut head = format!("POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                let mut head = format!(
+                    "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
                 head.extend_from_slice(body.as_bytes());
                 if s.write_all(&head).is_err() {
                     continue;
@@ -115,7 +165,10 @@ fn no_request_accepted_before_the_listener_closed_is_dropped() {
                 if text.is_empty() {
                     continue; // never read by the server: counted against the log below
                 }
-                if text.starts_with("HTTP/1.1 200") && text.contains(&body) && text.ends_with("\r\n0\r\n\r\n") {
+                if text.starts_with("HTTP/1.1 200")
+                    && text.contains(&body)
+                    && text.ends_with("\r\n0\r\n\r\n")
+                {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     bad.lock().expect("bad").push(text.into_owned());
@@ -123,7 +176,9 @@ fn no_request_accepted_before_the_listener_closed_is_dropped() {
             }
         }));
     }
-    assert!(eventually(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > 50));
+    assert!(eventually(Duration::from_secs(5), || ok
+        .load(Ordering::Relaxed)
+        > 50));
     w.signal(SIGTERM);
     let status = w.wait_exit(Duration::from_secs(10)).expect("exit");
     stop.store(true, Ordering::Relaxed);
@@ -134,7 +189,11 @@ fn no_request_accepted_before_the_listener_closed_is_dropped() {
     let bad = bad.lock().expect("bad");
     assert!(bad.is_empty(), "partial or wrong responses: {bad:?}");
     let served = w.log().matches("POST / - 200").count();
-    assert_eq!(ok.load(Ordering::Relaxed), served, "every request the server took got its full answer");
+    assert_eq!(
+        ok.load(Ordering::Relaxed),
+        served,
+        "every request the server took got its full answer"
+    );
     assert!(served > 50);
 }
 
@@ -150,8 +209,13 @@ fn has_unshare_pid() -> bool {
 fn inner_pid(unshare: i32) -> i32 {
     let mut found = 0;
     assert!(eventually(Duration::from_secs(5), || {
-        let kids = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap_or_default();
-        found = kids.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let kids = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .unwrap_or_default();
+        found = kids
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         found != 0
     }));
     found
@@ -177,46 +241,77 @@ fn as_pid_1_orphans_are_reaped_and_exit_statuses_stay_exact() {
         .start();
     let inner = inner_pid(w.pid());
     assert_eq!(
-        std::fs::read_to_string(format!("/proc/{inner}/status")).expect("status").lines().find(|l| l.starts_with("NSpid:")).map(|l| l.split_whitespace().last() == Some("1")),
+        std::fs::read_to_string(format!("/proc/{inner}/status"))
+            .expect("status")
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .map(|l| l.split_whitespace().last() == Some("1")),
         Some(true),
         "fwatchdog is PID 1 in its namespace"
     );
-    let want = [("0", 200, ""), ("1", 500, "exit status 1\n"), ("7", 500, "exit status 7\n"), ("kill", 500, "killed by signal 9 (SIGKILL)\n")];
+    let want = [
+        ("0", 200, ""),
+        ("1", 500, "exit status 1\n"),
+        ("7", 500, "exit status 7\n"),
+        ("kill", 500, "killed by signal 9 (SIGKILL)\n"),
+    ];
     for i in 0..200 {
         let (code, status, body) = want[i % want.len()];
         let r = request(w.port, "POST", "/", &[("X-Exit", code)], b"");
-        assert_eq!((r.status, r.text().as_str()), (status, body), "request {i} exit {code}");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (status, body),
+            "request {i} exit {code}"
+        );
     }
     assert!(
         eventually(Duration::from_secs(3), || zombie_children(inner).is_empty()),
         "zombies under PID 1: {:?}",
         zombie_children(inner)
     );
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(inner.to_string()).status();
-    let status = w.wait_exit(Duration::from_secs(5)).expect("PID 1 handles SIGTERM");
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(inner.to_string())
+        .status();
+    let status = w
+        .wait_exit(Duration::from_secs(5))
+        .expect("PID 1 handles SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", w.log());
     assert!(w.log().contains("Received SIGTERM"));
 }
 
 #[test]
 fn outside_pid_1_we_are_a_subreaper_so_double_forks_leave_no_zombies() {
-    let w = watchdog().fprocess("sh -c 'setsid sh -c \"sleep 0.05\" </dev/null >/dev/null 2>&1 & echo ok'").start();
+    let w = watchdog()
+        .fprocess("sh -c 'setsid sh -c \"sleep 0.05\" </dev/null >/dev/null 2>&1 & echo ok'")
+        .start();
     for _ in 0..50 {
         assert_eq!(w.post("/", b"").text(), "ok\n");
     }
     std::thread::sleep(Duration::from_millis(200));
     let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).expect("status");
     assert!(status.contains("Threads"));
-    assert!(eventually(Duration::from_secs(3), || zombie_children(w.pid()).is_empty()), "{:?}", zombie_children(w.pid()));
+    assert!(
+        eventually(Duration::from_secs(3), || zombie_children(w.pid())
+            .is_empty()),
+        "{:?}",
+        zombie_children(w.pid())
+    );
 }
 
 #[test]
 fn exit_code_0_on_clean_shutdown_1_runtime_2_config() {
     let mut w = watchdog().fprocess("cat").start();
     w.signal(SIGTERM);
-    assert_eq!(w.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
 
-    let (status, out) = watchdog().fprocess("cat").env("write_timeout", "0").run(Duration::from_secs(5));
+    let (status, out) = watchdog()
+        .fprocess("cat")
+        .env("write_timeout", "0")
+        .run(Duration::from_secs(5));
     assert_eq!(status.code(), Some(2), "{out}");
 
     // A lock file that cannot be written is a runtime failure naming how to disable it.
@@ -231,14 +326,26 @@ fn exit_code_0_on_clean_shutdown_1_runtime_2_config() {
 #[test]
 fn sigterm_during_a_read_of_read_response_still_completes() {
     // A keep-alive client mid-conversation when SIGTERM arrives gets its answer.
-    let mut w = watchdog().fprocess("cat").env("healthcheck_interval", "0").start();
+    let mut w = watchdog()
+        .fprocess("cat")
+        .env("healthcheck_interval", "0")
+        .start();
     let mut s = connect(w.port);
-    send_head(&mut s, "POST", "/", &[("Connection", "keep-alive")], Some(5));
+    send_head(
+        &mut s,
+        "POST",
+        "/",
+        &[("Connection", "keep-alive")],
+        Some(5),
+    );
     w.signal(SIGTERM);
     use std::io::Write;
     std::thread::sleep(Duration::from_millis(100));
     s.write_all(b"hello").expect("body");
     let r = read_response(&mut s, false);
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));
-    assert_eq!(w.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
 }

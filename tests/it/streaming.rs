@@ -215,5 +215,9 @@ fn a_handler_whose_interpreter_is_missing_says_so() {
     let w = watchdog().fprocess(script.to_str().expect("utf8")).start();
     let r = w.post("/", b"");
     assert_eq!(r.status, 500);
-    assert!(r.text().contains("interpreter or ELF loader is missing"), "{}", r.text());
+    assert!(
+        r.text().contains("interpreter or ELF loader is missing"),
+        "{}",
+        r.text()
+    );
 }

@@ -1,0 +1,62 @@
+//! The static-mode path resolver (SPEC §6), end to end through `runner::files::Files`:
+//! percent-decoding, `..` handling, symlink resolution and `ServeDir`.
+//!
+//! Input: the request target (`/path?query`) as raw bytes; anything `http` would not
+//! accept as a URI is skipped. The served folder holds symlinks out of it in every shape
+//! (absolute, relative, to a folder, to `..`, an `index.html` pointing out, a loop).
+//!
+//! Invariant: no response ever contains a byte of a file outside `static_path`, and
+//! every answer is one of 200, 206, 3xx, 304, 404, 405, 416 (never a 500 or a panic).
+#![no_main]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use fwatchdog::runner::files::Files;
+use http::{Method, Request, Uri};
+use http_body_util::BodyExt;
+use libfuzzer_sys::fuzz_target;
+
+fn files() -> &'static Arc<Files> {
+    static FILES: OnceLock<Arc<Files>> = OnceLock::new();
+    FILES.get_or_init(|| Arc::new(Files::new(&common::static_config())))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (method, target) = match data.split_first() {
+        Some((b, rest)) if b % 4 == 0 => (Method::HEAD, rest),
+        Some((_, rest)) => (Method::GET, rest),
+        None => return,
+    };
+    let mut target = target.to_vec();
+    if target.first() != Some(&b'/') {
+        target.insert(0, b'/');
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return;
+    };
+    let files = files().clone();
+    let req = Request::builder()
+        .method(method)
+        .uri(uri.clone())
+        .body(fwatchdog::body::empty())
+        .expect("request");
+    let (status, body) = common::runtime().block_on(async move {
+        let resp = files.call(req).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    });
+    assert!(
+        matches!(status.as_u16(), 200 | 206 | 300..=399 | 404 | 405 | 416),
+        "{uri} -> {status}"
+    );
+    assert!(
+        !body
+            .windows(common::SECRET.len())
+            .any(|w| w == common::SECRET),
+        "{uri} served a file from outside static_path"
+    );
+});
