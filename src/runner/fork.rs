@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use super::cgi;
 use super::env::{canonical_header, handler_env, EnvOptions};
 use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd};
-use super::Ctx;
+use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, Mode};
 use crate::logging;
@@ -56,20 +56,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-fn duration_header(started: Instant) -> HeaderValue {
-    let v = format!("{:.6}", started.elapsed().as_secs_f64());
-    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
@@ -203,6 +189,31 @@ impl Fork {
         }
     }
 
+    /// The run hit its deadline before the response head: end it (SIGKILL, or SIGTERM
+    /// and the grace) and answer 504 saying which limit it was.
+    fn timed_out(
+        &self,
+        run: Run,
+        what: &str,
+        limit: Duration,
+        started: Instant,
+    ) -> Response<Body> {
+        self.metrics.handler_timeouts.inc();
+        tracing::info!(
+            "handler {} killed: {what} exceeded ({})",
+            run.child.pid(),
+            format_duration(limit)
+        );
+        run.expire(self.cfg.exec_kill_grace);
+        let mut resp = body::text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{what} exceeded ({})\n", format_duration(limit)),
+        );
+        resp.headers_mut()
+            .insert("x-duration-seconds", duration_header(started));
+        resp
+    }
+
     fn exited(&self, status: ExitStatus) {
         self.metrics.handler_exit(status.code());
     }
@@ -270,22 +281,7 @@ impl Fork {
         let first = match step {
             Step::Data(data) => Some(data),
             Step::Eof => None,
-            Step::Deadline => {
-                self.metrics.handler_timeouts.inc();
-                tracing::info!(
-                    "handler {} killed: {what} exceeded ({})",
-                    run.child.pid(),
-                    format_duration(limit)
-                );
-                run.expire(self.cfg.exec_kill_grace);
-                let mut resp = body::text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("{what} exceeded ({})\n", format_duration(limit)),
-                );
-                resp.headers_mut()
-                    .insert("x-duration-seconds", duration_header(started));
-                return resp;
-            }
+            Step::Deadline => return self.timed_out(run, what, limit, started),
             Step::Body(end) => {
                 run.child.kill();
                 let mut resp = body_failure(end, self.cfg.max_body_bytes);
@@ -516,20 +512,7 @@ impl Fork {
             run.wait(deadline).await
         };
         let Some(status) = status else {
-            self.metrics.handler_timeouts.inc();
-            tracing::info!(
-                "handler {} killed: {what} exceeded ({})",
-                run.child.pid(),
-                format_duration(limit)
-            );
-            run.expire(self.cfg.exec_kill_grace);
-            let mut resp = body::text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{what} exceeded ({})\n", format_duration(limit)),
-            );
-            resp.headers_mut()
-                .insert("x-duration-seconds", duration_header(started));
-            return resp;
+            return self.timed_out(run, what, limit, started);
         };
         self.exited(status);
         let head = match cgi_head {
@@ -743,31 +726,6 @@ fn bad_cgi(pid: i32, e: &cgi::HeadError, started: Instant) -> Response<Body> {
     resp.headers_mut()
         .insert("x-duration-seconds", duration_header(started));
     resp
-}
-
-fn too_large(max: u64) -> Response<Body> {
-    body::text(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body larger than max_body_bytes ({max} bytes)\n"),
-    )
-}
-
-fn body_failure(end: BodyEnd, max: Option<u64>) -> Response<Body> {
-    match end {
-        BodyEnd::TooLarge => too_large(max.unwrap_or(0)),
-        BodyEnd::Idle => body::text(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body: client too slow (read_timeout)\n",
-        ),
-        BodyEnd::Failed(why) => body::text(
-            StatusCode::BAD_REQUEST,
-            format!("request body could not be read: {why}\n"),
-        ),
-        BodyEnd::Done(_) => body::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected end of body\n",
-        ),
-    }
 }
 
 /// The classic watchdog's `marshal_request` envelope.

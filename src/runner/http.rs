@@ -40,8 +40,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-use super::pipe::{collect, lines, BodyEnd};
-use super::Ctx;
+use super::pipe::{collect, lines};
+use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, parse_duration, Config};
 use crate::logging;
@@ -199,7 +199,7 @@ impl Http {
                     format!("{what} exceeded ({})\n", format_duration(limit)),
                 );
                 resp.headers_mut()
-                    .insert(X_DURATION.clone(), duration(started));
+                    .insert(X_DURATION.clone(), duration_header(started));
                 return resp;
             }
         };
@@ -233,7 +233,9 @@ impl Http {
         // hyper writes the status line with this version; the upstream's own (often
         // HTTP/1.0) says nothing about our connection with the client.
         parts.version = Version::HTTP_11;
-        parts.headers.insert(X_DURATION.clone(), duration(started));
+        parts
+            .headers
+            .insert(X_DURATION.clone(), duration_header(started));
         Response::from_parts(parts, body)
     }
 
@@ -301,7 +303,7 @@ impl Http {
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             tracing::info!("{method} {path}: the request body failed: {cause}");
             if too_large {
-                return too_large_resp(self.max_body);
+                return super::too_large(self.max_body.unwrap_or(0));
             }
             return body::text(
                 StatusCode::BAD_REQUEST,
@@ -322,7 +324,7 @@ impl Http {
         );
         let mut resp = body::text(StatusCode::BAD_GATEWAY, msg + "\n");
         resp.headers_mut()
-            .insert(X_DURATION.clone(), duration(started));
+            .insert(X_DURATION.clone(), duration_header(started));
         resp
     }
 }
@@ -499,55 +501,6 @@ fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
     let v = headers.get(&X_TIMEOUT)?.to_str().ok()?;
     let t = parse_duration(v.trim()).ok()?;
     (!t.is_zero() && exec.map_or(true, |e| t <= e)).then_some(t)
-}
-
-/// `X-Duration-Seconds`: seconds since `started`, 6 decimals (integer formatting: no
-/// float rounding work on every response).
-fn duration(started: Instant) -> HeaderValue {
-    let micros = started.elapsed().as_micros();
-    let mut buf = [0u8; 48];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    let n = cur.position() as usize;
-    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("0"))
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-fn too_large(max: u64) -> Response<Body> {
-    body::text(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body larger than max_body_bytes ({max} bytes)\n"),
-    )
-}
-
-fn too_large_resp(max: Option<u64>) -> Response<Body> {
-    too_large(max.unwrap_or(0))
-}
-
-fn body_failure(end: BodyEnd, max: Option<u64>) -> Response<Body> {
-    match end {
-        BodyEnd::TooLarge => too_large_resp(max),
-        BodyEnd::Idle => body::text(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body: client too slow (read_timeout)\n",
-        ),
-        BodyEnd::Failed(why) => body::text(
-            StatusCode::BAD_REQUEST,
-            format!("request body could not be read: {why}\n"),
-        ),
-        BodyEnd::Done(_) => body::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected end of body\n",
-        ),
-    }
 }
 
 /// The upstream process: started once, watched, and stopped last.
@@ -817,7 +770,7 @@ mod tests {
 
     #[test]
     fn duration_has_six_decimals() {
-        let v = duration(Instant::now() - Duration::from_millis(1500));
+        let v = duration_header(Instant::now() - Duration::from_millis(1500));
         let s = v.to_str().expect("ascii");
         let (int, frac) = s.split_once('.').expect("dot");
         assert_eq!((int, frac.len()), ("1", 6), "{s}");

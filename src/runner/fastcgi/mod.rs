@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::cgi;
 use super::pipe::{collect, BodyEnd};
-use super::Ctx;
+use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
@@ -178,7 +178,7 @@ impl FastCgi {
             let max = cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT);
             match collect(body, cfg.read_timeout, Some(max)).await {
                 Ok((chunks, total)) => (Input::Chunks(chunks), Some(total)),
-                Err(end) => return body_failure(end, max),
+                Err(end) => return body_failure(end, Some(max)),
             }
         };
         let head = self.request_head(&parts, stdin_len);
@@ -541,13 +541,13 @@ impl Job {
                             format!("{} exceeded ({})\n", self.what, format_duration(self.limit)),
                         );
                         resp.headers_mut()
-                            .insert("x-duration-seconds", duration(self.started));
+                            .insert("x-duration-seconds", duration_header(self.started));
                         resp
                     }
                     Failure::Worker(why) => bad_gateway(why),
                     Failure::Body(end) => body_failure(
                         end.clone(),
-                        self.inner.cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT),
+                        Some(self.inner.cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT)),
                     ),
                     Failure::Gone => return,
                 };
@@ -780,7 +780,7 @@ async fn read_response<R: AsyncRead + Unpin>(
                         Ok(None) => {}
                         Ok(Some((head, rest))) => {
                             let mut headers = head.headers;
-                            headers.insert("x-duration-seconds", duration(job.started));
+                            headers.insert("x-duration-seconds", duration_header(job.started));
                             job.answer(Answer::Head(head.status, headers));
                             if !rest.is_empty() && job.tx.send(Ok(Frame::data(rest))).await.is_err()
                             {
@@ -816,48 +816,9 @@ async fn drain(mut body: Body, idle: Duration, until: Instant) {
     .await;
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-fn duration(started: Instant) -> HeaderValue {
-    let v = format!("{:.6}", started.elapsed().as_secs_f64());
-    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("0"))
-}
-
 fn bad_gateway(why: &str) -> Response<Body> {
     tracing::warn!("FastCGI: {why}");
     body::text(StatusCode::BAD_GATEWAY, format!("{why}\n"))
-}
-
-fn too_large(max: u64) -> Response<Body> {
-    body::text(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body larger than max_body_bytes ({max})\n"),
-    )
-}
-
-fn body_failure(end: BodyEnd, max: u64) -> Response<Body> {
-    match end {
-        BodyEnd::TooLarge => too_large(max),
-        BodyEnd::Idle => body::text(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body: client too slow (read_timeout)\n",
-        ),
-        BodyEnd::Failed(why) => body::text(
-            StatusCode::BAD_REQUEST,
-            format!("request body could not be read: {why}\n"),
-        ),
-        BodyEnd::Done(_) => body::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected end of body\n",
-        ),
-    }
 }
 
 #[cfg(test)]
