@@ -191,13 +191,7 @@ impl Fork {
 
     /// The run hit its deadline before the response head: end it (SIGKILL, or SIGTERM
     /// and the grace) and answer 504 saying which limit it was.
-    fn timed_out(
-        &self,
-        run: Run,
-        what: &str,
-        limit: Duration,
-        started: Instant,
-    ) -> Response<Body> {
+    fn timed_out(&self, run: Run, what: &str, limit: Duration, started: Instant) -> Response<Body> {
         self.metrics.handler_timeouts.inc();
         tracing::info!(
             "handler {} killed: {what} exceeded ({})",

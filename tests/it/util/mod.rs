@@ -285,8 +285,21 @@ impl Watchdog {
 }
 
 impl Drop for Watchdog {
+    /// SIGTERM first, so the watchdog stops what it started (an http upstream, fastcgi
+    /// workers, handler groups) the way it would in production; SIGKILL only if it has
+    /// not exited within a few seconds. A bare SIGKILL would orphan its upstreams.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(8);
+                while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
