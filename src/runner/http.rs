@@ -40,11 +40,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-use super::pipe::{collect, lines};
+use super::pipe::{collect, log_output};
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, parse_duration, Config};
-use crate::logging;
 use crate::process::{self, ExitStatus, Stderr};
 use crate::service::Shared;
 
@@ -540,22 +539,7 @@ impl Upstream {
         child.keep_group_on_exit();
         tracing::info!("Started upstream {cmd:?} (pid {pid})");
         drop(child.stdin.take());
-        let mut logs = Vec::new();
-        for (stream, fd) in [
-            ("stdout", child.stdout.take()),
-            ("stderr", child.stderr.take()),
-        ] {
-            let Some(rx) =
-                fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
-            else {
-                continue;
-            };
-            let max = cfg.log_buffer_size;
-            let prefix = cfg.prefix_logs;
-            logs.push(tokio::spawn(async move {
-                lines(rx, max, |l| logging::handler_line(stream, l, prefix, "")).await;
-            }));
-        }
+        let logs = log_output(&mut child, cfg.log_buffer_size, cfg.prefix_logs);
         let (tx, exit) = watch::channel(None);
         let stopping = Arc::new(AtomicBool::new(false));
         let asked = stopping.clone();

@@ -124,6 +124,32 @@ pub async fn lines<R: AsyncRead + Unpin>(
     split.finish(&mut emit);
 }
 
+/// Logs a long-running process's stdout and stderr line by line (an http upstream, a
+/// FastCGI worker), each on its own task until the pipe closes.
+pub fn log_output(
+    child: &mut crate::process::Child,
+    max: Option<usize>,
+    prefix: bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (stream, fd) in [
+        ("stdout", child.stdout.take()),
+        ("stderr", child.stderr.take()),
+    ] {
+        let Some(rx) = fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
+        else {
+            continue;
+        };
+        tasks.push(tokio::spawn(async move {
+            lines(rx, max, |l| {
+                crate::logging::handler_line(stream, l, prefix, "")
+            })
+            .await;
+        }));
+    }
+    tasks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

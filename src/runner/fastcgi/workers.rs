@@ -27,9 +27,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::config::{format_duration, Config};
-use crate::logging;
 use crate::process::{self, Child, Program, Stderr, Stdin};
-use crate::runner::pipe::lines;
+use crate::runner::pipe;
 use crate::service::Shared;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -153,20 +152,7 @@ impl Workers {
         drop(pids);
         self.alive.send_modify(|n| *n += 1);
         shared.state.upstream_ready.store(true, Ordering::Release);
-        for (stream, fd) in [
-            ("stdout", child.stdout.take()),
-            ("stderr", child.stderr.take()),
-        ] {
-            let Some(rx) =
-                fd.and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok())
-            else {
-                continue;
-            };
-            let (max, prefix) = (self.log_max, self.prefix);
-            tokio::spawn(async move {
-                lines(rx, max, |l| logging::handler_line(stream, l, prefix, "")).await;
-            });
-        }
+        pipe::log_output(&mut child, self.log_max, self.prefix);
         Ok(Some(child))
     }
 
