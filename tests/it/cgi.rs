@@ -5,25 +5,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::util::{self, connect, request, send_head, watchdog, TempDir};
+use crate::util::{self, connect, have, json, request, send_head, skip, watchdog, TempDir};
 
 const MODES: [&str; 2] = ["streaming", "serializing"];
-
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
-}
-
-fn json(r: &util::Resp) -> serde_json::Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
-}
 
 const PHP_SCRIPT: &str = r#"<?php
 header("Status: 404 Not Found");

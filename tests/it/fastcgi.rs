@@ -6,15 +6,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::util::{self, connect, read_response, request, send_head, watchdog, TempDir};
-
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use crate::util::{
+    self, children, connect, have, json, read_response, request, send_head, skip, watchdog, TempDir,
+};
 
 fn have_flup() -> bool {
     std::process::Command::new("python3")
@@ -22,10 +16,6 @@ fn have_flup() -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
 }
 
 const PHP: &str = "php-cgi not installed (apt-get install php-cgi)";
@@ -71,31 +61,6 @@ fn php_watchdog(tmp: &TempDir, script: &str, extra: &[(&str, &str)]) -> util::Wa
         b = b.env(k, v);
     }
     b.start()
-}
-
-fn json(r: &util::Resp) -> serde_json::Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
-}
-
-/// Children of `pid` (the workers), from /proc.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, after)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = after.split_whitespace().collect();
-        if f.first() != Some(&"Z") && f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

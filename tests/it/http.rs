@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{self, eventually, request, watchdog, Builder, TempDir};
+use crate::util::{self, eventually, json, request, skip, watchdog, Builder, TempDir};
 
 /// The upstream for most tests: `python3 -u upstream.py PORT WORKDIR`. It writes marker
 /// files into WORKDIR (`pid`, `<mark>.started`, `<mark>.done`, `<mark>.cancelled`,
@@ -331,16 +331,6 @@ fn has_python_module(m: &str) -> bool {
         .arg(format!("import {m}"))
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// Says a test skipped, on the real stderr: the test harness would swallow `eprintln!`
-/// for a passing test.
-fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-}
-
-fn json(r: &util::Resp) -> serde_json::Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not json ({e}): {}", r.text()))
 }
 
 /// The value of a header the upstream saw, from `/echo`'s answer.

@@ -476,8 +476,16 @@ pub fn sha256(data: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Processes whose process group is `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
+/// One line of `/proc/<pid>/stat`, the fields the tests look at.
+pub struct ProcStat {
+    pub pid: i32,
+    pub state: char,
+    pub ppid: i32,
+    pub pgid: i32,
+}
+
+/// Every process visible in `/proc`.
+pub fn processes() -> Vec<ProcStat> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -486,36 +494,68 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let Some(after) = stat.rsplit_once(") ") else {
+        // The command name may hold spaces and parentheses; the fields follow the last ")".
+        let Some((_, after)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let fields: Vec<&str> = after.1.split_whitespace().collect();
-        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
-            out.push(pid);
-        }
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|x| x.parse::<i32>().ok()).unwrap_or(0);
+        let state = f.first().and_then(|s| s.chars().next()).unwrap_or('?');
+        out.push(ProcStat {
+            pid,
+            state,
+            ppid: num(1),
+            pgid: num(2),
+        });
     }
     out
 }
 
+/// Processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgid == pgid)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Children of `pid` that are zombies.
 pub fn zombie_children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some(after) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = after.1.split_whitespace().collect();
-        if f.first() == Some(&"Z") && f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.state == 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Says a test skipped, on the real stderr: the harness swallows `eprintln!` for a
+/// passing test.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The response body as JSON.
+pub fn json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
