@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    connect, eventually, read_response, request, send_head, watchdog, zombie_children, TempDir,
+    assert_handler_group_ends, connect, eventually, read_response, request, send_head, watchdog,
+    zombie_children, TempDir,
 };
 
 const SIGINT: i32 = 2;
@@ -96,15 +97,10 @@ fn the_drain_is_bounded_by_write_timeout_and_kills_what_is_left() {
         .expect("drain is bounded");
     assert_eq!(status.code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    let pgid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("int");
-    assert!(
-        eventually(Duration::from_secs(2), || crate::util::group_members(pgid)
-            .is_empty()),
-        "a handler ignoring SIGTERM still ends"
+    assert_handler_group_ends(
+        &pidfile,
+        Duration::from_secs(2),
+        "a handler ignoring SIGTERM still ends",
     );
 }
 
