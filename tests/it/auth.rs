@@ -134,8 +134,10 @@ fn fails_closed_on_missing_empty_or_unreadable_secrets() {
 #[test]
 fn default_lookup_lists_both_paths_and_falls_back_to_run_secrets() {
     if !has_unshare_mount() {
-        eprintln!("SKIPPED: unshare --mount not available");
-        return;
+        return crate::util::skip(
+            "default_lookup_lists_both_paths_and_falls_back_to_run_secrets",
+            "unshare --mount not available (needs root)",
+        );
     }
     // A private mount namespace with empty /var/openfaas and /run: the real ones are untouched.
     let (status, out) = watchdog()

@@ -220,8 +220,10 @@ fn inner_pid(unshare: i32) -> i32 {
 #[test]
 fn as_pid_1_orphans_are_reaped_and_exit_statuses_stay_exact() {
     if !has_unshare_pid() {
-        eprintln!("SKIPPED: unshare --pid --fork --mount-proc is not available (needs root)");
-        return;
+        return crate::util::skip(
+            "as_pid_1_orphans_are_reaped_and_exit_statuses_stay_exact",
+            "unshare --pid --fork --mount-proc is not available (needs root)",
+        );
     }
     let tmp = TempDir::new();
     let handler = tmp.script(
