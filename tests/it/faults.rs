@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    assert_handler_group_ends, connect, eventually, read_response, request, send_head, watchdog,
-    zombie_children, Resp, TempDir,
+    assert_handler_group_ends, connect, eventually, read_pid, read_response, request, send_head,
+    watchdog, zombie_children, Resp, TempDir,
 };
 
 /// One fault: the script's misbehaviour, the settings it needs, what the client sends
@@ -110,10 +110,8 @@ fn check(fault: &Fault, mode: &str) {
     );
 
     // A daemon escaped the group on purpose: it runs on, and is reaped when it dies.
-    if let Some(pid) = std::fs::read_to_string(dir.join("daemon"))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    {
+    if fault.script.contains("$DIR/daemon") {
+        let pid = read_pid(&dir.join("daemon"));
         let proc_dir = format!("/proc/{pid}");
         assert!(
             Path::new(&proc_dir).exists(),

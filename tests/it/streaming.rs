@@ -149,11 +149,14 @@ fn output_is_flushed_as_it_is_produced() {
     let mut s = w.connect();
     send_head(&mut s, "POST", "/", &[], Some(0));
     let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
     let mut r = BufReader::new(s);
     let mut line = String::new();
     loop {
         line.clear();
-        r.read_line(&mut line).expect("read");
+        let n = r.read_line(&mut line).expect("read");
+        assert!(n > 0, "the response ended before the line \"one\"");
         if line.trim() == "one" {
             break;
         }
