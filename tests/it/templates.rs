@@ -353,6 +353,9 @@ fn start_template(
     for (k, v) in &env {
         b = b.env(k, v);
     }
+    // The image's drain (healthcheck_interval) is not what these tests are about: without
+    // this each would wait it out when its watchdog is stopped.
+    b = b.env("healthcheck_interval", "0");
     for (k, v) in extra_env {
         b = b.env(k, v);
     }
