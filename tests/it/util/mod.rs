@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,11 +130,13 @@ impl Builder {
         let tmp = self.tmp.take().unwrap_or_else(TempDir::new);
         let mut child = self.command(tmp.path()).spawn().expect("spawn fwatchdog");
         let log = Arc::new(Mutex::new(String::new()));
+        let open_streams = Arc::new(AtomicUsize::new(2));
         for stream in [
             Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
         ] {
             let log = log.clone();
+            let open_streams = open_streams.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream);
                 let mut line = Vec::new();
@@ -148,6 +150,7 @@ impl Builder {
                         .push_str(&String::from_utf8_lossy(&line));
                     line.clear();
                 }
+                open_streams.fetch_sub(1, Ordering::SeqCst);
             });
         }
         let mut w = Watchdog {
@@ -155,6 +158,7 @@ impl Builder {
             port: 0,
             metrics_port: None,
             log,
+            open_streams,
             tmp,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -215,6 +219,8 @@ pub struct Watchdog {
     pub port: u16,
     pub metrics_port: Option<u16>,
     log: Arc<Mutex<String>>,
+    /// Output streams not yet read to their end.
+    open_streams: Arc<AtomicUsize>,
     pub tmp: TempDir,
 }
 
@@ -255,11 +261,17 @@ impl Watchdog {
             .status();
     }
 
+    /// Waits for the exit, then (briefly) for the log to be read to its end, so that
+    /// `log()` afterwards holds the last lines too.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut()?;
         while Instant::now() < deadline {
             if let Some(s) = child.try_wait().expect("wait") {
+                // A process that inherited the output may hold it open: bounded wait.
+                eventually(Duration::from_secs(2), || {
+                    self.open_streams.load(Ordering::SeqCst) == 0
+                });
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(5));
