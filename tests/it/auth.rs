@@ -134,8 +134,10 @@ fn fails_closed_on_missing_empty_or_unreadable_secrets() {
 #[test]
 fn default_lookup_lists_both_paths_and_falls_back_to_run_secrets() {
     if !has_unshare_mount() {
-        eprintln!("SKIPPED: unshare --mount not available");
-        return;
+        return crate::util::skip(
+            "default_lookup_lists_both_paths_and_falls_back_to_run_secrets",
+            "unshare --mount not available (needs root)",
+        );
     }
     // A private mount namespace with empty /var/openfaas and /run: the real ones are untouched.
     let (status, out) = watchdog()
@@ -220,11 +222,22 @@ fn the_handler_never_sees_the_key_unless_forwarded() {
     assert_eq!(r.status, 200);
     assert!(!r.text().contains(KEY), "key leaked into the handler env");
     assert!(!r.text().contains("Http_X_Api_Key"));
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", w.pid())).expect("cmdline");
-    assert!(!String::from_utf8_lossy(&cmdline).contains(KEY));
-    let environ = std::fs::read(format!("/proc/{}/environ", w.pid())).expect("environ");
-    assert!(!String::from_utf8_lossy(&environ).contains(KEY));
     assert!(!w.log().contains(KEY));
+
+    // Nor through a descriptor: the handler inherits none open on the secret.
+    let fds = protected(&d, "sh -c 'for f in /proc/$$/fd/*; do readlink $f; done'").start();
+    let r = call(fds.port, Some(KEY));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let targets = r.text();
+    assert_eq!(
+        targets.lines().count(),
+        3,
+        "stdin, stdout, stderr only:\n{targets}"
+    );
+    assert!(
+        !targets.contains(&d.path().display().to_string()),
+        "the secret is open in the handler:\n{targets}"
+    );
 
     let w = protected(&d, "env").env("api_key_forward", "true").start();
     let r = call(w.port, Some(KEY));
@@ -235,16 +248,30 @@ fn the_handler_never_sees_the_key_unless_forwarded() {
     );
 }
 
+/// `--help` shows each setting's env var names and defaults, never the values the
+/// environment holds: not even when every setting's env var holds the key itself (a
+/// user who put the key where its secret's name belongs).
 #[test]
 fn help_never_shows_a_key() {
-    let d = secrets(&[("secret-api-key", KEY)]);
-    let out = std::process::Command::new(crate::util::BIN)
-        .arg("--help")
-        .env("api_key_secret", "secret-api-key")
-        .env("secrets_dir", d.path())
-        .output()
-        .expect("help");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(KEY));
+    let help = |env: &[String]| {
+        let out = std::process::Command::new(crate::util::BIN)
+            .arg("--help")
+            .envs(env.iter().map(|k| (k, KEY)))
+            .output()
+            .expect("help");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let names: Vec<String> = help(&[])
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split_once(']'))
+        .flat_map(|(names, _)| names.split(", ").map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert!(names.iter().any(|n| n == "api_key_secret"), "{names:?}");
+    let text = help(&names);
+    assert!(text.contains("--api-key-secret"), "{text}");
+    assert!(!text.contains(KEY), "{text}");
 }
 
 /// Waits until `key` gets `want`, checking every 50 ms; no other status may appear.

@@ -291,14 +291,7 @@ fn a_bad_first_line_fails_at_once_and_kills_the_handler() {
         "took {:?}",
         t.elapsed()
     );
-    let pgid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("int");
-    assert!(util::eventually(Duration::from_secs(3), || {
-        util::group_members(pgid).is_empty()
-    }));
+    util::assert_handler_group_ends(&pidfile, Duration::from_secs(3), "CGI handler");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! Needs: a Docker engine; the musl binary
 //! (`rustup target add x86_64-unknown-linux-musl && cargo build --release --target
 //! x86_64-unknown-linux-musl`); a static busybox (`apt-get install -y busybox-static`).
-//! Without one of them each test prints a `SKIPPED:` line and passes.
+//! Without one of them each test skips (see `util::skip`).
 //!
 //! Every image, container, service and secret is named after the test run and removed
 //! when the test ends, pass or fail; containers publish on 127.0.0.1 only, on a port
@@ -23,18 +23,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::templates::{repo, run_for};
-use crate::util::{eventually, random_bytes, request, TempDir};
+use crate::util::{eventually, random_bytes, request, skip, TempDir};
 
 const MUSL_BINARY: &str = "target/x86_64-unknown-linux-musl/release/fwatchdog";
 const BUILD_HINT: &str =
     "rustup target add x86_64-unknown-linux-musl && cargo build --release --target x86_64-unknown-linux-musl";
 const SECRET: &str = "secret-api-key";
-
-fn skipped(why: &str) {
-    // Straight to the process's stderr, past the test harness's capture, so the skip
-    // shows in a passing run.
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
-}
 
 /// Why Docker tests cannot run here, checked once per test process.
 fn unavailable() -> Option<&'static str> {
@@ -128,9 +122,10 @@ struct SwarmInit {
 }
 
 impl Fixture {
-    fn new() -> Option<Fixture> {
+    /// The fixture for `test`, or `None` (after `util::skip`) where Docker tests cannot run.
+    fn new(test: &str) -> Option<Fixture> {
         if let Some(why) = unavailable() {
-            skipped(why);
+            skip(test, why);
             return None;
         }
         static N: AtomicU64 = AtomicU64::new(0);
@@ -458,7 +453,10 @@ fn random_key() -> String {
 
 #[test]
 fn docker_watchdog_image_is_scratch_with_only_the_static_binary() {
-    let Some(mut d) = Fixture::new() else { return };
+    let Some(mut d) = Fixture::new("docker_watchdog_image_is_scratch_with_only_the_static_binary")
+    else {
+        return;
+    };
     let image = d.watchdog_image();
     assert_eq!(
         docker_ok(&[
@@ -528,7 +526,11 @@ fn docker_watchdog_image_is_scratch_with_only_the_static_binary() {
 
 #[test]
 fn docker_dockerfile_template_runs_as_pid1_non_root_and_turns_healthy() {
-    let Some(mut d) = Fixture::new() else { return };
+    let Some(mut d) =
+        Fixture::new("docker_dockerfile_template_runs_as_pid1_non_root_and_turns_healthy")
+    else {
+        return;
+    };
     let (watchdog, base) = (d.watchdog_image(), d.base_image());
     let image = d.function_image(
         "tpl-dockerfile",
@@ -567,7 +569,10 @@ fn docker_dockerfile_template_runs_as_pid1_non_root_and_turns_healthy() {
 
 #[test]
 fn docker_bash_streaming_template_streams_the_script_output() {
-    let Some(mut d) = Fixture::new() else { return };
+    let Some(mut d) = Fixture::new("docker_bash_streaming_template_streams_the_script_output")
+    else {
+        return;
+    };
     let (watchdog, base) = (d.watchdog_image(), d.base_image());
     let image = d.function_image(
         "tpl-bash",
@@ -590,7 +595,9 @@ fn docker_bash_streaming_template_streams_the_script_output() {
 
 #[test]
 fn docker_stop_drains_the_in_flight_request_and_exits_0() {
-    let Some(mut d) = Fixture::new() else { return };
+    let Some(mut d) = Fixture::new("docker_stop_drains_the_in_flight_request_and_exits_0") else {
+        return;
+    };
     let (watchdog, base) = (d.watchdog_image(), d.base_image());
     let image = d.function_image(
         "drain",
@@ -644,7 +651,11 @@ fn docker_stop_drains_the_in_flight_request_and_exits_0() {
 
 #[test]
 fn docker_example_checks_the_key_from_a_read_only_bind_mounted_secret() {
-    let Some(mut d) = Fixture::new() else { return };
+    let Some(mut d) =
+        Fixture::new("docker_example_checks_the_key_from_a_read_only_bind_mounted_secret")
+    else {
+        return;
+    };
     let (watchdog, base) = (d.watchdog_image(), d.base_image());
     let image = d.function_image(
         "apikey",
@@ -698,7 +709,9 @@ fn docker_example_checks_the_key_from_a_read_only_bind_mounted_secret() {
 /// the requests are made inside its container, to its own 127.0.0.1.
 #[test]
 fn docker_swarm_secret_unlocks_the_service() {
-    let Some(mut d) = Fixture::new() else { return };
+    let Some(mut d) = Fixture::new("docker_swarm_secret_unlocks_the_service") else {
+        return;
+    };
     match docker_ok(&["info", "-f", "{{.Swarm.LocalNodeState}}"]).as_str() {
         "inactive" => {
             let had_gwbridge = docker(&["network", "inspect", "docker_gwbridge"])
@@ -706,17 +719,23 @@ fn docker_swarm_secret_unlocks_the_service() {
                 .success();
             let init = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
             if !init.status.success() {
-                skipped(&format!(
-                    "docker swarm init failed: {}",
-                    String::from_utf8_lossy(&init.stderr).trim()
-                ));
+                skip(
+                    "docker_swarm_secret_unlocks_the_service",
+                    &format!(
+                        "docker swarm init failed: {}",
+                        String::from_utf8_lossy(&init.stderr).trim()
+                    ),
+                );
                 return;
             }
             d.swarm = Some(SwarmInit { had_gwbridge });
         }
         "active" if docker_ok(&["info", "-f", "{{.Swarm.ControlAvailable}}"]) == "true" => {}
         state => {
-            skipped(&format!("swarm is {state} and this node is not a manager"));
+            skip(
+                "docker_swarm_secret_unlocks_the_service",
+                &format!("swarm is {state} and this node is not a manager"),
+            );
             return;
         }
     }

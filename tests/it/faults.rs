@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    connect, eventually, group_members, read_response, request, send_head, watchdog,
-    zombie_children, Resp, TempDir,
+    assert_handler_group_ends, connect, eventually, read_pid, read_response, request, send_head,
+    watchdog, zombie_children, Resp, TempDir,
 };
 
 /// One fault: the script's misbehaviour, the settings it needs, what the client sends
@@ -60,20 +60,6 @@ fn exchange(port: u16, body: Vec<u8>, pause: Duration) -> (Resp, Duration) {
     (r, took)
 }
 
-fn pid_in(path: &Path) -> i32 {
-    assert!(
-        eventually(Duration::from_secs(2), || std::fs::read_to_string(path)
-            .is_ok_and(|s| s.ends_with('\n'))),
-        "{} never written",
-        path.display()
-    );
-    std::fs::read_to_string(path)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid")
-}
-
 /// Kills (by pid) a process that escaped its group on purpose, when the test ends.
 struct KillOnDrop(std::path::PathBuf);
 
@@ -115,12 +101,7 @@ fn check(fault: &Fault, mode: &str) {
         fault.bound
     );
 
-    let pgid = pid_in(&dir.join("pid"));
-    assert!(
-        eventually(Duration::from_secs(3), || group_members(pgid).is_empty()),
-        "{mode}: process group {pgid} survived: {:?}",
-        group_members(pgid)
-    );
+    assert_handler_group_ends(&dir.join("pid"), Duration::from_secs(3), mode);
     assert!(
         eventually(Duration::from_secs(3), || zombie_children(w.pid())
             .is_empty()),
@@ -129,10 +110,8 @@ fn check(fault: &Fault, mode: &str) {
     );
 
     // A daemon escaped the group on purpose: it runs on, and is reaped when it dies.
-    if let Some(pid) = std::fs::read_to_string(dir.join("daemon"))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    {
+    if fault.script.contains("$DIR/daemon") {
+        let pid = read_pid(&dir.join("daemon"));
         let proc_dir = format!("/proc/{pid}");
         assert!(
             Path::new(&proc_dir).exists(),

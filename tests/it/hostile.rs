@@ -6,15 +6,9 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    eventually, group_members, read_response, request, send_head, watchdog, zombie_children,
-    TempDir, Watchdog,
+    assert_group_ends, assert_handler_group_ends, eventually, fd_count, pid_in, read_response,
+    request, send_head, watchdog, zombie_children, Rng, TempDir, Watchdog,
 };
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
 
 /// Descriptors of an idle watchdog: counted before any connection, then checked to be
 /// what a served request leaves behind too.
@@ -71,13 +65,6 @@ fn chunked_is_complete(raw: &[u8]) -> bool {
         }
         rest = &rest[size + 2..];
     }
-}
-
-fn pid_in(path: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(path)
-        .ok()
-        .filter(|s| s.ends_with('\n'))
-        .and_then(|s| s.trim().parse().ok())
 }
 
 /// A handler that records its pid (= its process group) and then does `rest`.
@@ -168,10 +155,7 @@ fn a_silent_body_sender_is_cut_at_read_timeout_and_its_handler_killed() {
         let (_, closed) = read_to_close(&mut s, Duration::from_secs(2));
         assert!(closed, "{mode}: connection kept after a cut body");
         match pid_in(&tmp.path().join("pid")) {
-            Some(pgid) => assert!(
-                eventually(Duration::from_secs(2), || group_members(pgid).is_empty()),
-                "{mode}: handler group {pgid} survived"
-            ),
+            Some(pgid) => assert_group_ends(pgid, Duration::from_secs(2), mode),
             // serializing and classic read the body before they start the handler.
             None => assert_ne!(mode, "streaming", "handler never started"),
         }
@@ -218,11 +202,7 @@ fn a_client_that_stops_reading_is_cut_at_write_timeout_and_its_handler_killed() 
             took < Duration::from_millis(3500),
             "{mode}: cut after {took:?}"
         );
-        let pgid = pid_in(&pid_file).expect("handler started");
-        assert!(
-            eventually(Duration::from_secs(2), || group_members(pgid).is_empty()),
-            "{mode}: handler group {pgid} survived"
-        );
+        assert_handler_group_ends(&pid_file, Duration::from_secs(2), mode);
         // What the client finds when it finally reads: a cut response, not a whole one.
         let (got, closed) = read_to_close(&mut s, Duration::from_secs(5));
         assert!(closed, "{mode}");
@@ -264,22 +244,6 @@ fn a_slow_reader_cut_by_write_timeout_never_sees_a_clean_end() {
         "a stream cut at write_timeout ended cleanly after {} bytes",
         got.len()
     );
-}
-
-/// A small xorshift generator: reproducible garbage without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 /// Garbage of several shapes: noise, a method or a request line then noise, a head cut

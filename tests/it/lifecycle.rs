@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    connect, eventually, read_response, request, send_head, watchdog, zombie_children, TempDir,
+    assert_handler_group_ends, connect, eventually, read_response, request, send_head, watchdog,
+    zombie_children, TempDir,
 };
 
 const SIGINT: i32 = 2;
@@ -53,16 +54,27 @@ fn healthcheck_interval_0_means_no_wait_and_sigint_works_too() {
 
 #[test]
 fn in_flight_requests_finish_before_exit() {
+    let tmp = TempDir::new();
+    let (started, finished) = (tmp.path().join("started"), tmp.path().join("finished"));
     let mut w = watchdog()
-        .fprocess("sh -c 'sleep 2; echo finished'")
+        .fprocess(format!(
+            "sh -c 'touch {}; sleep 1; touch {}; echo finished'",
+            started.display(),
+            finished.display()
+        ))
         .start();
     let port = w.port;
     let client = std::thread::spawn(move || request(port, "POST", "/", &[], b""));
-    assert!(eventually(Duration::from_secs(5), || w
-        .log()
-        .contains("Config")));
-    std::thread::sleep(Duration::from_millis(300)); // let the request reach its handler
+    assert!(
+        eventually(Duration::from_secs(5), || started.exists()),
+        "the handler never started"
+    );
     w.signal(SIGTERM);
+    assert!(w.wait_log("Received SIGTERM", Duration::from_secs(2)));
+    assert!(
+        !finished.exists(),
+        "the handler finished before SIGTERM: nothing was in flight"
+    );
     let r = client.join().expect("client");
     assert_eq!(
         (r.status, r.text().as_str(), r.complete),
@@ -96,15 +108,10 @@ fn the_drain_is_bounded_by_write_timeout_and_kills_what_is_left() {
         .expect("drain is bounded");
     assert_eq!(status.code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
-    let pgid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("int");
-    assert!(
-        eventually(Duration::from_secs(2), || crate::util::group_members(pgid)
-            .is_empty()),
-        "a handler ignoring SIGTERM still ends"
+    assert_handler_group_ends(
+        &pidfile,
+        Duration::from_secs(2),
+        "a handler ignoring SIGTERM still ends",
     );
 }
 
@@ -224,8 +231,10 @@ fn inner_pid(unshare: i32) -> i32 {
 #[test]
 fn as_pid_1_orphans_are_reaped_and_exit_statuses_stay_exact() {
     if !has_unshare_pid() {
-        eprintln!("SKIPPED: unshare --pid --fork --mount-proc is not available (needs root)");
-        return;
+        return crate::util::skip(
+            "as_pid_1_orphans_are_reaped_and_exit_statuses_stay_exact",
+            "unshare --pid --fork --mount-proc is not available (needs root)",
+        );
     }
     let tmp = TempDir::new();
     let handler = tmp.script(
@@ -282,15 +291,41 @@ fn as_pid_1_orphans_are_reaped_and_exit_statuses_stay_exact() {
 
 #[test]
 fn outside_pid_1_we_are_a_subreaper_so_double_forks_leave_no_zombies() {
-    let w = watchdog()
-        .fprocess("sh -c 'setsid sh -c \"sleep 0.05\" </dev/null >/dev/null 2>&1 & echo ok'")
-        .start();
+    let tmp = TempDir::new();
+    let orphan = tmp.path().join("orphan");
+    // A grandchild that leaves the handler's group and outlives it: an orphan.
+    let handler = tmp.script(
+        "h.sh",
+        &format!(
+            "#!/bin/sh\ncase \"$Http_Path\" in\n  /long) setsid sh -c 'echo $$ > {0}.new; mv {0}.new {0}; exec sleep 1' </dev/null >/dev/null 2>&1 &\n    # Answer once it has left our group (the group is killed when we exit).\n    while [ ! -e {0} ]; do sleep 0.01; done ;;\n  *) setsid sh -c 'sleep 0.05' </dev/null >/dev/null 2>&1 & ;;\nesac\necho ok\n",
+            orphan.display()
+        ),
+    );
+    let w = watchdog().fprocess(handler.to_str().expect("utf8")).start();
+    assert_eq!(w.post("/long", b"").text(), "ok\n");
+    // Its parent gone, the orphan is ours, not the host init's...
+    let pid = crate::util::read_pid(&orphan);
+    let parent = || {
+        crate::util::processes()
+            .into_iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.ppid)
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || parent() == Some(w.pid())),
+        "orphan {pid} has parent {:?}, not the watchdog {}",
+        parent(),
+        w.pid()
+    );
+    // ...and reaped when it exits.
+    assert!(
+        eventually(Duration::from_secs(3), || parent().is_none()),
+        "orphan {pid} not reaped: {:?}",
+        zombie_children(w.pid())
+    );
     for _ in 0..50 {
         assert_eq!(w.post("/", b"").text(), "ok\n");
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).expect("status");
-    assert!(status.contains("Threads"));
     assert!(
         eventually(Duration::from_secs(3), || zombie_children(w.pid())
             .is_empty()),
@@ -340,7 +375,8 @@ fn sigterm_during_a_read_of_read_response_still_completes() {
     );
     w.signal(SIGTERM);
     use std::io::Write;
-    std::thread::sleep(Duration::from_millis(100));
+    // The body goes out only once the watchdog is draining.
+    assert!(w.wait_log("Received SIGTERM", Duration::from_secs(2)));
     s.write_all(b"hello").expect("body");
     let r = read_response(&mut s, false);
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));

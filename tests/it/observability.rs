@@ -2,7 +2,7 @@
 //! the OpenFaaS shapes and as JSON, and a log that never stalls the server.
 //!
 //! The metrics are parsed by Python's `prometheus_client` (the reference parser of the
-//! text format). Where it is not installed those tests print `SKIPPED` and pass.
+//! text format). Where it is not installed those tests skip (see `util::skip`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -47,12 +47,14 @@ fn python() -> Option<&'static str> {
     })
 }
 
+/// Skips (see `util::skip`) when no Python can parse the metrics.
 fn skip(test: &str) -> bool {
     if python().is_some() {
         return false;
     }
-    println!(
-        "SKIPPED {test}: python3 with prometheus_client not found (pip install prometheus_client)"
+    util::skip(
+        test,
+        "python3 with prometheus_client not found (pip install prometheus_client, or apt-get install python3-prometheus-client)",
     );
     true
 }

@@ -213,17 +213,6 @@ fn fork_handlers_see_their_deadline() {
     assert!(deadline <= now_ms() + 2000 + 50 && deadline >= before + 1000);
 }
 
-fn read_pid(file: &Path) -> i32 {
-    assert!(eventually(Duration::from_secs(5), || {
-        std::fs::read_to_string(file).is_ok_and(|s| s.trim().parse::<i32>().is_ok())
-    }));
-    std::fs::read_to_string(file)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("int")
-}
-
 #[test]
 fn exec_kill_grace_sends_sigterm_first_then_sigkill() {
     for mode in ["streaming", "serializing"] {
@@ -257,15 +246,15 @@ fn exec_kill_grace_sends_sigterm_first_then_sigkill() {
         let r = w.post("/", b"");
         assert_eq!(r.status, 504, "{mode}");
         let answered = Instant::now();
-        let pgid = read_pid(&pidfile);
+        let pgid = util::read_pid(&pidfile);
         assert!(
             !util::group_members(pgid).is_empty(),
             "{mode}: killed before the grace was over"
         );
-        assert!(
-            eventually(Duration::from_secs(5), || util::group_members(pgid)
-                .is_empty()),
-            "{mode}: group {pgid} outlived its grace"
+        util::assert_group_ends(
+            pgid,
+            Duration::from_secs(5),
+            &format!("{mode}: after the grace"),
         );
         assert!(answered.elapsed() >= Duration::from_millis(700), "{mode}");
     }
@@ -283,11 +272,7 @@ fn without_a_grace_the_group_is_killed_at_once() {
         ))
         .start();
     assert_eq!(w.post("/", b"").status, 504);
-    let pgid = read_pid(&pidfile);
-    assert!(eventually(Duration::from_secs(2), || util::group_members(
-        pgid
-    )
-    .is_empty()));
+    util::assert_handler_group_ends(&pidfile, Duration::from_secs(2), "no grace");
     assert!(!w.log().contains("stderr: cleaned up"), "{}", w.log());
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{request, watchdog, TempDir, Watchdog, BIN};
+use crate::util::{self, request, watchdog, TempDir, Watchdog, BIN};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -338,15 +338,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new(cmd)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Starts a template's starter handler under fwatchdog, as its image would.
 fn start_template(
     name: &str,
@@ -362,6 +353,9 @@ fn start_template(
     for (k, v) in &env {
         b = b.env(k, v);
     }
+    // The image's drain (healthcheck_interval) is not what these tests are about: without
+    // this each would wait it out when its watchdog is stopped.
+    b = b.env("healthcheck_interval", "0");
     for (k, v) in extra_env {
         b = b.env(k, v);
     }
@@ -462,9 +456,11 @@ fn template_python3_http_serves_through_the_proxy() {
 
 #[test]
 fn template_node_serves_through_the_proxy() {
-    if !have("node") {
-        eprintln!("SKIPPED: node not found (the node template's handler needs it)");
-        return;
+    if !util::have("node") {
+        return util::skip(
+            "template_node_serves_through_the_proxy",
+            "node not found (the node template's handler needs it)",
+        );
     }
     let dir = TempDir::new();
     let url = format!("http://127.0.0.1:{}", free_port());

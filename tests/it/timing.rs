@@ -13,18 +13,7 @@ use std::time::Instant;
 use fwatchdog::auth::ApiKeys;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::util::TempDir;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use crate::util::{Rng, TempDir};
 
 /// Measures `run` on inputs of the two classes as pairs, back to back in random order,
 /// and returns |t| of the paired differences (after cropping pairs with a sample above

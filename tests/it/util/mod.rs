@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,11 +130,13 @@ impl Builder {
         let tmp = self.tmp.take().unwrap_or_else(TempDir::new);
         let mut child = self.command(tmp.path()).spawn().expect("spawn fwatchdog");
         let log = Arc::new(Mutex::new(String::new()));
+        let open_streams = Arc::new(AtomicUsize::new(2));
         for stream in [
             Box::new(child.stderr.take().expect("stderr")) as Box<dyn Read + Send>,
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
         ] {
             let log = log.clone();
+            let open_streams = open_streams.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream);
                 let mut line = Vec::new();
@@ -148,6 +150,7 @@ impl Builder {
                         .push_str(&String::from_utf8_lossy(&line));
                     line.clear();
                 }
+                open_streams.fetch_sub(1, Ordering::SeqCst);
             });
         }
         let mut w = Watchdog {
@@ -155,6 +158,7 @@ impl Builder {
             port: 0,
             metrics_port: None,
             log,
+            open_streams,
             tmp,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -215,6 +219,8 @@ pub struct Watchdog {
     pub port: u16,
     pub metrics_port: Option<u16>,
     log: Arc<Mutex<String>>,
+    /// Output streams not yet read to their end.
+    open_streams: Arc<AtomicUsize>,
     pub tmp: TempDir,
 }
 
@@ -255,11 +261,17 @@ impl Watchdog {
             .status();
     }
 
+    /// Waits for the exit, then (briefly) for the log to be read to its end, so that
+    /// `log()` afterwards holds the last lines too.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut()?;
         while Instant::now() < deadline {
             if let Some(s) = child.try_wait().expect("wait") {
+                // A process that inherited the output may hold it open: bounded wait.
+                eventually(Duration::from_secs(2), || {
+                    self.open_streams.load(Ordering::SeqCst) == 0
+                });
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -547,15 +559,81 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Says a test skipped, on the real stderr: the harness swallows `eprintln!` for a
-/// passing test.
+/// Says a test skipped because a tool it needs is missing: one `SKIPPED <test>: <why>`
+/// line on the real stderr (the harness swallows `eprintln!` for a passing test), which
+/// `.ci/run` counts as skipped, not passed. With `CI=true` a missing tool is a failure:
+/// this panics with the reason instead.
 pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} cannot run (CI=true, so this is a failure, not a skip): {why}");
+    }
+    // One write, so the line is not interleaved with other tests' output.
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The response body as JSON.
 pub fn json(r: &Resp) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
+}
+
+/// The pid a handler wrote to `file` (`echo $$ > file`), once the whole line is there.
+pub fn pid_in(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file)
+        .ok()
+        .filter(|s| s.ends_with('\n'))
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Waits (up to 5 s) for the pid a handler writes to `file`; panics if it never comes.
+pub fn read_pid(file: &Path) -> i32 {
+    let mut pid = None;
+    eventually(Duration::from_secs(5), || {
+        pid = pid_in(file);
+        pid.is_some()
+    });
+    pid.unwrap_or_else(|| panic!("no pid written to {}", file.display()))
+}
+
+/// Asserts that nothing is left of process group `pgid` within `within`.
+pub fn assert_group_ends(pgid: i32, within: Duration, what: &str) {
+    assert!(
+        eventually(within, || group_members(pgid).is_empty()),
+        "{what}: process group {pgid} survived: {:?}",
+        group_members(pgid)
+    );
+}
+
+/// A handler that wrote its pid (= its process group, as the watchdog starts each
+/// handler in a group of its own) to `pidfile` must be gone, group and all, within
+/// `within`. Returns the group id.
+pub fn assert_handler_group_ends(pidfile: &Path, within: Duration, what: &str) -> i32 {
+    let pgid = read_pid(pidfile);
+    assert_group_ends(pgid, within, what);
+    pgid
+}
+
+/// Open file descriptors of `pid` (0 once it is gone).
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A small xorshift generator: reproducible noise without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
