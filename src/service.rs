@@ -349,7 +349,7 @@ const READY_BODY_MAX: usize = 64 * 1024;
 /// One answer of the function to a readiness request, shared by every probe that
 /// waited for it.
 #[derive(Debug)]
-pub struct ReadyAnswer {
+struct ReadyAnswer {
     status: StatusCode,
     headers: http::HeaderMap,
     body: Bytes,
