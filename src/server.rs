@@ -531,7 +531,8 @@ pub async fn run(cfg: Config) -> Exit {
     }
 
     tracing::info!("Listening on port: {port}");
-    // The log writer batches lines; health goes green only once these are out.
+    // The log writer batches lines; health goes green only once these are out. This
+    // blocks the thread for the one write (at most 2 s if nobody reads stderr), once.
     crate::logging::flush();
     shared.state.starting.store(false, Ordering::Release);
 
