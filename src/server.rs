@@ -272,6 +272,13 @@ async fn accept_loop<H, F>(
                     errors.accepted();
                     admit(stream, peer, &port, &handle, &mut over_cap);
                 }
+                // One client gave up before we took its connection: nothing to wait for.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
                 Err(e) => {
                     let pause = errors.failed(port.kind.name(), &e);
                     tokio::select! {
