@@ -98,6 +98,8 @@ pub struct Config {
     pub max_queue: usize,
     /// The longest such wait.
     pub queue_timeout: Duration,
+    /// Client connections open at once on the function port; more are closed at once.
+    pub max_connections: usize,
     pub prefix_logs: bool,
     /// `None` = no limit.
     pub log_buffer_size: Option<usize>,
@@ -140,6 +142,10 @@ pub struct FastCgiConfig {
 }
 
 const DEFAULT_SERIALIZING_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Open connections allowed by default. A connection holding the largest head we
+/// accept costs about 130 KiB of memory (bench/connections), so 512 of them stay near
+/// 64 MiB: well under a 128 MiB function container.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_SECRETS_DIRS: &[&str] = &["/var/openfaas/secrets", "/run/secrets"];
 
 impl Config {
@@ -269,6 +275,15 @@ impl Config {
             ));
         }
         let queue_timeout = s.parse("queue_timeout", Duration::from_secs(10), parse_positive)?;
+        let max_connections =
+            s.parse(
+                "max_connections",
+                DEFAULT_MAX_CONNECTIONS,
+                |v| match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err("expected a number of connections, at least 1".into()),
+                },
+            )?;
         let prefix_logs = s.parse("prefix_logs", true, parse_bool)?;
         let log_buffer_size = s.parse("log_buffer_size", Some(65536usize), |v| {
             if v == "-1" {
@@ -377,6 +392,7 @@ impl Config {
             max_inflight,
             max_queue,
             queue_timeout,
+            max_connections,
             prefix_logs,
             log_buffer_size,
             log_callid,
@@ -413,10 +429,11 @@ impl Config {
         );
         let limit = |n: Option<u64>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
         out.push_str(&format!(
-            " port={} bind={} metrics_port={} content_type={} max_body_bytes={} log_format={} prefix_logs={} log_callid={} log_buffer_size={} write_debug={}",
+            " port={} bind={} metrics_port={} max_connections={} content_type={} max_body_bytes={} log_format={} prefix_logs={} log_callid={} log_buffer_size={} write_debug={}",
             self.port,
             self.bind,
             self.metrics_port.map_or_else(|| "off".to_owned(), |p| p.to_string()),
+            self.max_connections,
             self.content_type.as_deref().unwrap_or("(request's)"),
             limit(self.max_body_bytes),
             match self.log_format {
@@ -805,6 +822,24 @@ mod tests {
             let err = config(&[("fprocess", "cat"), (k, v)]).expect_err(k);
             assert!(err.0.contains(k) && err.0.contains(v), "{k}: {err}");
         }
+    }
+
+    #[test]
+    fn max_connections_is_at_least_one_and_defaults_as_help_says() {
+        for v in ["0", "-1", "many", "1.5"] {
+            let err = config(&[("fprocess", "cat"), ("max_connections", v)]).expect_err(v);
+            assert!(err.0.contains("max_connections"), "{v}: {err}");
+        }
+        let c = config(&[("fprocess", "cat"), ("max_connections", "7")]).expect("7");
+        assert_eq!(c.max_connections, 7);
+        let c = config(&[("fprocess", "cat")]).expect("default");
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let shown = crate::cli::SETTINGS
+            .iter()
+            .find(|s| s.id == "max_connections")
+            .expect("in SETTINGS")
+            .default;
+        assert_eq!(shown, DEFAULT_MAX_CONNECTIONS.to_string());
     }
 
     #[test]

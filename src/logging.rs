@@ -90,6 +90,16 @@ impl Drop for Guard {
     }
 }
 
+/// Writes every queued line to stderr now, without the writer's usual linger, and
+/// returns once they are written (or after a bounded wait, if stderr is not being
+/// read). For lines that must be out before something else happens: the startup lines
+/// before health first answers 200. Does nothing before [`init`].
+pub fn flush() {
+    if let Some(q) = QUEUE.get() {
+        q.flush(FLUSH_TIMEOUT);
+    }
+}
+
 /// Log lines dropped so far because stderr was not read fast enough.
 pub fn dropped_lines() -> u64 {
     DROPPED.load(Ordering::Relaxed)
@@ -565,6 +575,8 @@ struct Pending {
     busy: bool,
     /// No writer thread could be started: lines are written by whoever logs.
     direct: bool,
+    /// Someone waits in `flush`: the writer skips its linger.
+    urgent: bool,
 }
 
 type Sink = Box<dyn std::io::Write + Send>;
@@ -620,6 +632,8 @@ impl Queue {
     fn flush(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut p = self.lock();
+        p.urgent = true;
+        self.wake.notify_all();
         while !p.direct && (p.busy || !p.lines.is_empty() || p.dropped > 0) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -677,14 +691,25 @@ impl Queue {
             if buf.capacity() > 4 * WRITE_CHUNK {
                 buf = Vec::with_capacity(WRITE_CHUNK);
             }
-            {
-                let mut p = self.lock();
-                p.busy = false;
-                if p.lines.is_empty() && p.dropped == 0 {
-                    self.idle.notify_all();
-                }
+            let mut p = self.lock();
+            p.busy = false;
+            if p.lines.is_empty() && p.dropped == 0 {
+                p.urgent = false;
+                self.idle.notify_all();
             }
-            std::thread::sleep(LINGER);
+            // Linger, unless a flush is waiting. Lines pushed meanwhile do not wake us:
+            // `push` wakes the writer only when it waits for lines (`waiting`).
+            let until = Instant::now() + LINGER;
+            while !p.urgent {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                p = match self.wake.wait_timeout(p, left) {
+                    Ok((g, _)) => g,
+                    Err(e) => e.into_inner().0,
+                };
+            }
         }
     }
 

@@ -128,6 +128,12 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// How long requests waited in that line.
     pub queue_wait: Histogram,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_rejected: Counter,
+    /// The same on the metrics port, at its own fixed cap.
+    pub metrics_connections_rejected: Counter,
+    /// Requests `/_/ready` sent to the function at `ready_path`.
+    pub ready_probe_runs: Counter,
 }
 
 impl Metrics {
@@ -141,6 +147,9 @@ impl Metrics {
             handler_exits: Mutex::default(),
             queue_depth: Gauge::default(),
             queue_wait: Histogram::default(),
+            connections_rejected: Counter::default(),
+            metrics_connections_rejected: Counter::default(),
+            ready_probe_runs: Counter::default(),
         })
     }
 
@@ -202,6 +211,22 @@ impl Metrics {
         );
         head(
             &mut out,
+            "fwatchdog_connections_rejected_total",
+            "Connections closed as soon as they were accepted because the port's connection cap was reached.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "fwatchdog_connections_rejected_total{{port=\"main\"}} {}",
+            self.connections_rejected.get()
+        );
+        let _ = writeln!(
+            out,
+            "fwatchdog_connections_rejected_total{{port=\"metrics\"}} {}",
+            self.metrics_connections_rejected.get()
+        );
+        head(
+            &mut out,
             "fwatchdog_handler_exits_total",
             "Handler processes that exited, by exit code (128+N for signal N).",
             "counter",
@@ -245,6 +270,14 @@ impl Metrics {
         );
         self.queue_wait
             .render(&mut out, "fwatchdog_queue_wait_seconds", "");
+
+        scalar(
+            &mut out,
+            "fwatchdog_ready_probe_runs_total",
+            "Readiness requests sent to the function at ready_path (concurrent probes share one).",
+            "counter",
+            self.ready_probe_runs.get(),
+        );
 
         head(
             &mut out,
@@ -319,6 +352,8 @@ mod tests {
             "http_request_duration_seconds_count{code=\"200\",method=\"get\"} 2\n",
             "fwatchdog_handler_exits_total{code=\"137\"} 1\n",
             "fwatchdog_handler_starts_total 0\n",
+            "# TYPE fwatchdog_connections_rejected_total counter\nfwatchdog_connections_rejected_total{port=\"main\"} 0\n",
+            "# TYPE fwatchdog_ready_probe_runs_total counter\nfwatchdog_ready_probe_runs_total 0\n",
         ] {
             assert!(out.contains(want), "missing {want:?} in\n{out}");
         }

@@ -6,6 +6,12 @@
 //! the lock file goes, we keep serving for `healthcheck_interval` so the orchestrator
 //! stops routing to us, then stop accepting, let in-flight requests finish within
 //! `write_timeout`, and kill whatever handlers remain. A second signal exits at once.
+//!
+//! The function port and the metrics port share one acceptor ([`Port`] and
+//! [`accept_loop`]): the same HTTP settings (head deadline, keep-alive idle timeout,
+//! head size limits), a cap on open connections, and an accept loop that backs off on
+//! errors such as running out of descriptors. Both are open to clients without a key,
+//! so neither may be a way to exhaust the process.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +77,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// The HTTP/1.1 settings of every function connection.
+/// The HTTP/1.1 settings of every connection, on both ports.
 fn conn_builder(cfg: &Config) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
@@ -96,15 +102,7 @@ where
     let builder = conn_builder(&shared.cfg);
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
-        async move {
-            let req = req.map(|b| {
-                http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-                    b,
-                    Into::into,
-                ))
-            });
-            Ok::<_, std::convert::Infallible>(shared.handle(req, peer).await)
-        }
+        async move { Ok::<_, std::convert::Infallible>(shared.handle(boxed(req), peer).await) }
     });
     builder
         .serve_connection(TokioIo::new(io), svc)
@@ -112,69 +110,244 @@ where
         .await
 }
 
-/// Accepts connections until `stop` fires. Connections the kernel already completed
-/// (the listen backlog) are accepted and served before the listener closes, so a client
-/// whose `connect` succeeded is not reset.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
+fn boxed(req: hyper::Request<hyper::body::Incoming>) -> hyper::Request<Body> {
+    req.map(|b| {
+        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(b, Into::into))
+    })
+}
+
+/// Most connections open at once on the metrics port. A scraper needs one; the cap
+/// keeps an unauthenticated port from holding the descriptors and memory the function
+/// port needs.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// The first pause after a failed accept, and the longest. Each failure in a row
+/// doubles the pause; an accepted connection resets it.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// Which port a [`Port`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Function requests and probes.
+    Main,
+    Metrics,
+}
+
+impl Kind {
+    /// The `port` label of the rejection counter, and the word in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Main => "main",
+            Kind::Metrics => "metrics",
+        }
+    }
+
+    /// What sets the port's connection cap, for the log line.
+    fn cap_setting(self) -> &'static str {
+        match self {
+            Kind::Main => "max_connections",
+            Kind::Metrics => "the metrics port's fixed cap",
+        }
+    }
+}
+
+/// One listening port, hardened the same way for the function port and the metrics
+/// port: the HTTP settings of [`conn_builder`] (head deadline, keep-alive idle timeout,
+/// head size limits), a cap on open connections, and a backed-off accept loop. The two
+/// ports differ only in their kind, their cap and what answers a request.
+struct Port {
+    kind: Kind,
+    builder: http1::Builder,
     conns: Arc<Conns>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let builder = conn_builder(&shared.cfg);
+    /// Most connections open at once; more are closed as soon as they are accepted.
+    max: usize,
+    metrics: Arc<Metrics>,
+    write_timeout: Duration,
+}
+
+impl Port {
+    fn new(kind: Kind, cfg: &Config, max: usize, metrics: Arc<Metrics>) -> Port {
+        Port {
+            kind,
+            builder: conn_builder(cfg),
+            conns: Arc::new(Conns {
+                open: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+                closing: watch::channel(false).0,
+            }),
+            max,
+            metrics,
+            write_timeout: cfg.write_timeout,
+        }
+    }
+
+    fn rejected(&self) -> &crate::metrics::Counter {
+        match self.kind {
+            Kind::Main => &self.metrics.connections_rejected,
+            Kind::Metrics => &self.metrics.metrics_connections_rejected,
+        }
+    }
+}
+
+/// A log line that is written at most once per [`RateLimited::EVERY`]; the lines held
+/// back meanwhile are counted and reported with the next one, so a flood of the same
+/// failure costs one line a second, not one per event.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether to log now; if so, how many lines were held back since the last one.
+    fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < Self::EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What a run of failed accepts costs: a pause that grows while they keep failing (out
+/// of descriptors stays so until a connection closes; retrying at once only burns the
+/// CPU the open connections need), and a rate-limited warning.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    pause: Duration,
+    log: RateLimited,
+}
+
+impl AcceptErrors {
+    fn accepted(&mut self) {
+        self.pause = Duration::ZERO;
+    }
+
+    /// Logs (at most once a second) and returns how long to pause before the next try.
+    fn failed(&mut self, port: &str, e: &std::io::Error) -> Duration {
+        self.pause = (self.pause * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        if let Some(held) = self.log.allow(std::time::Instant::now()) {
+            let more = if held > 0 {
+                format!(" ({held} more since the last warning)")
+            } else {
+                String::new()
+            };
+            tracing::warn!(
+                "accept failed on the {port} port: {e}{more}; retrying in {} ms",
+                self.pause.as_millis()
+            );
+        }
+        self.pause
+    }
+}
+
+/// Accepts connections until `stop` resolves, each served by `handle` on its own task.
+/// Connections the kernel already completed (the listen backlog) are accepted and
+/// served before the listener closes, so a client whose `connect` succeeded is not
+/// reset.
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    port: Arc<Port>,
+    handle: H,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    H: Fn(hyper::Request<Body>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    let mut errors = AcceptErrors::default();
+    let mut over_cap = RateLimited::default();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, peer)) => serve_conn(stream, peer, &shared, &conns, &builder),
+                Ok((stream, peer)) => {
+                    errors.accepted();
+                    admit(stream, peer, &port, &handle, &mut over_cap);
+                }
+                // One client gave up before we took its connection: nothing to wait for.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
                 Err(e) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let pause = errors.failed(port.kind.name(), &e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.as_mut() => break,
+                    }
                 }
             },
-            _ = until_set(&mut stop) => break,
+            _ = stop.as_mut() => break,
         }
     }
     while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await
     {
-        serve_conn(stream, peer, &shared, &conns, &builder);
+        admit(stream, peer, &port, &handle, &mut over_cap);
     }
     drop(listener);
 }
 
-/// Serves one connection on its own task until it closes, or until shutdown asks it to
-/// finish its current request and close.
-fn serve_conn(
+/// Serves a new connection, or closes it at once when the port is at its cap.
+fn admit<H, F>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
-    conns: &Arc<Conns>,
-    builder: &http1::Builder,
-) {
+    port: &Arc<Port>,
+    handle: &H,
+    over_cap: &mut RateLimited,
+) where
+    H: Fn(hyper::Request<Body>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    if port.conns.open.load(Ordering::Acquire) >= port.max {
+        drop(stream);
+        port.rejected().inc();
+        if let Some(held) = over_cap.allow(std::time::Instant::now()) {
+            tracing::warn!(
+                "{} connections open on the {} port ({}): closing new ones ({} closed since the last warning)",
+                port.max,
+                port.kind.name(),
+                port.kind.cap_setting(),
+                held + 1
+            );
+        }
+        return;
+    }
+    serve_conn(stream, peer, port, handle.clone());
+}
+
+/// Serves one connection on its own task until it closes, or until shutdown asks it to
+/// finish its current request and close.
+fn serve_conn<H, F>(stream: tokio::net::TcpStream, peer: SocketAddr, port: &Arc<Port>, handle: H)
+where
+    H: Fn(hyper::Request<Body>, SocketAddr) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
     let _ = stream.set_nodelay(true);
+    let conns = &port.conns;
     conns.open.fetch_add(1, Ordering::AcqRel);
     let guard = ConnGuard(conns.clone());
-    let shared = shared.clone();
-    let builder = builder.clone();
+    let builder = port.builder.clone();
     let mut closing = conns.closing.subscribe();
     // Set once the connection has begun a request; see the shutdown branch below.
     let begun = Arc::new(Notify::new());
     let begun_in_service = begun.clone();
-    let write_timeout = shared.cfg.write_timeout;
+    let write_timeout = port.write_timeout;
     tokio::spawn(async move {
         let _guard = guard;
         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let shared = shared.clone();
             begun_in_service.notify_one();
-            async move {
-                let req = req.map(|b| {
-                    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-                        b,
-                        Into::into,
-                    ))
-                });
-                Ok::<_, std::convert::Infallible>(shared.handle(req, Some(peer)).await)
-            }
+            let resp = handle(boxed(req), peer);
+            async move { Ok::<_, std::convert::Infallible>(resp.await) }
         });
         let conn = builder
             .serve_connection(
@@ -201,36 +374,17 @@ fn serve_conn(
     });
 }
 
-/// Serves `/metrics` on its own port.
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    let resp: hyper::Response<Body> = if req.uri().path() == "/metrics" {
-                        let mut r = hyper::Response::new(crate::body::full(metrics.render()));
-                        r.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            ),
-                        );
-                        r
-                    } else {
-                        crate::body::text(http::StatusCode::NOT_FOUND, "Not Found\n")
-                    };
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+/// Answers the metrics port: `/metrics`, else 404.
+fn metrics_answer(req: &hyper::Request<Body>, metrics: &Metrics) -> hyper::Response<Body> {
+    if req.uri().path() == "/metrics" {
+        let mut r = hyper::Response::new(crate::body::full(metrics.render()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    } else {
+        crate::body::text(http::StatusCode::NOT_FOUND, "Not Found\n")
     }
 }
 
@@ -274,7 +428,24 @@ pub async fn run(cfg: Config) -> Exit {
             Ok(l) => {
                 let real = l.local_addr().map(|a| a.port()).unwrap_or(mport);
                 tracing::info!("Metrics listening on port: {real}");
-                tokio::spawn(serve_metrics(l, metrics.clone()));
+                let port = Port::new(
+                    Kind::Metrics,
+                    &cfg,
+                    METRICS_MAX_CONNECTIONS,
+                    metrics.clone(),
+                );
+                let m = metrics.clone();
+                let answer = move |req: hyper::Request<Body>, _: SocketAddr| {
+                    let resp = metrics_answer(&req, &m);
+                    async move { resp }
+                };
+                // Serves until the process exits; only the function port drains.
+                tokio::spawn(accept_loop(
+                    l,
+                    Arc::new(port),
+                    answer,
+                    std::future::pending(),
+                ));
             }
             Err(e) => {
                 tracing::error!(
@@ -298,23 +469,30 @@ pub async fn run(cfg: Config) -> Exit {
         _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
     };
     let shared = Shared::new(cfg.clone(), metrics, runner);
+    shared.state.starting.store(true, Ordering::Release);
 
     if let (Some(keys), Some(every)) = (&cfg.api_keys, cfg.secret_reload_interval) {
         keys.spawn_reloader(every);
     }
 
-    let conns = Arc::new(Conns {
-        open: AtomicUsize::new(0),
-        all_closed: Notify::new(),
-        closing: watch::channel(false).0,
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let accept = tokio::spawn(accept_loop(
-        listener,
-        shared.clone(),
-        conns.clone(),
-        stop_rx,
+    let main_port = Arc::new(Port::new(
+        Kind::Main,
+        &cfg,
+        cfg.max_connections,
+        shared.metrics.clone(),
     ));
+    let conns = main_port.conns.clone();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let serve = {
+        let shared = shared.clone();
+        move |req: hyper::Request<Body>, peer: SocketAddr| {
+            let shared = shared.clone();
+            async move { shared.handle(req, Some(peer)).await }
+        }
+    };
+    let accept = tokio::spawn(accept_loop(listener, main_port, serve, async move {
+        until_set(&mut stop_rx).await
+    }));
 
     // http mode: health answers 503 meanwhile; the lock file waits for the upstream.
     let mut upstream = None;
@@ -360,6 +538,10 @@ pub async fn run(cfg: Config) -> Exit {
     }
 
     tracing::info!("Listening on port: {port}");
+    // The log writer batches lines; health goes green only once these are out. This
+    // blocks the thread for the one write (at most 2 s if nobody reads stderr), once.
+    crate::logging::flush();
+    shared.state.starting.store(false, Ordering::Release);
 
     let upstream_died = async {
         match upstream.as_mut() {
@@ -436,5 +618,34 @@ pub async fn run(cfg: Config) -> Exit {
         Exit::Runtime
     } else {
         Exit::Clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn rate_limited_lets_one_line_a_second_through_and_counts_the_rest() {
+        let mut r = RateLimited::default();
+        let t0 = Instant::now();
+        assert_eq!(r.allow(t0), Some(0));
+        for ms in [1, 200, 999] {
+            assert_eq!(r.allow(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(r.allow(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(r.allow(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(2000)), Some(1));
+    }
+
+    #[test]
+    fn accept_errors_back_off_with_growth_and_reset_on_success() {
+        let mut e = AcceptErrors::default();
+        let err = std::io::Error::from_raw_os_error(24); // EMFILE
+        let pauses: Vec<u128> = (0..6).map(|_| e.failed("main", &err).as_millis()).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 100, 100]);
+        e.accepted();
+        assert_eq!(e.failed("main", &err), ACCEPT_BACKOFF_MIN);
     }
 }

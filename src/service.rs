@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use tokio::sync::watch;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
@@ -60,6 +61,10 @@ impl Runner {
 pub struct State {
     /// False once shutdown has begun.
     pub accepting: AtomicBool,
+    /// True while the server is starting: health fails until the startup lines
+    /// (`Listening on port: N`) are written, so a tool that saw health go green finds
+    /// them in the log. False for a chain built outside the server.
+    pub starting: AtomicBool,
     /// http mode: the upstream has been seen ready and is alive. Always true otherwise.
     pub upstream_ready: AtomicBool,
     /// Function requests holding a concurrency slot.
@@ -74,6 +79,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub state: State,
     pub runner: Runner,
+    ready: ReadyRun,
 }
 
 impl Shared {
@@ -86,17 +92,20 @@ impl Shared {
             metrics,
             state: State {
                 accepting: AtomicBool::new(true),
+                starting: AtomicBool::new(false),
                 upstream_ready: AtomicBool::new(upstream_ready),
                 inflight: AtomicUsize::new(0),
                 queue,
             },
             runner,
+            ready: ReadyRun::default(),
         })
     }
 
     /// Whether `/_/health` would answer 200.
     pub fn healthy(&self) -> bool {
         self.state.accepting.load(Ordering::Acquire)
+            && !self.state.starting.load(Ordering::Acquire)
             && self.state.upstream_ready.load(Ordering::Acquire)
             && (self.cfg.suppress_lock || self.cfg.lock_path.exists())
     }
@@ -227,7 +236,7 @@ impl Shared {
         Ok(req)
     }
 
-    async fn probe(&self, req: Request<Body>) -> Response<Body> {
+    async fn probe(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
             resp.headers_mut()
@@ -250,16 +259,136 @@ impl Shared {
         match &self.cfg.ready_path {
             None => Response::new(body::empty()),
             Some(path) => {
-                let inner = Request::get(path.as_str())
-                    .body(body::empty())
-                    .unwrap_or_default();
-                let ctx = Ctx {
-                    write_deadline: Instant::now() + self.cfg.write_timeout,
-                    call_id: String::new(),
-                };
-                self.runner.call(inner, &ctx).await
+                let mut rx = self.ready_run(path);
+                // The run's task always sends before it ends (or panics, dropping the
+                // sender): either way the wait is over.
+                let _ = rx.wait_for(Option::is_some).await;
+                let answer = rx.borrow().clone();
+                match answer {
+                    Some(a) => a.response(),
+                    None => body::text(StatusCode::BAD_GATEWAY, "readiness check failed\n"),
+                }
             }
         }
+    }
+
+    /// Joins the readiness request to the function that is running, or starts one. It
+    /// runs on its own task, so a probe that hangs up does not cancel it for the others.
+    fn ready_run(self: &Arc<Self>, path: &str) -> watch::Receiver<Option<Arc<ReadyAnswer>>> {
+        let mut running = self.ready.lock();
+        if let Some(rx) = &*running {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        *running = Some(rx.clone());
+        drop(running);
+        self.metrics.ready_probe_runs.inc();
+        let me = self.clone();
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            // Frees the slot however the run ends, a panic included.
+            let _done = ReadyDone(me.clone());
+            let answer = me.ask_ready(&path).await;
+            let _ = tx.send(Some(Arc::new(answer)));
+        });
+        rx
+    }
+
+    /// Sends `GET <ready_path>` to the function and reads its whole answer, within
+    /// `write_timeout`.
+    async fn ask_ready(&self, path: &str) -> ReadyAnswer {
+        let inner = Request::get(path).body(body::empty()).unwrap_or_default();
+        let ctx = Ctx {
+            write_deadline: Instant::now() + self.cfg.write_timeout,
+            call_id: String::new(),
+        };
+        let run = async {
+            let (mut parts, inner) = self.runner.call(inner, &ctx).await.into_parts();
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            let mut inner = inner;
+            let mut body = Vec::new();
+            while let Some(frame) = inner.frame().await {
+                match frame {
+                    Ok(f) => {
+                        let Some(d) = f.data_ref() else { continue };
+                        if body.len() + d.len() > READY_BODY_MAX {
+                            tracing::warn!(
+                                "ready_path answer is over {} KiB: /_/ready sends its status with an empty body",
+                                READY_BODY_MAX / 1024
+                            );
+                            body.clear();
+                            break;
+                        }
+                        body.extend_from_slice(d);
+                    }
+                    Err(e) => {
+                        tracing::warn!("ready_path answer failed: {e}");
+                        return ReadyAnswer::failed(StatusCode::BAD_GATEWAY);
+                    }
+                }
+            }
+            let body = Bytes::from(body);
+            ReadyAnswer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        match tokio::time::timeout(self.cfg.write_timeout, run).await {
+            Ok(a) => a,
+            Err(_) => ReadyAnswer::failed(StatusCode::GATEWAY_TIMEOUT),
+        }
+    }
+}
+
+/// The largest body of a `ready_path` answer that `/_/ready` passes on; probes look at
+/// the status.
+const READY_BODY_MAX: usize = 64 * 1024;
+
+/// One answer of the function to a readiness request, shared by every probe that
+/// waited for it.
+#[derive(Debug)]
+struct ReadyAnswer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl ReadyAnswer {
+    fn failed(status: StatusCode) -> ReadyAnswer {
+        ReadyAnswer {
+            status,
+            headers: http::HeaderMap::new(),
+            body: Bytes::from_static(b"readiness check failed\n"),
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut resp = Response::new(body::full(self.body.clone()));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers.clone();
+        resp
+    }
+}
+
+/// The readiness request running now, if any: at most one goes to the function at a
+/// time, however many probes arrive.
+#[derive(Default)]
+struct ReadyRun(std::sync::Mutex<Option<watch::Receiver<Option<Arc<ReadyAnswer>>>>>);
+
+impl ReadyRun {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<watch::Receiver<Option<Arc<ReadyAnswer>>>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Clears [`ReadyRun`] when a run's task ends.
+struct ReadyDone(Arc<Shared>);
+
+impl Drop for ReadyDone {
+    fn drop(&mut self) {
+        *self.0.ready.lock() = None;
     }
 }
 
@@ -465,6 +594,63 @@ mod tests {
         drop(resp);
         let (status, _) = send(&s, "/ok").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn ready_probes_share_one_run_and_a_panicking_run_frees_the_slot() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let runner = Runner::Custom(Box::new(move |req: Request<Body>| {
+            let n = counted.fetch_add(1, Ordering::AcqRel);
+            Box::pin(async move {
+                assert_eq!(req.uri().path(), "/ready");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                if n == 1 {
+                    panic!("ready handler bug");
+                }
+                Response::new(body::full(format!("run {n}")))
+            })
+        }));
+        let s = shared(
+            &[
+                ("fprocess", "cat"),
+                ("suppress_lock", "true"),
+                ("ready_path", "/ready"),
+            ],
+            runner,
+        );
+        let probe = |s: Arc<Shared>| async move {
+            let req = Request::get("/_/ready").body(body::empty()).expect("req");
+            let resp = s.handle(req, None).await;
+            let status = resp.status();
+            (
+                status,
+                resp.into_body().collect().await.expect("body").to_bytes(),
+            )
+        };
+        let answers = futures_join_all((0..20).map(|_| tokio::spawn(probe(s.clone())))).await;
+        assert!(answers
+            .iter()
+            .all(|a| a == &(StatusCode::OK, Bytes::from("run 0"))));
+        assert_eq!(calls.load(Ordering::Acquire), 1);
+        assert_eq!(s.metrics.ready_probe_runs.get(), 1);
+        // The second run panics: its probes get a 502, and the next probe runs again.
+        assert_eq!(probe(s.clone()).await.0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            probe(s.clone()).await,
+            (StatusCode::OK, Bytes::from("run 2"))
+        );
+        assert_eq!(s.metrics.ready_probe_runs.get(), 3);
+    }
+
+    async fn futures_join_all<T>(
+        handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for h in handles.collect::<Vec<_>>() {
+            out.push(h.await.expect("task"));
+        }
+        out
     }
 
     #[tokio::test]

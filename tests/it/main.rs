@@ -3,6 +3,7 @@
 
 mod util;
 
+mod adversarial;
 mod auth;
 mod cgi;
 mod docker;
