@@ -138,8 +138,7 @@ impl Shared {
             bytes: 0,
             quiet,
             call_id: call_id.clone(),
-            slot: false,
-            permit: None,
+            slot: None,
         };
         self.metrics.in_flight.inc();
         let mut done = done;
@@ -150,6 +149,7 @@ impl Shared {
                 let ctx = Ctx {
                     write_deadline: started + self.cfg.write_timeout,
                     call_id,
+                    slot: done.slot.clone(),
                 };
                 match (CatchUnwind {
                     inner: AssertUnwindSafe(self.runner.call(req, &ctx)),
@@ -201,12 +201,13 @@ impl Shared {
         }
         let max = self.cfg.max_inflight;
         if max > 0 {
-            match &self.state.queue {
+            let permit = match &self.state.queue {
                 None => {
                     if self.state.inflight.fetch_add(1, Ordering::AcqRel) >= max {
                         self.state.inflight.fetch_sub(1, Ordering::AcqRel);
                         return Err(too_many(max));
                     }
+                    None
                 }
                 Some(queue) => {
                     // The wait counts against write_timeout, not exec_timeout.
@@ -215,11 +216,16 @@ impl Shared {
                         .slot(until, &self.metrics)
                         .await
                         .map_err(|_| too_many(max))?;
-                    done.permit = Some(permit);
                     self.state.inflight.fetch_add(1, Ordering::AcqRel);
+                    Some(permit)
                 }
-            }
-            done.slot = true;
+            };
+            done.slot = Some(Slot {
+                _held: Arc::new(SlotInner {
+                    shared: done.shared.clone(),
+                    _permit: permit,
+                }),
+            });
         }
         if let Some(addr) = remote {
             req.extensions_mut().insert(addr);
@@ -256,6 +262,7 @@ impl Shared {
                 let ctx = Ctx {
                     write_deadline: Instant::now() + self.cfg.write_timeout,
                     call_id: String::new(),
+                    slot: None,
                 };
                 self.runner.call(inner, &ctx).await
             }
@@ -282,8 +289,33 @@ fn too_many(max: usize) -> Response<Body> {
     resp
 }
 
+/// A concurrency slot (`max_inflight`), given back when its last holder drops it: the
+/// request's response body, and a runner whose work outlives the client.
+#[derive(Clone)]
+pub struct Slot {
+    _held: Arc<SlotInner>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+struct SlotInner {
+    shared: Arc<Shared>,
+    /// With `max_queue`: the slot itself, released when this is dropped.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Settles a function request when its response body is finished or dropped: the log
-/// line, the metrics, the concurrency slot.
+/// line, the metrics, its hold on the concurrency slot.
 struct Done {
     shared: Arc<Shared>,
     method: Method,
@@ -293,17 +325,13 @@ struct Done {
     bytes: u64,
     quiet: bool,
     call_id: String,
-    slot: bool,
-    /// With `max_queue`: the slot itself, released when this is dropped.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 }
 
 impl Drop for Done {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        if self.slot {
-            self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.slot = None;
         self.shared.metrics.in_flight.dec();
         // No status: the request was dropped before its answer, because the client went
         // away (or shutdown killed it). Counted and logged as 499, nginx's "client closed
