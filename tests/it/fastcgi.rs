@@ -563,3 +563,104 @@ fn fastcgi_malformed_response_502_does_not_echo_the_output() {
         w.log()
     );
 }
+
+/// Abandoned requests do not run past `max_inflight`. Reproduction: `max_inflight=1`,
+/// a php-cgi script that sleeps 1 s, 20 clients that each send a request and leave
+/// after 50 ms: the slot used to be freed as each client left while its request still
+/// waited for a worker and was then sent anyway, so php-cgi ran all 20 (two at a time)
+/// and the next real request took 9.7 s. Now a request whose client is gone before it
+/// reaches a worker is never sent, and one already sent keeps the slot until its worker
+/// is done: the script runs a couple of times and the next request is answered at once.
+#[test]
+fn fastcgi_abandoned_requests_are_not_run_past_max_inflight() {
+    if !have("php-cgi") {
+        return skip(
+            "fastcgi_abandoned_requests_are_not_run_past_max_inflight",
+            PHP,
+        );
+    }
+    let tmp = TempDir::new();
+    let runs = tmp.path().join("runs");
+    let script = format!(
+        r#"<?php
+if (isset($_GET["slow"])) {{
+    file_put_contents("{}", "slow\n", FILE_APPEND);
+    sleep(1);
+}}
+echo "done";
+"#,
+        runs.display()
+    );
+    let w = php_watchdog(
+        &tmp,
+        &script,
+        &[
+            ("max_inflight", "1"),
+            ("max_queue", "50"),
+            ("exec_timeout", "10s"),
+        ],
+    );
+    for _ in 0..20 {
+        let mut s = connect(w.port);
+        s.write_all(b"GET /?slow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        std::thread::sleep(Duration::from_millis(50));
+        drop(s);
+    }
+    let started = Instant::now();
+    let r = w.get("/?fast");
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    assert_eq!(r.text(), "done");
+    assert!(
+        took < Duration::from_secs(3),
+        "the next request took {took:?}"
+    );
+    // Whatever was still going on has had time to show itself.
+    std::thread::sleep(Duration::from_secs(2));
+    let ran = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        ran <= 3,
+        "the slow script ran {ran} times for 20 abandoned requests"
+    );
+}
+
+/// Workers die with the watchdog, even when it is not PID 1 and gets no chance to stop
+/// them. Reproduction: `mode=fastcgi fprocess=php-cgi`, `kill -9` the watchdog: its
+/// php-cgi workers (each in its own process group) kept running. Now each worker is
+/// started with the parent-death signal set, and dies with it.
+#[test]
+fn fastcgi_workers_die_when_the_watchdog_is_killed() {
+    if !have("php-cgi") {
+        return skip("fastcgi_workers_die_when_the_watchdog_is_killed", PHP);
+    }
+    let tmp = TempDir::new();
+    let mut w = php_watchdog(&tmp, PHP_SCRIPT, &[]);
+    assert_eq!(w.get("/").status, 404, "{}", w.log());
+    assert!(
+        util::eventually(Duration::from_secs(5), || children(w.pid()).len() == 2),
+        "{:?}",
+        children(w.pid())
+    );
+    let workers = children(w.pid());
+    w.signal(9);
+    let _ = w.wait_exit(Duration::from_secs(5));
+    let alive = |pid: i32| {
+        util::processes()
+            .iter()
+            .any(|p| p.pid == pid && p.state != 'Z')
+    };
+    let gone = util::eventually(Duration::from_secs(5), || {
+        !workers.iter().any(|p| alive(*p))
+    });
+    let left: Vec<i32> = workers.iter().copied().filter(|p| alive(*p)).collect();
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(gone, "workers {left:?} outlived the watchdog");
+}

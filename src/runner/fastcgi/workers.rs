@@ -60,7 +60,10 @@ pub struct Workers {
 impl Workers {
     /// Creates the private socket the workers will share.
     pub fn new(cfg: &Config) -> Result<Workers, String> {
-        let program = Program::new(&cfg.fprocess).map_err(|e| format!("invalid fprocess: {e}"))?;
+        // Tied to our life: a worker must not outlive a watchdog that was SIGKILLed.
+        let program = Program::new(&cfg.fprocess)
+            .map_err(|e| format!("invalid fprocess: {e}"))?
+            .tied_to_us();
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
