@@ -45,6 +45,15 @@ pub enum Runner {
 
 impl Runner {
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
+        if req.method() == Method::CONNECT && matches!(self, Runner::Fork(_) | Runner::FastCgi(_)) {
+            // A function is not a tunnel: CONNECT never reaches a handler.
+            let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
+            resp.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            return resp;
+        }
         match self {
             Runner::Fork(f) => f.call(req, ctx).await,
             Runner::Http(h) => h.call(req, ctx).await,
@@ -104,9 +113,10 @@ impl Shared {
     /// Answers one request.
     pub async fn handle(
         self: &Arc<Self>,
-        req: Request<Body>,
+        mut req: Request<Body>,
         remote: Option<SocketAddr>,
     ) -> Response<Body> {
+        authority_is_the_host(&mut req);
         let path = req.uri().path();
         if path == "/_/health" || path == "/_/ready" {
             return self.probe(req).await;
@@ -267,6 +277,24 @@ impl Shared {
                 self.runner.call(inner, &ctx).await
             }
         }
+    }
+}
+
+/// RFC 9112 §3.2.2: with an absolute-form target (`GET http://host:port/path`), the
+/// target's authority is the host the request is for, and a `Host` header is replaced
+/// by it, so handlers (`Http_Host`, `HTTP_HOST`, `SERVER_NAME`) and upstreams see one
+/// host, not two that disagree.
+fn authority_is_the_host(req: &mut Request<Body>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    // Without any `user@` part.
+    let host = match authority.port() {
+        Some(port) => format!("{}:{}", authority.host(), port.as_str()),
+        None => authority.host().to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(http::header::HOST, v);
     }
 }
 

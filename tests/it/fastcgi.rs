@@ -391,6 +391,7 @@ fn fastcgi_settings_are_validated() {
 /// - `dieonce`: the same the first time only;
 /// - `stale`: answers, then 200 ms later writes more `STDOUT` for the finished request;
 /// - `malformed`: answers a line that is not a CGI header;
+/// - `host`: answers `HTTP_HOST SERVER_NAME`;
 /// - anything else: `Content-Type: text/plain` and `answer QUERY`.
 const RESPONDER: &str = r#"
 import os, socket, struct, sys, time
@@ -431,6 +432,10 @@ def serve(conn):
             if q == "die" or (q == "dieonce" and not os.path.exists(runs + ".died")):
                 open(runs + ".died", "w").close()
                 return
+            if q == "host":
+                host = "%s %s" % (env.get("HTTP_HOST"), env.get("SERVER_NAME"))
+                conn.sendall(rec(6, rid, b"Content-Type: text/plain\r\n\r\n" + host.encode()) + end(rid))
+                continue
             if q == "malformed":
                 conn.sendall(rec(6, rid, b"DB_PASSWORD=hunter2 connection failed\n\n") + end(rid))
                 continue
@@ -663,4 +668,27 @@ fn fastcgi_workers_die_when_the_watchdog_is_killed() {
             .status();
     }
     assert!(gone, "workers {left:?} outlived the watchdog");
+}
+
+/// With an absolute-form target the target's authority is the host, and CONNECT is not
+/// run. Reproduction: `GET http://evil.example:9999/admin?host` with `Host:
+/// legit.example` gave the application `HTTP_HOST=legit.example`; `CONNECT
+/// evil.example:443` was sent to it. Now it sees `evil.example:9999`, and CONNECT is a
+/// 405 that never reaches it.
+#[test]
+fn fastcgi_absolute_form_host_and_connect() {
+    let tmp = TempDir::new();
+    let (w, file) = responder(&tmp);
+    let raw = |head: &str| {
+        let mut s = connect(w.port);
+        s.write_all(head.as_bytes()).expect("write");
+        read_response(&mut s, false)
+    };
+    let r = raw("GET http://evil.example:9999/admin?host HTTP/1.1\r\nHost: legit.example\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "evil.example:9999 evil.example");
+    let _ = std::fs::remove_file(&file);
+    let r = raw("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(runs(&file).is_empty(), "ran: {:?}", runs(&file));
 }
