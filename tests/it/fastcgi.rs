@@ -603,6 +603,8 @@ echo "done";
             ("max_inflight", "1"),
             ("max_queue", "50"),
             ("exec_timeout", "10s"),
+            // More workers than slots: only the slot can keep abandoned requests out.
+            ("pool_size", "6"),
         ],
     );
     for _ in 0..20 {
