@@ -694,3 +694,53 @@ fn fastcgi_absolute_form_host_and_connect() {
     assert_eq!(r.status, 405, "{}", r.text());
     assert!(runs(&file).is_empty(), "ran: {:?}", runs(&file));
 }
+
+/// A worker still at work on a request past its deadline is stopped and replaced, so it
+/// cannot hold its place in the pool. Reproduction: `pool_size=1 exec_timeout=1s`, a
+/// php-cgi script that sleeps 30 s: the client got its 504 after 1 s, but the worker
+/// kept sleeping (php-cgi ignores ABORT_REQUEST until it writes), and every request for
+/// the next 29 s waited behind it and got a 504 too. The same after a client that left.
+/// Now the worker holding the connection is SIGKILLed at the deadline and replaced.
+#[test]
+fn fastcgi_a_worker_still_busy_at_the_deadline_is_replaced() {
+    if !have("php-cgi") {
+        return skip(
+            "fastcgi_a_worker_still_busy_at_the_deadline_is_replaced",
+            PHP,
+        );
+    }
+    let tmp = TempDir::new();
+    let w = php_watchdog(
+        &tmp,
+        PHP_SCRIPT,
+        &[("pool_size", "1"), ("exec_timeout", "1s")],
+    );
+    let pid_of = |r: &util::Resp| r.header("x-pid").unwrap_or("").to_owned();
+    let r = w.get("/");
+    assert_eq!(r.status, 404, "{}", w.log());
+    let first = pid_of(&r);
+    // Timed out.
+    assert_eq!(w.get("/?sleep=30").status, 504);
+    let started = Instant::now();
+    let r = w.get("/");
+    assert_eq!(r.status, 404, "{}\n{}", r.text(), w.log());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let second = pid_of(&r);
+    assert_ne!(second, first, "the busy worker was not replaced");
+    // Abandoned by its client.
+    let mut s = connect(w.port);
+    s.write_all(b"GET /?sleep=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    let started = Instant::now();
+    let r = w.get("/");
+    assert_eq!(r.status, 404, "{}\n{}", r.text(), w.log());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_ne!(pid_of(&r), second, "the busy worker was not replaced");
+    assert!(
+        w.log().contains("past its deadline: SIGKILL"),
+        "{}",
+        w.log()
+    );
+}

@@ -21,6 +21,7 @@
 //! never a panic.
 
 pub mod codec;
+mod peer;
 pub mod workers;
 
 use std::os::unix::ffi::OsStrExt;
@@ -68,6 +69,9 @@ pub struct FastCgi {
 struct Inner {
     cfg: Arc<Config>,
     target: Target,
+    /// The spawned workers (not with `fastcgi_address`), to stop one still busy with a
+    /// request at its deadline.
+    workers: Option<Arc<workers::Workers>>,
     /// `SERVER_PORT`.
     port: u16,
     pool: Mutex<PoolState>,
@@ -98,6 +102,7 @@ impl FastCgi {
             inner: Arc::new(Inner {
                 cfg,
                 target,
+                workers: workers.clone(),
                 port,
                 pool: Mutex::new(PoolState::default()),
                 freed: Notify::new(),
@@ -505,6 +510,14 @@ impl Job {
                 drop(lease);
                 continue;
             }
+            if progress.overdue {
+                // Still at work on a request nobody waits for any more: php-cgi, for one,
+                // only notices ABORT_REQUEST when it writes. Stop that worker (it is
+                // replaced) rather than let it hold its place past the deadline.
+                if let (Some(w), Io::Unix(s)) = (&self.inner.workers, &conn.io) {
+                    w.kill_peer(std::os::fd::AsFd::as_fd(s));
+                }
+            }
             // Only a connection whose exchange ended exactly as it should is used again.
             if matches!(&r, Ok(end) if progress.reusable(end)) {
                 lease.conn = Some(conn);
@@ -658,9 +671,17 @@ impl Job {
                 // wait for it to finish (php-cgi only notices the abort when it writes),
                 // until the deadline, so the request keeps its place in the pool and its
                 // concurrency slot meanwhile.
-                if matches!(result, Err(Failure::Gone)) && matches!(sent, Ok(Ok(()))) {
-                    wait_end(&mut r, &mut reading, deadline, &self.call_id).await;
-                }
+                progress.overdue = match result {
+                    Err(Failure::Gone) if matches!(sent, Ok(Ok(()))) => {
+                        !wait_end(&mut r, &mut reading, deadline, &self.call_id).await
+                    }
+                    Err(Failure::Gone) => false,
+                    _ => true,
+                };
+            } else {
+                // Closing the connection mid-request is enough for a worker that has
+                // not had the whole request; a timed-out one is still at work.
+                progress.overdue = matches!(result, Err(Failure::TimedOut));
             }
         }
         progress.leftover = reading.dec.pending();
@@ -691,6 +712,9 @@ struct Progress {
     leftover: usize,
     /// A `STDIN` record is half written: no `ABORT_REQUEST` can follow it.
     mid_record: AtomicBool,
+    /// The deadline passed (or the client left) with the worker still at work on the
+    /// request.
+    overdue: bool,
 }
 
 impl Progress {
@@ -854,14 +878,14 @@ async fn read_response<R: AsyncRead + Unpin>(
 
 /// After `ABORT_REQUEST` for a client that has gone: reads and discards what the worker
 /// still sends (its stderr still goes to the log) until its `END_REQUEST`, the
-/// connection closing, anything unexpected, or `deadline`.
+/// connection closing, or anything unexpected (true), or `deadline` (false).
 async fn wait_end<R: AsyncRead + Unpin>(
     r: &mut R,
     st: &mut Reading,
     deadline: Instant,
     call_id: &str,
-) {
-    let _ = tokio::time::timeout_at(deadline.into(), async {
+) -> bool {
+    tokio::time::timeout_at(deadline.into(), async {
         loop {
             let rec = match st.dec.next_record() {
                 Ok(Some(rec)) => rec,
@@ -888,7 +912,8 @@ async fn wait_end<R: AsyncRead + Unpin>(
             }
         }
     })
-    .await;
+    .await
+    .is_ok()
 }
 
 /// Reads and discards the rest of a request body, within bounds.
