@@ -13,8 +13,11 @@
 //! and streamed to the client; `STDERR` goes to the log. Connections are kept open and
 //! reused, one request at a time each, and never more than `pool_size` at once: a
 //! php-cgi worker serves one connection until it is closed, so one more connection than
-//! there are workers would wait in the listen backlog behind an idle one. A client that
-//! goes away, or `exec_timeout`, sends `ABORT_REQUEST` and closes that connection.
+//! there are workers would wait in the listen backlog behind an idle one. Each exchange
+//! on a connection has its own request id, and only a connection whose exchange ended
+//! cleanly is reused. A request whose client has gone is not sent; one already sent gets
+//! `ABORT_REQUEST` and keeps its connection and concurrency slot until the worker ends it;
+//! a spawned worker still at it at the deadline is killed (`peer` finds which).
 //!
 //! Everything a worker sends is checked ([`codec::Decoder`]); a worker that breaks the
 //! protocol gets its request answered 502 (or aborted, once the response has started),

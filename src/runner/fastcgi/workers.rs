@@ -7,7 +7,9 @@
 //! its exit. A worker that dies is replaced, after an exponential backoff (100 ms
 //! doubling to 5 s) when it died within a second of starting, so a broken `fprocess`
 //! does not spin. Health fails while no worker is alive. On shutdown, after the
-//! drain, every group gets SIGTERM, and SIGKILL 5 s later.
+//! drain, every group gets SIGTERM, and SIGKILL 5 s later; if the watchdog dies without
+//! a shutdown (SIGKILL), the kernel kills each worker (parent-death signal, set by
+//! [`Program::tied_to_us`]).
 //!
 //! Recycling (`pool_max_requests`): with one shared socket the watchdog cannot steer a
 //! request to a given worker, so the worker counts for itself: it gets
