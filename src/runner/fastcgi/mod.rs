@@ -320,24 +320,28 @@ struct Lease {
     conn: Option<Conn>,
     inner: Arc<Inner>,
     reused: bool,
+    /// Back in the pool: dropping frees nothing.
+    kept: bool,
 }
 
 impl Lease {
     fn keep(mut self) {
         if let Some(c) = self.conn.take() {
-            lock(&self.inner.pool).idle.push(c);
             // Counted as open while idle: the place stays taken.
+            lock(&self.inner.pool).idle.push(c);
+            self.kept = true;
             self.inner.freed.notify_one();
-            std::mem::forget(self);
         }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        drop(self.conn.take());
-        lock(&self.inner.pool).open -= 1;
-        self.inner.freed.notify_one();
+        if !self.kept {
+            drop(self.conn.take());
+            lock(&self.inner.pool).open -= 1;
+            self.inner.freed.notify_one();
+        }
     }
 }
 
@@ -366,6 +370,7 @@ impl Inner {
                             conn: Some(c),
                             inner: self.clone(),
                             reused: true,
+                            kept: false,
                         })
                     }
                     None if pool.open < max => {
@@ -381,6 +386,7 @@ impl Inner {
                     conn: None,
                     inner: self.clone(),
                     reused: false,
+                    kept: false,
                 };
                 let connect = tokio::time::timeout_at(deadline.into(), Conn::connect(&self.target));
                 return match connect.await {
