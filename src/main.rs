@@ -8,6 +8,8 @@ use fwatchdog::exit::Exit;
 use fwatchdog::{healthcheck, logging, server, signal};
 
 fn main() -> ExitCode {
+    // A FastCGI worker on its way to `exec`: nothing else of ours runs in it.
+    fwatchdog::process::exec_tied_if_asked();
     // Before any thread exists: what we inherited must not reach the handlers.
     signal::reset_inherited();
     signal::ensure_stdio();

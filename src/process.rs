@@ -170,6 +170,74 @@ pub struct Program {
     name: String,
     argv: Vec<CString>,
     path: OnceLock<CString>,
+    /// Started through [`exec_tied_if_asked`], so it dies with us.
+    tied: bool,
+}
+
+/// The argument that makes fwatchdog, started by itself, a trampoline for
+/// [`Program::tied_to_us`] instead of a server: `fwatchdog <this> <our pid> <path>
+/// <argv...>`.
+const EXEC_TIED: &str = "--exec-tied-to-parent";
+
+/// The trampoline's half of [`Program::tied_to_us`], to be called first thing in
+/// `main`: when we were started as `fwatchdog --exec-tied-to-parent PPID PATH ARGV...`,
+/// asks the kernel for SIGKILL when our parent dies, checks the parent is still the one
+/// that started us (it may have died already), and becomes PATH. Returns when started
+/// any other way.
+///
+/// posix_spawn cannot set the parent-death signal, and it survives `exec`, hence the
+/// one extra `exec` per worker start. The signal comes when the *thread* that spawned
+/// the child ends: every spawn happens on the runtime's one thread, the main thread,
+/// which lives as long as the process.
+#[allow(unsafe_code)]
+pub fn exec_tied_if_asked() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(EXEC_TIED)) {
+        return;
+    }
+    let fail = |why: String| -> ! {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("fwatchdog: {why}\n").as_bytes(),
+        );
+        std::process::exit(127)
+    };
+    let parent: i32 = args
+        .next()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or_else(|| fail(format!("{EXEC_TIED}: no parent pid")));
+    let path = args
+        .next()
+        .and_then(|p| CString::new(p.into_vec()).ok())
+        .unwrap_or_else(|| fail(format!("{EXEC_TIED}: no program")));
+    let argv: Vec<CString> = args
+        .filter_map(|a| CString::new(a.into_vec()).ok())
+        .collect();
+    // SAFETY: prctl with integer arguments, and signal() restoring a default
+    // disposition; no memory is shared with anything.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            fail(format!(
+                "cannot set the parent-death signal: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        // Rust ignores SIGPIPE before `main`, and an ignored signal survives `exec`.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    if nix::unistd::getppid().as_raw() != parent {
+        fail("the watchdog is gone; not starting".into());
+    }
+    let e = nix::unistd::execv(&path, &argv).err();
+    let e = e.map_or(io::Error::other("exec returned"), io::Error::from);
+    fail(format!("{}", explain(e, &path)));
 }
 
 impl Program {
@@ -189,7 +257,17 @@ impl Program {
             name,
             argv,
             path: OnceLock::new(),
+            tied: false,
         })
+    }
+
+    /// Makes every process this starts die with us, even when we are SIGKILLed and
+    /// not PID 1 (whose death takes the whole container down anyway): for long-running
+    /// children that nothing else would stop. It is started through our own binary
+    /// ([`exec_tied_if_asked`]), which sets the parent-death signal and then becomes it.
+    pub fn tied_to_us(mut self) -> Program {
+        self.tied = true;
+        self
     }
 
     /// The program's path: as given when it contains a `/`, else the first executable
@@ -269,17 +347,31 @@ impl Program {
             }
             Stderr::Stdout => (None, stdout_w.try_clone()?),
         };
-        let argv: Vec<*mut libc::c_char> = self
-            .argv
+        // Tied: `/proc/self/exe --exec-tied-to-parent <our pid> <path> <argv...>`.
+        let tie = if self.tied {
+            let head = [
+                CString::new("fwatchdog").unwrap_or_default(),
+                CString::new(EXEC_TIED).unwrap_or_default(),
+                CString::new(std::process::id().to_string()).unwrap_or_default(),
+                path.clone(),
+            ];
+            Some((c"/proc/self/exe", head))
+        } else {
+            None
+        };
+        let argv: Vec<*mut libc::c_char> = tie
             .iter()
+            .flat_map(|(_, head)| head.iter())
+            .chain(self.argv.iter())
             .map(|a| a.as_ptr() as *mut _)
             .chain(std::iter::once(std::ptr::null_mut()))
             .collect();
+        let exe = tie.as_ref().map_or(path.as_c_str(), |(exe, _)| exe);
 
         let (tx, rx) = oneshot::channel();
         let mut leaders = table();
         let pid = posix_spawn(
-            path,
+            exe,
             &argv,
             &envp.ptrs,
             [
@@ -288,7 +380,7 @@ impl Program {
                 stderr_w.as_raw_fd(),
             ],
         )
-        .map_err(|e| explain(e, path))?;
+        .map_err(|e| explain(e, exe))?;
         leaders.insert(
             pid,
             Entry {
@@ -336,8 +428,8 @@ impl AsRawFd for StdinEnd<'_> {
 
 /// ENOENT for a file that exists means its `#!` interpreter or ELF loader is missing
 /// (a glibc binary in a musl or scratch image): say so, or the error misleads.
-fn explain(e: io::Error, path: &CString) -> io::Error {
-    let exists = std::path::Path::new(OsStr::from_bytes(path.as_bytes())).exists();
+fn explain(e: io::Error, path: &std::ffi::CStr) -> io::Error {
+    let exists = std::path::Path::new(OsStr::from_bytes(path.to_bytes())).exists();
     if e.raw_os_error() == Some(libc::ENOENT) && exists {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -412,7 +504,7 @@ where
 /// way to start a process: glibc and musl both use `CLONE_VM | CLONE_VFORK`.
 #[allow(unsafe_code)]
 fn posix_spawn(
-    path: &CString,
+    path: &std::ffi::CStr,
     argv: &[*mut libc::c_char],
     envp: &[*mut libc::c_char],
     stdio: [RawFd; 3],

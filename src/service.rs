@@ -46,6 +46,15 @@ pub enum Runner {
 
 impl Runner {
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
+        if req.method() == Method::CONNECT && matches!(self, Runner::Fork(_) | Runner::FastCgi(_)) {
+            // A function is not a tunnel: CONNECT never reaches a handler.
+            let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
+            resp.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            return resp;
+        }
         match self {
             Runner::Fork(f) => f.call(req, ctx).await,
             Runner::Http(h) => h.call(req, ctx).await,
@@ -113,9 +122,10 @@ impl Shared {
     /// Answers one request.
     pub async fn handle(
         self: &Arc<Self>,
-        req: Request<Body>,
+        mut req: Request<Body>,
         remote: Option<SocketAddr>,
     ) -> Response<Body> {
+        authority_is_the_host(&mut req);
         let path = req.uri().path();
         if path == "/_/health" || path == "/_/ready" {
             return self.probe(req).await;
@@ -147,8 +157,7 @@ impl Shared {
             bytes: 0,
             quiet,
             call_id: call_id.clone(),
-            slot: false,
-            permit: None,
+            slot: None,
         };
         self.metrics.in_flight.inc();
         let mut done = done;
@@ -159,6 +168,7 @@ impl Shared {
                 let ctx = Ctx {
                     write_deadline: started + self.cfg.write_timeout,
                     call_id,
+                    slot: done.slot.clone(),
                 };
                 match (CatchUnwind {
                     inner: AssertUnwindSafe(self.runner.call(req, &ctx)),
@@ -210,12 +220,13 @@ impl Shared {
         }
         let max = self.cfg.max_inflight;
         if max > 0 {
-            match &self.state.queue {
+            let permit = match &self.state.queue {
                 None => {
                     if self.state.inflight.fetch_add(1, Ordering::AcqRel) >= max {
                         self.state.inflight.fetch_sub(1, Ordering::AcqRel);
                         return Err(too_many(max));
                     }
+                    None
                 }
                 Some(queue) => {
                     // The wait counts against write_timeout, not exec_timeout.
@@ -224,11 +235,16 @@ impl Shared {
                         .slot(until, &self.metrics)
                         .await
                         .map_err(|_| too_many(max))?;
-                    done.permit = Some(permit);
                     self.state.inflight.fetch_add(1, Ordering::AcqRel);
+                    Some(permit)
                 }
-            }
-            done.slot = true;
+            };
+            done.slot = Some(Slot {
+                _held: Arc::new(SlotInner {
+                    shared: done.shared.clone(),
+                    _permit: permit,
+                }),
+            });
         }
         if let Some(addr) = remote {
             req.extensions_mut().insert(addr);
@@ -301,6 +317,7 @@ impl Shared {
         let ctx = Ctx {
             write_deadline: Instant::now() + self.cfg.write_timeout,
             call_id: String::new(),
+            slot: None,
         };
         let run = async {
             let (mut parts, inner) = self.runner.call(inner, &ctx).await.into_parts();
@@ -392,6 +409,24 @@ impl Drop for ReadyDone {
     }
 }
 
+/// RFC 9112 §3.2.2: with an absolute-form target (`GET http://host:port/path`), the
+/// target's authority is the host the request is for, and a `Host` header is replaced
+/// by it, so handlers (`Http_Host`, `HTTP_HOST`, `SERVER_NAME`) and upstreams see one
+/// host, not two that disagree.
+fn authority_is_the_host(req: &mut Request<Body>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    // Without any `user@` part.
+    let host = match authority.port() {
+        Some(port) => format!("{}:{}", authority.host(), port.as_str()),
+        None => authority.host().to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
 fn canonical(name: &str) -> String {
     crate::runner::env::canonical_header(name)
 }
@@ -411,8 +446,33 @@ fn too_many(max: usize) -> Response<Body> {
     resp
 }
 
+/// A concurrency slot (`max_inflight`), given back when its last holder drops it: the
+/// request's response body, and a runner whose work outlives the client.
+#[derive(Clone)]
+pub struct Slot {
+    _held: Arc<SlotInner>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+struct SlotInner {
+    shared: Arc<Shared>,
+    /// With `max_queue`: the slot itself, released when this is dropped.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Settles a function request when its response body is finished or dropped: the log
-/// line, the metrics, the concurrency slot.
+/// line, the metrics, its hold on the concurrency slot.
 struct Done {
     shared: Arc<Shared>,
     method: Method,
@@ -422,17 +482,13 @@ struct Done {
     bytes: u64,
     quiet: bool,
     call_id: String,
-    slot: bool,
-    /// With `max_queue`: the slot itself, released when this is dropped.
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 }
 
 impl Drop for Done {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        if self.slot {
-            self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.slot = None;
         self.shared.metrics.in_flight.dec();
         // No status: the request was dropped before its answer, because the client went
         // away (or shutdown killed it). Counted and logged as 499, nginx's "client closed

@@ -163,6 +163,10 @@ pub struct Head {
     pub headers: HeaderMap,
 }
 
+/// What the client is told when a handler's output is not a CGI response; the details
+/// ([`HeadError`]) quote that output and go to the log only.
+pub const MALFORMED: &str = "malformed CGI response from the handler (details in the log)\n";
+
 /// Why a handler's output is not a CGI response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {

@@ -710,13 +710,12 @@ fn with_head(mut builder: http::response::Builder, head: cgi::Head) -> http::res
     builder
 }
 
-/// The 502 for a handler whose output is not a CGI response.
+/// The 502 for a handler whose output is not a CGI response. The client gets a fixed
+/// text: the offending line is the handler's own output, which may be anything (a
+/// password in an error message), so it goes to the log only.
 fn bad_cgi(pid: i32, e: &cgi::HeadError, started: Instant) -> Response<Body> {
     tracing::warn!("handler {pid}: malformed CGI response, answering 502: {e}");
-    let mut resp = body::text(
-        StatusCode::BAD_GATEWAY,
-        format!("malformed CGI response from the handler: {e}\n"),
-    );
+    let mut resp = body::text(StatusCode::BAD_GATEWAY, cgi::MALFORMED);
     resp.headers_mut()
         .insert("x-duration-seconds", duration_header(started));
     resp

@@ -29,6 +29,11 @@ pub struct Ctx {
     pub write_deadline: Instant,
     /// `X-Call-Id`, or empty.
     pub call_id: String,
+    /// The request's concurrency slot, with `max_inflight`: a runner whose work can
+    /// outlive the client (a FastCGI worker still busy with an abandoned request) keeps a
+    /// clone until that work is over, so the slot is not handed to the next request
+    /// while the function is still running this one.
+    pub slot: Option<crate::service::Slot>,
 }
 
 /// `deadline` as milliseconds since the Unix epoch: what handlers are told

@@ -382,3 +382,365 @@ fn fastcgi_settings_are_validated() {
     assert_eq!(status.code(), Some(2), "{out}");
     assert!(out.contains("fprocess is required"), "{out}");
 }
+
+/// A FastCGI responder small enough to misbehave on purpose, on the inherited socket
+/// (fd 0), one connection at a time, several requests per connection. Every request is
+/// appended to the file named by argv[1] as `METHOD QUERY STDIN-LENGTH`. What it does
+/// is chosen by the query string:
+/// - `die`: closes the connection without answering (a worker that crashed);
+/// - `dieonce`: the same the first time only;
+/// - `stale`: answers, then 200 ms later writes more `STDOUT` for the finished request;
+/// - `malformed`: answers a line that is not a CGI header;
+/// - `host`: answers `HTTP_HOST SERVER_NAME`;
+/// - anything else: `Content-Type: text/plain` and `answer QUERY`.
+const RESPONDER: &str = r#"
+import os, socket, struct, sys, time
+runs = sys.argv[1]
+lsock = socket.socket(fileno=os.dup(0))
+def rec(kind, rid, data=b""):
+    return struct.pack(">BBHHBB", 1, kind, rid, len(data), 0, 0) + data
+def end(rid):
+    return rec(3, rid, struct.pack(">IB3x", 0, 0))
+def pairs(b):
+    out, i = {}, 0
+    while i < len(b):
+        ls = []
+        for _ in range(2):
+            if b[i] < 128: ls.append(b[i]); i += 1
+            else: ls.append(struct.unpack(">I", b[i:i+4])[0] & 0x7fffffff); i += 4
+        out[b[i:i+ls[0]].decode()] = b[i+ls[0]:i+ls[0]+ls[1]].decode()
+        i += ls[0] + ls[1]
+    return out
+def serve(conn):
+    buf = b""
+    params, stdin, rid = b"", b"", 0
+    while True:
+        while len(buf) < 8 or len(buf) < 8 + struct.unpack(">H", buf[4:6])[0] + buf[6]:
+            more = conn.recv(65536)
+            if not more: return
+            buf += more
+        _, kind, r, n, pad, _ = struct.unpack(">BBHHBB", buf[:8])
+        data, buf = buf[8:8+n], buf[8+n+pad:]
+        if kind == 1: rid, params, stdin = r, b"", b""
+        elif kind == 4: params += data
+        elif kind == 5 and data: stdin += data
+        elif kind == 5:
+            env = pairs(params)
+            q = env.get("QUERY_STRING", "")
+            with open(runs, "a") as f:
+                f.write("%s %s %d\n" % (env["REQUEST_METHOD"], q, len(stdin)))
+            if q == "die" or (q == "dieonce" and not os.path.exists(runs + ".died")):
+                open(runs + ".died", "w").close()
+                return
+            if q == "host":
+                host = "%s %s" % (env.get("HTTP_HOST"), env.get("SERVER_NAME"))
+                conn.sendall(rec(6, rid, b"Content-Type: text/plain\r\n\r\n" + host.encode()) + end(rid))
+                continue
+            if q == "malformed":
+                conn.sendall(rec(6, rid, b"DB_PASSWORD=hunter2 connection failed\n\n") + end(rid))
+                continue
+            conn.sendall(rec(6, rid, b"Content-Type: text/plain\r\n\r\nanswer " + q.encode()) + rec(6, rid) + end(rid))
+            if q == "stale":
+                time.sleep(0.2)
+                conn.sendall(rec(6, rid, b"Content-Type: text/plain\r\n\r\nSTALE output of an earlier request"))
+while True:
+    c, _ = lsock.accept()
+    serve(c)
+    c.close()
+"#;
+
+/// The watchdog with [`RESPONDER`] as its one worker; returns it and the runs file.
+fn responder(tmp: &TempDir) -> (util::Watchdog, std::path::PathBuf) {
+    let app = tmp.path().join("responder.py");
+    std::fs::write(&app, RESPONDER).expect("write responder");
+    let runs = tmp.path().join("runs");
+    let w = watchdog()
+        .mode("fastcgi")
+        .fprocess(format!("python3 {} {}", app.display(), runs.display()))
+        .env("pool_size", "1")
+        .env("exec_timeout", "5s")
+        .start();
+    (w, runs)
+}
+
+fn runs(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A request that may have been acted on is never sent twice. Reproduction: one worker;
+/// a `GET` leaves a pooled connection; then a chunked `POST /?die` whose worker closes
+/// the connection without answering (as a crashed php-cgi does). It used to be sent
+/// again on a new connection and run twice; a `Content-Length` `POST` was sent again
+/// with the same `CONTENT_LENGTH` and an empty stdin, a bodyless `DELETE` ran twice.
+/// Now each runs once and gets a 502; a `GET` (safe) is still retried and answered.
+#[test]
+fn fastcgi_a_request_that_may_have_run_is_never_replayed() {
+    let tmp = TempDir::new();
+    let (w, file) = responder(&tmp);
+    // Method, framing header, body as sent.
+    let cases: [(&str, &str, &[u8]); 3] = [
+        (
+            "POST",
+            "Transfer-Encoding: chunked\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("POST", "Content-Length: 3\r\n", b"abc"),
+        ("DELETE", "", b""),
+    ];
+    for (method, headers, body) in &cases {
+        let _ = std::fs::remove_file(&file);
+        // A pooled connection first: the retry only ever happened on a reused one.
+        assert_eq!(w.get("/?warm").status, 200, "{}", w.log());
+        let mut s = connect(w.port);
+        let head =
+            format!("{method} /?die HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+        s.write_all(head.as_bytes()).expect("write");
+        s.write_all(body).expect("write");
+        let r = read_response(&mut s, false);
+        assert_eq!(r.status, 502, "{method} {headers:?}: {}", r.text());
+        let ran = runs(&file);
+        let want_len = if body.is_empty() { 0 } else { 3 };
+        assert_eq!(
+            ran,
+            vec!["GET warm 0".to_owned(), format!("{method} die {want_len}")],
+            "{method} {headers:?}: ran {ran:?}"
+        );
+    }
+    // A safe method is still sent again when the pooled connection fails first.
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(tmp.path().join("runs.died"));
+    assert_eq!(w.get("/?warm").status, 200);
+    let r = w.get("/?dieonce");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    assert_eq!(r.text(), "answer dieonce");
+    assert_eq!(
+        runs(&file),
+        ["GET warm 0", "GET dieonce 0", "GET dieonce 0"]
+    );
+}
+
+/// One client never gets another's output. Reproduction: one worker that, after its
+/// `END_REQUEST`, writes more `STDOUT` 200 ms later; the next request on that connection
+/// used to take that output as its own answer (5 of 5 tries), because every request
+/// had id 1. Now each exchange has its own id, the stray record is seen as stale, the
+/// connection is dropped, and the next request gets a 502 instead of the other's body.
+#[test]
+fn fastcgi_output_after_end_request_never_reaches_the_next_request() {
+    let tmp = TempDir::new();
+    let (w, _) = responder(&tmp);
+    for i in 0..5 {
+        let r = w.get("/?stale");
+        assert_eq!(r.status, 200, "{i}: {}", r.text());
+        assert_eq!(r.text(), "answer stale");
+        // Sent at once, so it is on the connection when the stray output arrives.
+        let r = w.get("/?next");
+        assert!(!r.text().contains("STALE"), "{i}: got {:?}", r.text());
+        assert!(
+            r.status == 502 || r.text() == "answer next",
+            "{i}: {}",
+            r.text()
+        );
+        let r = w.get("/?after");
+        assert_eq!(r.status, 200, "{i}: {}", r.text());
+        assert_eq!(r.text(), "answer after");
+    }
+}
+
+/// The 502 for a response that is not CGI does not echo the application's output.
+/// Reproduction: a responder whose first line is `DB_PASSWORD=hunter2 connection failed`
+/// got the client `line "DB_PASSWORD=hunter2 ..." is not a "Name: value" header`. Now the
+/// client gets a fixed text and the line is in the log.
+#[test]
+fn fastcgi_malformed_response_502_does_not_echo_the_output() {
+    let tmp = TempDir::new();
+    let (w, _) = responder(&tmp);
+    let r = w.get("/?malformed");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(!r.text().contains("hunter2"), "{}", r.text());
+    assert!(r.text().contains("malformed CGI response"), "{}", r.text());
+    assert!(
+        w.wait_log("hunter2", Duration::from_secs(2)),
+        "the details are logged: {}",
+        w.log()
+    );
+}
+
+/// Abandoned requests do not run past `max_inflight`. Reproduction: `max_inflight=1`,
+/// a php-cgi script that sleeps 1 s, 20 clients that each send a request and leave
+/// after 50 ms: the slot used to be freed as each client left while its request still
+/// waited for a worker and was then sent anyway, so php-cgi ran all 20 (two at a time)
+/// and the next real request took 9.7 s. Now a request whose client is gone before it
+/// reaches a worker is never sent, and one already sent keeps the slot until its worker
+/// is done: the script runs a couple of times and the next request is answered at once.
+#[test]
+fn fastcgi_abandoned_requests_are_not_run_past_max_inflight() {
+    if !have("php-cgi") {
+        return skip(
+            "fastcgi_abandoned_requests_are_not_run_past_max_inflight",
+            PHP,
+        );
+    }
+    let tmp = TempDir::new();
+    let runs = tmp.path().join("runs");
+    let script = format!(
+        r#"<?php
+if (isset($_GET["slow"])) {{
+    file_put_contents("{}", "slow\n", FILE_APPEND);
+    sleep(1);
+}}
+echo "done";
+"#,
+        runs.display()
+    );
+    let w = php_watchdog(
+        &tmp,
+        &script,
+        &[
+            ("max_inflight", "1"),
+            ("max_queue", "50"),
+            ("exec_timeout", "10s"),
+            // More workers than slots: only the slot can keep abandoned requests out.
+            ("pool_size", "6"),
+        ],
+    );
+    for _ in 0..20 {
+        let mut s = connect(w.port);
+        s.write_all(b"GET /?slow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        std::thread::sleep(Duration::from_millis(50));
+        drop(s);
+    }
+    let started = Instant::now();
+    let r = w.get("/?fast");
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    assert_eq!(r.text(), "done");
+    assert!(
+        took < Duration::from_secs(3),
+        "the next request took {took:?}"
+    );
+    // Whatever was still going on has had time to show itself.
+    std::thread::sleep(Duration::from_secs(2));
+    let ran = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        ran <= 3,
+        "the slow script ran {ran} times for 20 abandoned requests"
+    );
+}
+
+/// Workers die with the watchdog, even when it is not PID 1 and gets no chance to stop
+/// them. Reproduction: `mode=fastcgi fprocess=php-cgi`, `kill -9` the watchdog: its
+/// php-cgi workers (each in its own process group) kept running. Now each worker is
+/// started with the parent-death signal set, and dies with it.
+#[test]
+fn fastcgi_workers_die_when_the_watchdog_is_killed() {
+    if !have("php-cgi") {
+        return skip("fastcgi_workers_die_when_the_watchdog_is_killed", PHP);
+    }
+    let tmp = TempDir::new();
+    let mut w = php_watchdog(&tmp, PHP_SCRIPT, &[]);
+    assert_eq!(w.get("/").status, 404, "{}", w.log());
+    assert!(
+        util::eventually(Duration::from_secs(5), || children(w.pid()).len() == 2),
+        "{:?}",
+        children(w.pid())
+    );
+    let workers = children(w.pid());
+    w.signal(9);
+    let _ = w.wait_exit(Duration::from_secs(5));
+    let alive = |pid: i32| {
+        util::processes()
+            .iter()
+            .any(|p| p.pid == pid && p.state != 'Z')
+    };
+    let gone = util::eventually(Duration::from_secs(5), || {
+        !workers.iter().any(|p| alive(*p))
+    });
+    let left: Vec<i32> = workers.iter().copied().filter(|p| alive(*p)).collect();
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(gone, "workers {left:?} outlived the watchdog");
+}
+
+/// With an absolute-form target the target's authority is the host, and CONNECT is not
+/// run. Reproduction: `GET http://evil.example:9999/admin?host` with `Host:
+/// legit.example` gave the application `HTTP_HOST=legit.example`; `CONNECT
+/// evil.example:443` was sent to it. Now it sees `evil.example:9999`, and CONNECT is a
+/// 405 that never reaches it.
+#[test]
+fn fastcgi_absolute_form_host_and_connect() {
+    let tmp = TempDir::new();
+    let (w, file) = responder(&tmp);
+    let raw = |head: &str| {
+        let mut s = connect(w.port);
+        s.write_all(head.as_bytes()).expect("write");
+        read_response(&mut s, false)
+    };
+    let r = raw("GET http://evil.example:9999/admin?host HTTP/1.1\r\nHost: legit.example\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "evil.example:9999 evil.example");
+    let _ = std::fs::remove_file(&file);
+    let r = raw("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(runs(&file).is_empty(), "ran: {:?}", runs(&file));
+}
+
+/// A worker still at work on a request past its deadline is stopped and replaced, so it
+/// cannot hold its place in the pool. Reproduction: `pool_size=1 exec_timeout=1s`, a
+/// php-cgi script that sleeps 30 s: the client got its 504 after 1 s, but the worker
+/// kept sleeping (php-cgi ignores ABORT_REQUEST until it writes), and every request for
+/// the next 29 s waited behind it and got a 504 too. The same after a client that left.
+/// Now the worker holding the connection is SIGKILLed at the deadline and replaced.
+#[test]
+fn fastcgi_a_worker_still_busy_at_the_deadline_is_replaced() {
+    if !have("php-cgi") {
+        return skip(
+            "fastcgi_a_worker_still_busy_at_the_deadline_is_replaced",
+            PHP,
+        );
+    }
+    let tmp = TempDir::new();
+    let w = php_watchdog(
+        &tmp,
+        PHP_SCRIPT,
+        &[("pool_size", "1"), ("exec_timeout", "1s")],
+    );
+    let pid_of = |r: &util::Resp| r.header("x-pid").unwrap_or("").to_owned();
+    let r = w.get("/");
+    assert_eq!(r.status, 404, "{}", w.log());
+    let first = pid_of(&r);
+    // Timed out.
+    assert_eq!(w.get("/?sleep=30").status, 504);
+    let started = Instant::now();
+    let r = w.get("/");
+    assert_eq!(r.status, 404, "{}\n{}", r.text(), w.log());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let second = pid_of(&r);
+    assert_ne!(second, first, "the busy worker was not replaced");
+    // Abandoned by its client.
+    let mut s = connect(w.port);
+    s.write_all(b"GET /?sleep=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    let started = Instant::now();
+    let r = w.get("/");
+    assert_eq!(r.status, 404, "{}\n{}", r.text(), w.log());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_ne!(pid_of(&r), second, "the busy worker was not replaced");
+    assert!(
+        w.log().contains("past its deadline: SIGKILL"),
+        "{}",
+        w.log()
+    );
+}

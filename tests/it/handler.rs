@@ -1,10 +1,11 @@
 //! Handler processes (§4.1, §4.2): process groups, kills that reach grandchildren, a clean
 //! inheritance (fds, signals), stderr that never stalls, the Http_* environment.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    assert_handler_group_ends, eventually, fd_count, read_pid, request, send_head, watchdog,
+    self, assert_handler_group_ends, eventually, fd_count, read_pid, request, send_head, watchdog,
     zombie_children, TempDir,
 };
 
@@ -251,6 +252,51 @@ fn http_env_follows_the_canonical_rule() {
     assert_eq!(var(&env, "Http_Query"), Some("a=1&b=two"));
     assert_eq!(var(&env, "Http_Host"), Some("127.0.0.1"));
     assert_eq!(var(&env, "Http_ContentLength"), None, "classic only");
+}
+
+/// With an absolute-form target the target's authority is the host, and CONNECT is not
+/// run. Reproduction: `GET http://evil.example:9999/admin?x=1` with `Host: legit.example`
+/// gave the handler `Http_Host=legit.example` (and, with `cgi=true`, `HTTP_HOST` and
+/// `SERVER_NAME` from the header); `CONNECT evil.example:443` ran the handler. Now the
+/// handler sees `evil.example:9999` everywhere and CONNECT is a 405 that runs nothing.
+#[test]
+fn absolute_form_target_sets_the_host_and_connect_is_405() {
+    let raw = |port: u16, head: &str| {
+        let mut s = util::connect(port);
+        s.write_all(head.as_bytes()).expect("write");
+        util::read_response(&mut s, false)
+    };
+    let get = "GET http://evil.example:9999/admin?x=1 HTTP/1.1\r\nHost: legit.example\r\nConnection: close\r\n\r\n";
+    for mode in ["streaming", "serializing"] {
+        let w = watchdog().mode(mode).fprocess("env").start();
+        let r = raw(w.port, get);
+        let env = env_of(&r);
+        assert_eq!(var(&env, "Http_Host"), Some("evil.example:9999"), "{mode}");
+        assert_eq!(var(&env, "Http_Path"), Some("/admin"), "{mode}");
+
+        let tmp = TempDir::new();
+        let ran = tmp.path().join("ran");
+        let w = watchdog()
+            .mode(mode)
+            .env("cgi", "true")
+            .fprocess(format!(
+                "sh -c 'echo x >> {}; printf \"Content-Type: text/plain\\n\\n\"; env'",
+                ran.display()
+            ))
+            .start();
+        let r = raw(w.port, get);
+        assert_eq!(r.status, 200, "{mode}: {}", r.text());
+        let env = env_of(&r);
+        assert_eq!(var(&env, "HTTP_HOST"), Some("evil.example:9999"), "{mode}");
+        assert_eq!(var(&env, "SERVER_NAME"), Some("evil.example"), "{mode}");
+        let _ = std::fs::remove_file(&ran);
+        let r = raw(
+            w.port,
+            "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+        );
+        assert_eq!(r.status, 405, "{mode}: {}", r.text());
+        assert!(!ran.exists(), "{mode}: CONNECT ran the handler");
+    }
 }
 
 #[test]

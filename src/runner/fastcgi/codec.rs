@@ -99,13 +99,23 @@ pub fn request_head<'a>(
     keep_conn: bool,
     params: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Vec<u8> {
+    request_head_with(id, keep_conn, &encode_pairs(params))
+}
+
+/// The content of a `PARAMS` stream: the pairs, one after the other.
+pub fn encode_pairs<'a>(params: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
     let mut pairs = Vec::with_capacity(1024);
     for (k, v) in params {
         push_pair(&mut pairs, k, v);
     }
+    pairs
+}
+
+/// [`request_head`] for pairs already encoded ([`encode_pairs`]).
+pub fn request_head_with(id: u16, keep_conn: bool, pairs: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(pairs.len() + 64);
     out.extend_from_slice(&begin_request(id, keep_conn));
-    push_stream(&mut out, PARAMS, id, &pairs);
+    push_stream(&mut out, PARAMS, id, pairs);
     out.extend_from_slice(&end_stream(PARAMS, id));
     out
 }

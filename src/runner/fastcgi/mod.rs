@@ -13,14 +13,18 @@
 //! and streamed to the client; `STDERR` goes to the log. Connections are kept open and
 //! reused, one request at a time each, and never more than `pool_size` at once: a
 //! php-cgi worker serves one connection until it is closed, so one more connection than
-//! there are workers would wait in the listen backlog behind an idle one. A client that
-//! goes away, or `exec_timeout`, sends `ABORT_REQUEST` and closes that connection.
+//! there are workers would wait in the listen backlog behind an idle one. Each exchange
+//! on a connection has its own request id, and only a connection whose exchange ended
+//! cleanly is reused. A request whose client has gone is not sent; one already sent gets
+//! `ABORT_REQUEST` and keeps its connection and concurrency slot until the worker ends it;
+//! a spawned worker still at it at the deadline is killed (`peer` finds which).
 //!
 //! Everything a worker sends is checked ([`codec::Decoder`]); a worker that breaks the
 //! protocol gets its request answered 502 (or aborted, once the response has started),
 //! never a panic.
 
 pub mod codec;
+mod peer;
 pub mod workers;
 
 use std::os::unix::ffi::OsStrExt;
@@ -45,8 +49,6 @@ use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
 use codec::{Decoder, End, Record};
 
-/// One request per connection at a time, so every request has the same id.
-const REQUEST_ID: u16 = 1;
 /// A chunked body (no `Content-Length`) is read whole to tell the application its
 /// `CONTENT_LENGTH`, as nginx does; this caps it when `max_body_bytes` is not set.
 const BUFFERED_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -70,6 +72,9 @@ pub struct FastCgi {
 struct Inner {
     cfg: Arc<Config>,
     target: Target,
+    /// The spawned workers (not with `fastcgi_address`), to stop one still busy with a
+    /// request at its deadline.
+    workers: Option<Arc<workers::Workers>>,
     /// `SERVER_PORT`.
     port: u16,
     pool: Mutex<PoolState>,
@@ -100,6 +105,7 @@ impl FastCgi {
             inner: Arc::new(Inner {
                 cfg,
                 target,
+                workers: workers.clone(),
                 port,
                 pool: Mutex::new(PoolState::default()),
                 freed: Notify::new(),
@@ -181,13 +187,19 @@ impl FastCgi {
                 Err(end) => return body_failure(end, Some(max)),
             }
         };
-        let head = self.request_head(&parts, stdin_len);
+        let params = self.request_params(&parts, stdin_len);
+        let safe = matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
 
         let (tx, chan) = body::Channel::new(BODY_DEPTH);
         let (head_tx, head_rx) = oneshot::channel();
         let job = Job {
             inner: self.inner.clone(),
-            head,
+            params,
+            safe,
+            _slot: ctx.slot.clone(),
             input,
             tx,
             head_tx: Some(head_tx),
@@ -211,9 +223,9 @@ impl FastCgi {
         }
     }
 
-    /// `BEGIN_REQUEST` and `PARAMS`: the CGI meta-variables, `REQUEST_URI` (every PHP
-    /// framework routes on it) and `SCRIPT_FILENAME` when configured.
-    fn request_head(&self, parts: &http::request::Parts, stdin_len: Option<u64>) -> Vec<u8> {
+    /// The `PARAMS` stream: the CGI meta-variables, `REQUEST_URI` (every PHP framework
+    /// routes on it) and `SCRIPT_FILENAME` when configured.
+    fn request_params(&self, parts: &http::request::Parts, stdin_len: Option<u64>) -> Vec<u8> {
         let cfg = &self.inner.cfg;
         let hidden = cfg
             .api_keys
@@ -240,7 +252,7 @@ impl FastCgi {
             .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
             .chain(std::iter::once((&b"REQUEST_URI"[..], uri)))
             .chain(script.map(|s| (&b"SCRIPT_FILENAME"[..], s)));
-        codec::request_head(REQUEST_ID, true, params)
+        codec::encode_pairs(params)
     }
 }
 
@@ -257,47 +269,67 @@ fn lock(m: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A connection to the FastCGI server.
-enum Conn {
+/// A connection to the FastCGI server, and the id of its last request: each exchange on
+/// a connection has its own id, so a record left over from an earlier one is told apart
+/// (and the connection dropped) instead of being taken for the answer to this one.
+struct Conn {
+    io: Io,
+    last_id: u16,
+}
+
+enum Io {
     Unix(UnixStream),
     Tcp(TcpStream),
 }
 
 impl Conn {
     async fn connect(target: &Target) -> std::io::Result<Conn> {
-        match target {
-            Target::Unix(p) => UnixStream::connect(p).await.map(Conn::Unix),
+        let io = match target {
+            Target::Unix(p) => Io::Unix(UnixStream::connect(p).await?),
             Target::Tcp(a) => {
                 let s = TcpStream::connect(a.as_str()).await?;
                 let _ = s.set_nodelay(true);
-                Ok(Conn::Tcp(s))
+                Io::Tcp(s)
             }
-        }
+        };
+        Ok(Conn { io, last_id: 0 })
+    }
+
+    /// The id for the next exchange: 1, 2, ... 65535, 1, ... (0 is for management
+    /// records).
+    fn next_id(&mut self) -> u16 {
+        self.last_id = self.last_id.checked_add(1).unwrap_or(1);
+        self.last_id
     }
 
     /// Whether an idle connection still looks usable: nothing to read, not closed.
     fn usable(&self) -> bool {
         let mut b = [0u8; 1];
-        let r = match self {
-            Conn::Unix(s) => s.try_read(&mut b),
-            Conn::Tcp(s) => s.try_read(&mut b),
+        let r = match &self.io {
+            Io::Unix(s) => s.try_read(&mut b),
+            Io::Tcp(s) => s.try_read(&mut b),
         };
         matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
-/// A connection checked out of the pool. Dropped, it is closed and its place freed;
-/// [`Lease::keep`] puts it back for the next request instead.
+/// A place in the pool, with its connection once connected. Dropped, the connection is
+/// closed and the place freed (also when dropped half-way through connecting);
+/// [`Lease::keep`] puts the connection back for the next request instead.
 struct Lease {
     conn: Option<Conn>,
     inner: Arc<Inner>,
     reused: bool,
+    /// Back in the pool: dropping frees nothing.
+    kept: bool,
 }
 
 impl Lease {
     fn keep(mut self) {
         if let Some(c) = self.conn.take() {
+            // Counted as open while idle: the place stays taken.
             lock(&self.inner.pool).idle.push(c);
+            self.kept = true;
             self.inner.freed.notify_one();
         }
     }
@@ -305,7 +337,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.conn.take().is_some() {
+        if !self.kept {
+            drop(self.conn.take());
             lock(&self.inner.pool).open -= 1;
             self.inner.freed.notify_one();
         }
@@ -337,6 +370,7 @@ impl Inner {
                             conn: Some(c),
                             inner: self.clone(),
                             reused: true,
+                            kept: false,
                         })
                     }
                     None if pool.open < max => {
@@ -347,10 +381,12 @@ impl Inner {
                 }
             };
             if fresh {
+                // Dropped on any failure (or if this future is dropped), it frees the place.
                 let mut lease = Lease {
                     conn: None,
                     inner: self.clone(),
                     reused: false,
+                    kept: false,
                 };
                 let connect = tokio::time::timeout_at(deadline.into(), Conn::connect(&self.target));
                 return match connect.await {
@@ -358,21 +394,11 @@ impl Inner {
                         lease.conn = Some(c);
                         Ok(lease)
                     }
-                    Ok(Err(e)) => {
-                        drop(lease);
-                        // The Drop above only frees a lease that holds a connection.
-                        lock(&self.pool).open -= 1;
-                        self.freed.notify_one();
-                        Err(Failure::Worker(format!(
-                            "cannot connect to the FastCGI server at {}: {e}",
-                            self.target.show()
-                        )))
-                    }
-                    Err(_) => {
-                        lock(&self.pool).open -= 1;
-                        self.freed.notify_one();
-                        Err(Failure::TimedOut)
-                    }
+                    Ok(Err(e)) => Err(Failure::Worker(format!(
+                        "cannot connect to the FastCGI server at {}: {e}",
+                        self.target.show()
+                    ))),
+                    Err(_) => Err(Failure::TimedOut),
                 };
             }
             if tokio::time::timeout_at(deadline.into(), freed)
@@ -405,6 +431,9 @@ enum Answer {
 enum Failure {
     /// The worker broke the protocol, closed the connection or could not be reached.
     Worker(String),
+    /// The application's output is not a CGI response. The details quote that output,
+    /// so they go to the log only.
+    Malformed(cgi::HeadError),
     /// `exec_timeout` (or the write deadline).
     TimedOut,
     /// The client went away.
@@ -417,7 +446,13 @@ enum Failure {
 /// `call` has returned the head.
 struct Job {
     inner: Arc<Inner>,
-    head: Vec<u8>,
+    /// The `PARAMS` stream's content; each exchange frames it with its own id.
+    params: Vec<u8>,
+    /// A safe method (GET, HEAD, OPTIONS, TRACE): may be sent again.
+    safe: bool,
+    /// The request's concurrency slot, held until the worker is done with the request,
+    /// even when the client has gone.
+    _slot: Option<crate::service::Slot>,
     input: Input,
     tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     head_tx: Option<oneshot::Sender<Answer>>,
@@ -432,62 +467,69 @@ struct Job {
 
 impl Job {
     async fn run(mut self) {
-        // A reused connection may have been closed by the worker since (it exited): an
-        // exchange that failed before any record arrived is retried once on a new
-        // connection, when there is no streamed body that would have to be replayed.
+        // A reused connection may have been closed by the worker since (it exited, or
+        // was recycled). An exchange that failed there before any record arrived is sent
+        // once more on a new connection, but only when sending it twice cannot do
+        // anything twice: a safe method (GET, HEAD, OPTIONS, TRACE) with a body we still
+        // hold whole. Anything else (POST, PUT, PATCH, DELETE, ...) may have been acted on
+        // by a worker that then died, and gets a 502 instead. This is stricter than
+        // nginx, which also resends PUT and DELETE.
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
-            let mut lease = match self.inner.checkout(self.deadline).await {
-                Ok(l) => l,
-                Err(f) => break Err(f),
+            // A client that leaves while its request waits for a connection: the request
+            // is never sent.
+            let mut lease = tokio::select! {
+                l = self.inner.checkout(self.deadline) => match l {
+                    Ok(l) => l,
+                    Err(f) => break Err(f),
+                },
+                _ = self.tx.closed() => break Err(Failure::Gone),
             };
+            if self.tx.is_closed() {
+                lease.keep();
+                break Err(Failure::Gone);
+            }
             let reused = lease.reused;
             let Some(mut conn) = lease.conn.take() else {
                 break Err(Failure::Worker("no connection".into()));
             };
+            let id = conn.next_id();
+            let replayable = matches!(self.input, Input::Empty | Input::Chunks(_));
             let mut progress = Progress::default();
-            let r = match &mut conn {
-                Conn::Unix(s) => {
+            let r = match &mut conn.io {
+                Io::Unix(s) => {
                     let (r, w) = s.split();
-                    self.exchange(r, w, &mut progress).await
+                    self.exchange(r, w, id, &mut progress).await
                 }
-                Conn::Tcp(s) => {
+                Io::Tcp(s) => {
                     let (r, w) = s.split();
-                    self.exchange(r, w, &mut progress).await
+                    self.exchange(r, w, id, &mut progress).await
                 }
             };
             let retry = matches!(r, Err(Failure::Worker(_)))
                 && reused
                 && attempts < 2
                 && !progress.any_record
-                && !matches!(self.input, Input::Stream(_));
+                && self.safe
+                && replayable;
             if retry {
-                // `lease` (now empty) frees nothing; count the connection as closed.
+                // `lease` frees the place; `conn` is closed.
                 drop(conn);
-                lock(&self.inner.pool).open -= 1;
-                self.inner.freed.notify_one();
+                drop(lease);
                 continue;
             }
-            let keep = matches!(&r, Ok(end) if progress.reusable(end));
-            match &r {
-                Err(Failure::TimedOut | Failure::Gone)
-                    if !progress.mid_record.load(Ordering::Relaxed) =>
-                {
-                    // Best effort: the connection is closed right after either way.
-                    let abort = codec::abort_request(REQUEST_ID);
-                    let _ = tokio::time::timeout(Duration::from_millis(100), async {
-                        match &mut conn {
-                            Conn::Unix(s) => s.write_all(&abort).await,
-                            Conn::Tcp(s) => s.write_all(&abort).await,
-                        }
-                    })
-                    .await;
+            if progress.overdue {
+                // Still at work on a request nobody waits for any more: php-cgi, for one,
+                // only notices ABORT_REQUEST when it writes. Stop that worker (it is
+                // replaced) rather than let it hold its place past the deadline.
+                if let (Some(w), Io::Unix(s)) = (&self.inner.workers, &conn.io) {
+                    w.kill_peer(std::os::fd::AsFd::as_fd(s));
                 }
-                _ => {}
             }
-            lease.conn = Some(conn);
-            if keep {
+            // Only a connection whose exchange ended exactly as it should is used again.
+            if matches!(&r, Ok(end) if progress.reusable(end)) {
+                lease.conn = Some(conn);
                 lease.keep();
             }
             break r.map(|end| (end, progress.head_done));
@@ -517,10 +559,7 @@ impl Job {
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the FastCGI server is overloaded\n",
                     ),
-                    codec::REQUEST_COMPLETE => bad_gateway(&format!(
-                        "the FastCGI application's response is not a CGI response: {}",
-                        cgi::HeadError::Unterminated
-                    )),
+                    codec::REQUEST_COMPLETE => malformed(&cgi::HeadError::Unterminated),
                     s => bad_gateway(&format!(
                         "the FastCGI server refused the request (protocolStatus {s})"
                     )),
@@ -545,6 +584,7 @@ impl Job {
                         resp
                     }
                     Failure::Worker(why) => bad_gateway(why),
+                    Failure::Malformed(e) => malformed(e),
                     Failure::Body(end) => body_failure(
                         end.clone(),
                         Some(self.inner.cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT)),
@@ -558,6 +598,7 @@ impl Job {
                     let why = match f {
                         Failure::TimedOut => format!("{} exceeded", self.what),
                         Failure::Worker(w) => w,
+                        Failure::Malformed(_) => "malformed CGI response".into(),
                         _ => "request failed".into(),
                     };
                     let _ = self.tx.send(Err(Box::new(Abort(why)))).await;
@@ -578,6 +619,7 @@ impl Job {
         &mut self,
         mut r: R,
         mut w: W,
+        id: u16,
         progress: &mut Progress,
     ) -> Result<End, Failure>
     where
@@ -594,8 +636,9 @@ impl Job {
         let deadline = self.deadline;
         let mid_record = &progress.mid_record;
         let mut stdin_done = false;
-        let head = std::mem::take(&mut self.head);
+        let head = codec::request_head_with(id, true, &self.params);
         let mut reading = Reading {
+            id,
             buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
             dec: Decoder::new(),
             log: logging::LineSplitter::new(self.inner.cfg.log_buffer_size),
@@ -604,7 +647,7 @@ impl Job {
         };
         let tx = self.tx.clone();
         let result = {
-            let writer = write_request(&mut w, &head, &mut input, read_timeout, mid_record);
+            let writer = write_request(&mut w, id, &head, &mut input, read_timeout, mid_record);
             tokio::pin!(writer);
             let reader = read_response(&mut r, &mut reading, self);
             tokio::pin!(reader);
@@ -622,13 +665,39 @@ impl Job {
         };
         progress.any_record = reading.any_record;
         progress.stdin_done = stdin_done;
-        progress.leftover = reading.dec.pending();
         progress.head_done = self.head_tx.is_none();
+        if let Err(Failure::TimedOut | Failure::Gone) = &result {
+            // A record cut half-way cannot be followed by ABORT_REQUEST: the connection
+            // is simply closed.
+            if !mid_record.load(Ordering::Relaxed) {
+                let abort = codec::abort_request(id);
+                let sent = tokio::time::timeout(Duration::from_millis(100), async {
+                    w.write_all(&abort).await?;
+                    w.flush().await
+                })
+                .await;
+                // The client is gone, but the worker may still be running its request:
+                // wait for it to finish (php-cgi only notices the abort when it writes),
+                // until the deadline, so the request keeps its place in the pool and its
+                // concurrency slot meanwhile.
+                progress.overdue = match result {
+                    Err(Failure::Gone) if matches!(sent, Ok(Ok(()))) => {
+                        !wait_end(&mut r, &mut reading, deadline, &self.call_id).await
+                    }
+                    Err(Failure::Gone) => false,
+                    _ => true,
+                };
+            } else {
+                // Closing the connection mid-request is enough for a worker that has
+                // not had the whole request; a timed-out one is still at work.
+                progress.overdue = matches!(result, Err(Failure::TimedOut));
+            }
+        }
+        progress.leftover = reading.dec.pending();
         let mut emit = |l: &[u8]| logging::handler_line("stderr", l, reading.prefix, &self.call_id);
         reading.log.finish(&mut emit);
         if result.is_err() {
             // Kept for a retry on a fresh connection.
-            self.head = head;
             if let Some(i) = replay {
                 self.input = i;
             }
@@ -652,6 +721,9 @@ struct Progress {
     leftover: usize,
     /// A `STDIN` record is half written: no `ABORT_REQUEST` can follow it.
     mid_record: AtomicBool,
+    /// The deadline passed (or the client left) with the worker still at work on the
+    /// request.
+    overdue: bool,
 }
 
 impl Progress {
@@ -664,6 +736,8 @@ impl Progress {
 }
 
 struct Reading {
+    /// This exchange's request id.
+    id: u16,
     buf: cgi::HeadBuf,
     dec: Decoder,
     log: logging::LineSplitter,
@@ -674,13 +748,14 @@ struct Reading {
 /// `BEGIN_REQUEST`, `PARAMS`, then the body as `STDIN` records and the empty one.
 async fn write_request<W: AsyncWrite + Unpin>(
     w: &mut W,
+    id: u16,
     head: &[u8],
     input: &mut Input,
     idle: Duration,
     mid_record: &AtomicBool,
 ) -> Result<(), Failure> {
     let worker = |e: std::io::Error| Failure::Worker(format!("writing to the FastCGI server: {e}"));
-    let end = codec::end_stream(codec::STDIN, REQUEST_ID);
+    let end = codec::end_stream(codec::STDIN, id);
     mid_record.store(true, Ordering::Relaxed);
     match input {
         Input::Empty => {
@@ -692,7 +767,7 @@ async fn write_request<W: AsyncWrite + Unpin>(
         Input::Chunks(chunks) => {
             w.write_all(head).await.map_err(worker)?;
             for c in chunks.iter() {
-                write_stdin(w, c.clone()).await.map_err(worker)?;
+                write_stdin(w, id, c.clone()).await.map_err(worker)?;
             }
             w.write_all(&end).await.map_err(worker)?;
         }
@@ -710,7 +785,7 @@ async fn write_request<W: AsyncWrite + Unpin>(
                     continue;
                 };
                 mid_record.store(true, Ordering::Relaxed);
-                write_stdin(w, data).await.map_err(worker)?;
+                write_stdin(w, id, data).await.map_err(worker)?;
                 mid_record.store(false, Ordering::Relaxed);
             }
             mid_record.store(true, Ordering::Relaxed);
@@ -723,10 +798,14 @@ async fn write_request<W: AsyncWrite + Unpin>(
 }
 
 /// One chunk of the body as `STDIN` records, header and data in one vectored write.
-async fn write_stdin<W: AsyncWrite + Unpin>(w: &mut W, mut data: Bytes) -> std::io::Result<()> {
+async fn write_stdin<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    id: u16,
+    mut data: Bytes,
+) -> std::io::Result<()> {
     while !data.is_empty() {
         let piece = data.split_to(data.len().min(codec::MAX_CONTENT));
-        let header = codec::header(codec::STDIN, REQUEST_ID, piece.len());
+        let header = codec::header(codec::STDIN, id, piece.len());
         let mut buf = Buf::chain(&header[..], piece);
         w.write_all_buf(&mut buf).await?;
     }
@@ -767,9 +846,11 @@ async fn read_response<R: AsyncRead + Unpin>(
             // Management records (GET_VALUES_RESULT, UNKNOWN_TYPE): not ours to act on.
             continue;
         }
-        if id != REQUEST_ID {
+        if id != st.id {
+            // Left over from an earlier request on this connection, or made up.
             return Err(proto(&format!(
-                "record for request id {id}, ours is {REQUEST_ID}"
+                "record for request id {id}, ours is {}",
+                st.id
             )));
         }
         match kind {
@@ -787,11 +868,7 @@ async fn read_response<R: AsyncRead + Unpin>(
                                 return Err(Failure::Gone);
                             }
                         }
-                        Err(e) => {
-                            return Err(Failure::Worker(format!(
-                                "the FastCGI application's response is not a CGI response: {e}"
-                            )))
-                        }
+                        Err(e) => return Err(Failure::Malformed(e)),
                     }
                 } else if job.tx.send(Ok(Frame::data(content))).await.is_err() {
                     return Err(Failure::Gone);
@@ -808,6 +885,46 @@ async fn read_response<R: AsyncRead + Unpin>(
     }
 }
 
+/// After `ABORT_REQUEST` for a client that has gone: reads and discards what the worker
+/// still sends (its stderr still goes to the log) until its `END_REQUEST`, the
+/// connection closing, or anything unexpected (true), or `deadline` (false).
+async fn wait_end<R: AsyncRead + Unpin>(
+    r: &mut R,
+    st: &mut Reading,
+    deadline: Instant,
+    call_id: &str,
+) -> bool {
+    tokio::time::timeout_at(deadline.into(), async {
+        loop {
+            let rec = match st.dec.next_record() {
+                Ok(Some(rec)) => rec,
+                Ok(None) => match r.read_buf(st.dec.buf_mut()).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                },
+                Err(_) => return,
+            };
+            if rec.id == 0 {
+                continue;
+            }
+            if rec.id != st.id {
+                return;
+            }
+            match rec.kind {
+                codec::STDOUT => {}
+                codec::STDERR => {
+                    let mut emit =
+                        |l: &[u8]| logging::handler_line("stderr", l, st.prefix, call_id);
+                    st.log.push(&rec.content, &mut emit);
+                }
+                _ => return,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// Reads and discards the rest of a request body, within bounds.
 async fn drain(mut body: Body, idle: Duration, until: Instant) {
     let _ = tokio::time::timeout_at(until.into(), async {
@@ -819,6 +936,14 @@ async fn drain(mut body: Body, idle: Duration, until: Instant) {
 fn bad_gateway(why: &str) -> Response<Body> {
     tracing::warn!("FastCGI: {why}");
     body::text(StatusCode::BAD_GATEWAY, format!("{why}\n"))
+}
+
+/// The 502 for output that is not a CGI response: the details quote the application's
+/// output, which may be anything (a password in an error message), so the client gets a
+/// fixed text and the log the details.
+fn malformed(e: &cgi::HeadError) -> Response<Body> {
+    tracing::warn!("FastCGI: the application's response is not a CGI response, answering 502: {e}");
+    body::text(StatusCode::BAD_GATEWAY, cgi::MALFORMED)
 }
 
 #[cfg(test)]

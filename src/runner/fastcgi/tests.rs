@@ -6,6 +6,10 @@ use crate::cli::{parse, Action};
 use std::collections::HashMap;
 use tokio::net::UnixListener;
 
+/// The id the first request on a connection gets; scripted replies are written with it
+/// and renumbered by [`serve`] for later requests.
+const REQUEST_ID: u16 = 1;
+
 fn runner(sock: &std::path::Path, extra: &[(&str, &str)]) -> FastCgi {
     let mut env: HashMap<String, String> = [
         ("mode", "fastcgi"),
@@ -43,6 +47,7 @@ fn serve(listener: UnixListener, reply: Reply) {
             tokio::spawn(async move {
                 let mut dec = Decoder::new();
                 let mut params = Vec::new();
+                let mut id = REQUEST_ID;
                 loop {
                     let rec = match dec.next_record() {
                         Ok(Some(r)) => r,
@@ -53,11 +58,12 @@ fn serve(listener: UnixListener, reply: Reply) {
                         Err(_) => return,
                     };
                     match rec.kind {
+                        codec::BEGIN_REQUEST => id = rec.id,
                         codec::PARAMS => params.extend_from_slice(&rec.content),
                         codec::STDIN if rec.content.is_empty() => {
                             let map = decode_pairs(&params);
                             params.clear();
-                            if s.write_all(&reply(&map)).await.is_err() {
+                            if s.write_all(&renumber(reply(&map), id)).await.is_err() {
                                 return;
                             }
                         }
@@ -67,6 +73,21 @@ fn serve(listener: UnixListener, reply: Reply) {
             });
         }
     });
+}
+
+/// `out` with the id of each record written for [`REQUEST_ID`] set to `id`, as far as it
+/// is made of whole version-1 records.
+fn renumber(mut out: Vec<u8>, id: u16) -> Vec<u8> {
+    let mut at = 0;
+    while at + 8 <= out.len() && out[at] == 1 {
+        if out[at + 2..at + 4] == REQUEST_ID.to_be_bytes() {
+            out[at + 2..at + 4].copy_from_slice(&id.to_be_bytes());
+        }
+        at += 8
+            + usize::from(u16::from_be_bytes([out[at + 4], out[at + 5]]))
+            + usize::from(out[at + 6]);
+    }
+    out
 }
 
 fn decode_pairs(mut b: &[u8]) -> HashMap<String, String> {
@@ -113,6 +134,7 @@ fn ctx() -> Ctx {
     Ctx {
         write_deadline: Instant::now() + Duration::from_secs(10),
         call_id: String::new(),
+        slot: None,
     }
 }
 

@@ -7,7 +7,9 @@
 //! its exit. A worker that dies is replaced, after an exponential backoff (100 ms
 //! doubling to 5 s) when it died within a second of starting, so a broken `fprocess`
 //! does not spin. Health fails while no worker is alive. On shutdown, after the
-//! drain, every group gets SIGTERM, and SIGKILL 5 s later.
+//! drain, every group gets SIGTERM, and SIGKILL 5 s later; if the watchdog dies without
+//! a shutdown (SIGKILL), the kernel kills each worker (parent-death signal, set by
+//! [`Program::tied_to_us`]).
 //!
 //! Recycling (`pool_max_requests`): with one shared socket the watchdog cannot steer a
 //! request to a given worker, so the worker counts for itself: it gets
@@ -60,7 +62,10 @@ pub struct Workers {
 impl Workers {
     /// Creates the private socket the workers will share.
     pub fn new(cfg: &Config) -> Result<Workers, String> {
-        let program = Program::new(&cfg.fprocess).map_err(|e| format!("invalid fprocess: {e}"))?;
+        // Tied to our life: a worker must not outlive a watchdog that was SIGKILLed.
+        let program = Program::new(&cfg.fprocess)
+            .map_err(|e| format!("invalid fprocess: {e}"))?
+            .tied_to_us();
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -221,6 +226,44 @@ impl Workers {
         }
     }
 
+    /// SIGKILLs the worker at the other end of our connection `conn`, if it is one of
+    /// ours (its supervisor replaces it). A worker's own children (php-cgi with
+    /// `PHP_FCGI_CHILDREN`) are in its group; only the one holding the connection goes.
+    pub fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>) {
+        let leaders: Vec<i32> = self.pids().iter().copied().filter(|p| *p != 0).collect();
+        let found = super::peer::peer_inode(conn).map(|ino| {
+            let members = group_members(&leaders);
+            super::peer::holders(ino, members.iter().map(|(pid, _)| *pid))
+                .into_iter()
+                .filter_map(|pid| members.iter().find(|(p, _)| *p == pid).copied())
+                .collect::<Vec<_>>()
+        });
+        match found {
+            Ok(holders) if holders.is_empty() => {
+                tracing::debug!("FastCGI: the worker of an overdue request has already gone")
+            }
+            Ok(holders) => {
+                for (pid, group) in holders {
+                    tracing::warn!(
+                        "FastCGI worker (pid {pid}) still busy with a request past its deadline: SIGKILL"
+                    );
+                    if pid == group {
+                        // The leader: through the reaper, which knows its id is still ours.
+                        process::signal_group(group, Signal::SIGKILL);
+                    } else {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                "FastCGI: cannot tell which worker has an overdue request ({e}); it keeps running"
+            ),
+        }
+    }
+
     /// SIGTERM to every worker's group, SIGKILL to those still alive 5 s later.
     pub async fn stop(&self) {
         let pids: Vec<i32> = {
@@ -259,4 +302,26 @@ impl Drop for Workers {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `(pid, process group)` of every process in one of `groups`.
+fn group_members(groups: &[i32]) -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The name may hold spaces and parentheses; the fields follow the last ")":
+        // state, ppid, pgrp.
+        let pgrp = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok());
+        if let Some(g) = pgrp.filter(|g| groups.contains(g)) {
+            out.push((pid, g));
+        }
+    }
+    out
 }
