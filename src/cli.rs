@@ -67,6 +67,8 @@ pub const SETTINGS: &[Setting] = &[
         "Content-Type of fork-mode responses (classic: echo the request's when unset)"),
     setting!("static_path", "static-path", ["static_path"], "/home/app/public", Value,
         "folder served in static mode"),
+    setting!("static_hidden_files", "static-hidden-files", ["static_hidden_files"], "false", Bool,
+        "static mode: serve path segments starting with . (/.well-known/ always is)"),
     setting!("suppress_lock", "suppress-lock", ["suppress_lock"], "false", Bool,
         "do not write the lock file; health then does not require it"),
     setting!("http_buffer_req_body", "http-buffer-req-body", ["buffer_http", "http_buffer_req_body"], "false", Bool,
@@ -152,6 +154,11 @@ impl Raw {
     pub fn get(&self, id: &str) -> Option<&RawValue> {
         self.values.iter().find(|(k, _)| *k == id).map(|(_, v)| v)
     }
+
+    /// Every setting given, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &RawValue)> {
+        self.values.iter().map(|(k, v)| (*k, v))
+    }
 }
 
 /// What the command line asks for.
@@ -220,6 +227,22 @@ fn normalise(arg: String) -> String {
     }
 }
 
+/// `a, b,,c` → `[a, b, c]`. A value that names nothing (`" "`, `","`) stays whole, so
+/// that config can refuse it by its spelling instead of reading it as "unset".
+fn split_list(v: String) -> Vec<String> {
+    let names: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        vec![v]
+    } else {
+        names
+    }
+}
+
 /// Parses the command line and the environment (through `env`, so tests need not touch
 /// the process environment).
 pub fn parse<I>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Action, clap::Error>
@@ -247,12 +270,7 @@ where
                 .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (name, v)))
                 .map(|(name, v)| RawValue {
                     values: match s.kind {
-                        Kind::List => v
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|x| !x.is_empty())
-                            .map(str::to_owned)
-                            .collect(),
+                        Kind::List => split_list(v),
                         _ => vec![v],
                     },
                     source: Source::Env(name),
@@ -330,6 +348,14 @@ mod tests {
             raw.get("api_key_secret").expect("set").values,
             ["a", "b", "c"]
         );
+        for names_nothing in [" ", ",", " , ", "\t"] {
+            let raw = run(&[], &[("api_key_secret", names_nothing)]);
+            assert_eq!(
+                raw.get("api_key_secret").expect("present").values,
+                [names_nothing],
+                "kept whole so config can refuse it"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod adversarial_input;
 mod auth;
 mod cgi;
 mod docker;
