@@ -3,7 +3,8 @@
 //! that leave their prefix, credentials meant for a proxy, dotfiles, and secrets that are
 //! not files. Each test's doc comment holds the reproduction that broke it.
 
-use std::time::Duration;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use crate::util::{eventually, request, watchdog, TempDir};
 
@@ -408,4 +409,208 @@ fn numbers_past_their_limit_are_exit_2_naming_the_setting_never_a_panic() {
         .env("write_timeout", "2562047h47m16.854775807s")
         .start();
     assert_eq!(w.post("/", b"hi").text(), "hi");
+}
+
+const OLD_KEY: &str = "old-key-4f1c9a7e2b";
+
+fn secrets_dir(content: &str) -> TempDir {
+    let d = TempDir::new();
+    std::fs::write(d.path().join("api-key"), content).expect("write secret");
+    d
+}
+
+fn keyed(dir: &TempDir, reload: &str) -> crate::util::Watchdog {
+    watchdog()
+        .fprocess("echo ok")
+        .env("api_key_secret", "api-key")
+        .env("secrets_dir", dir.path().display().to_string())
+        .env("secret_reload_interval", reload)
+        .start()
+}
+
+fn status_with(port: u16, key: &str) -> u16 {
+    request(port, "POST", "/", &[("X-Api-Key", key)], b"x").status
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Makes a file (or FIFO, or link) at the path it is given.
+type Maker = Box<dyn Fn(&std::path::Path)>;
+
+/// Puts `what` at `dir/api-key` the atomic way (rename over it).
+fn swap_in(dir: &TempDir, what: impl FnOnce(&std::path::Path)) {
+    let tmp = dir.path().join(".incoming");
+    let _ = std::fs::remove_file(&tmp);
+    what(&tmp);
+    std::fs::rename(&tmp, dir.path().join("api-key")).expect("rename over the secret");
+}
+
+fn mkfifo(p: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mkfifo {}", p.display());
+}
+
+/// Reproduction: `secret_reload_interval=1ms`, a writer that rewrites the secret in place
+/// with 8 bytes, pauses, then writes the rest: the 8-byte half key was accepted (249 of
+/// 1,000 requests) until the next reload.
+#[test]
+fn a_slow_in_place_writer_never_gets_half_a_key_accepted() {
+    let d = secrets_dir(&format!("{OLD_KEY}\n"));
+    let w = keyed(&d, "1ms");
+    let mut old = OLD_KEY.to_owned();
+    for round in 0..3 {
+        let new = format!("new-key-{round}-7d2e91c04a");
+        let half = &new[..8];
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(d.path().join("api-key"))
+            .expect("open in place");
+        f.write_all(half.as_bytes()).expect("first 8 bytes");
+        f.flush().expect("flush");
+        let pause = Instant::now();
+        let mut tries = 0;
+        while pause.elapsed() < Duration::from_millis(400) {
+            assert_eq!(
+                status_with(w.port, half),
+                401,
+                "round {round}: half key accepted"
+            );
+            assert_eq!(
+                status_with(w.port, &old),
+                200,
+                "round {round}: old key lost"
+            );
+            tries += 1;
+        }
+        f.write_all(&new.as_bytes()[8..]).expect("the rest");
+        f.write_all(b"\n").expect("newline");
+        drop(f);
+        assert!(tries > 10, "only {tries} tries during the pause");
+        assert!(
+            eventually(Duration::from_secs(4), || status_with(w.port, &new) == 200),
+            "round {round}: the complete key never applied:\n{}",
+            w.log()
+        );
+        assert_eq!(status_with(w.port, half), 401);
+        assert_eq!(
+            status_with(w.port, &old),
+            401,
+            "round {round}: old key not revoked"
+        );
+        old = new;
+    }
+    assert!(!w.log().contains("new-key-"), "a key reached the log");
+}
+
+/// Reproduction: `secrets_dir=/dev api_key_secret=zero fwatchdog` never listened and grew
+/// past 3.5 GB in 4 s; a FIFO as the secret blocked startup forever in `open()`; a 2 GiB
+/// sparse file was read whole.
+#[test]
+fn a_secret_that_is_not_a_small_regular_file_stops_startup() {
+    let d = TempDir::new();
+    mkfifo(&d.path().join("fifo"));
+    let sparse = std::fs::File::create(d.path().join("sparse")).expect("create");
+    sparse.set_len(2 << 30).expect("2 GiB sparse");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            d.path().to_str().expect("utf8"),
+            "fifo",
+            "not a regular file",
+        ),
+        ("/dev", "zero", "not a regular file"),
+        (
+            d.path().to_str().expect("utf8"),
+            "sparse",
+            "larger than 64 KiB",
+        ),
+    ];
+    for (dir, name, why) in cases {
+        let started = Instant::now();
+        let (status, out) = watchdog()
+            .fprocess("cat")
+            .env("secrets_dir", dir)
+            .env("api_key_secret", name)
+            .run(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(2), "{dir}/{name}: {out}");
+        let path = format!("{dir}/{name}");
+        assert!(out.contains(&path) && out.contains(why), "{path}: {out}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{path}: slow");
+    }
+}
+
+/// Reproduction: with `secret_reload_interval=100ms`, a FIFO renamed over the secret
+/// blocked the reload thread in `open()` forever, silently, so a key revoked afterwards
+/// kept working (6 s later the revoked key still got 200, the new one 401); `/dev/zero`
+/// or a 2 GiB sparse file swapped in grew RSS by ~270 MB/s.
+#[test]
+fn hostile_files_swapped_in_keep_the_last_keys_and_memory_small() {
+    let d = secrets_dir(&format!("{OLD_KEY}\n"));
+    let w = keyed(&d, "100ms");
+    let base = rss_kib(w.pid());
+    let mut current = OLD_KEY.to_owned();
+    let steps: Vec<(&str, Maker, &str)> = vec![
+        ("fifo", Box::new(mkfifo), "not a regular file"),
+        (
+            "/dev/zero",
+            Box::new(|p| std::os::unix::fs::symlink("/dev/zero", p).expect("symlink")),
+            "not a regular file",
+        ),
+        (
+            "2 GiB sparse",
+            Box::new(|p| {
+                let f = std::fs::File::create(p).expect("create");
+                f.set_len(2 << 30).expect("sparse");
+            }),
+            "larger than 64 KiB",
+        ),
+    ];
+    for (i, (what, make, why)) in steps.into_iter().enumerate() {
+        let warned = w.log().matches(why).count();
+        swap_in(&d, make);
+        assert!(
+            eventually(Duration::from_secs(3), || w.log().matches(why).count()
+                > warned),
+            "{what}: no warning saying {why:?}:\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            status_with(w.port, &current),
+            200,
+            "{what}: last good key lost"
+        );
+        let rss = rss_kib(w.pid());
+        assert!(
+            rss < base + 32 * 1024,
+            "{what}: RSS grew from {base} KiB to {rss} KiB"
+        );
+        // Rotation still works afterwards, and the revoked key stops working.
+        let next = format!("rotated-{i}-b83d0c51e6");
+        swap_in(&d, |p| {
+            std::fs::write(p, format!("{next}\n")).expect("write")
+        });
+        assert!(
+            eventually(Duration::from_secs(4), || status_with(w.port, &next) == 200),
+            "{what}: the new key never applied:\n{}",
+            w.log()
+        );
+        assert_eq!(
+            status_with(w.port, &current),
+            401,
+            "{what}: revoked key still works"
+        );
+        current = next;
+    }
 }
