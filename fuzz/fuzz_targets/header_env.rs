@@ -87,7 +87,9 @@ fuzz_target!(|data: &[u8]| {
         .keys()
         .filter(|n| passes(&env_name(n.as_str()), hidden_var.as_deref()))
         .collect();
-    assert!(kept.iter().all(|n| *n != "proxy" && Some(*n) != opts.hidden));
+    assert!(kept
+        .iter()
+        .all(|n| *n != "proxy" && Some(*n) != opts.hidden));
     assert!(env.len() >= kept.len());
     for (name, (var, value)) in kept.iter().zip(&env) {
         assert_eq!(*var, env_name(name.as_str()));
