@@ -8,11 +8,21 @@
 //! HMAC-SHA-256 digests of the keys under a per-process random key. A presented value is
 //! digested the same way and compared against every digest with `subtle`, so the time
 //! taken depends neither on where the values differ nor on the key's length.
+//!
+//! A secret file is read the careful way, because whoever can put a file there can
+//! otherwise hang or bloat us: opened without blocking (a FIFO cannot stall the open),
+//! required to be a regular file (not `/dev/zero`), at most 64 KiB, unchanged in size and
+//! mtime across the read, and within a deadline. A file rewritten in place is used only
+//! once it has read the same for [`SETTLE`], so a half-written key is never accepted;
+//! a file replaced by a rename (the Kubernetes `..data` swap) is complete when it appears
+//! and is used at once. Whatever goes wrong, the last good keys stay in force.
 
 use std::fmt;
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
@@ -57,13 +67,30 @@ pub fn parse_keys(content: &[u8]) -> Vec<Key> {
         .collect()
 }
 
+/// The largest secret file read. Keys are a few dozen bytes; anything this big is a
+/// mistake, and reading it would cost memory an attacker may be counting on.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+/// How long one read of the secrets may take, at startup and for each reload.
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// A file rewritten in place is used once it has read the same for this long.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// One named secret and where it was found.
 struct Secret {
     name: String,
     path: PathBuf,
     digests: Vec<Digest>,
-    /// Set after a failed reload has been logged, so it is logged once.
-    warned: bool,
+    /// `(dev, ino)` of the file the keys came from: the same file changed in place must
+    /// settle; a file renamed over it is used at once.
+    file: (u64, u64),
+    /// A change to the same file not used yet: its content's digest, and since when it
+    /// has read that way.
+    pending: Option<(Digest, Instant)>,
+    /// Why the last reload could not use the file, once logged; `None` when it could.
+    problem: Option<String>,
+    /// Set when the file went bad: whatever appears next may be half written, even a
+    /// new file, so it must settle too.
+    must_settle: bool,
 }
 
 struct Inner {
@@ -91,18 +118,108 @@ impl fmt::Debug for ApiKeys {
     }
 }
 
-/// Why a secret could not be used; never includes its content.
-fn read_secret(path: &Path) -> Result<Vec<Key>, String> {
-    match std::fs::read(path) {
-        Ok(content) => {
-            let keys = parse_keys(&content);
-            if keys.is_empty() {
-                Err("holds no key (empty or whitespace only)".into())
-            } else {
-                Ok(keys)
+/// What one careful read of a secret file found.
+struct Snapshot {
+    keys: Vec<Key>,
+    /// The whole content, to tell an unchanged file from a changed one.
+    content: Key,
+    file: (u64, u64),
+}
+
+/// Why a read gave no keys; never includes the file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unread {
+    /// Missing, unreadable, not a regular file, too big or empty: the message says which.
+    Refused(String),
+    /// Its size or mtime changed while it was read: try again soon.
+    Changing,
+}
+
+/// Reads a secret file without trusting it: a non-blocking open (a FIFO cannot stall
+/// it), `fstat` on the open file (a regular file, at most [`MAX_SECRET_BYTES`]), a
+/// capped read, and the same size and mtime after the read as before.
+fn read_secret(path: &Path) -> Result<Snapshot, Unread> {
+    let refused = |e: std::io::Error| Unread::Refused(e.to_string());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(refused)?;
+    let before = file.metadata().map_err(refused)?;
+    if !before.file_type().is_file() {
+        return Err(Unread::Refused(
+            "not a regular file (a device, FIFO, socket or folder)".into(),
+        ));
+    }
+    let too_big = || {
+        Unread::Refused(format!(
+            "larger than {} KiB: a key file holds a few keys",
+            MAX_SECRET_BYTES / 1024
+        ))
+    };
+    if before.len() > MAX_SECRET_BYTES {
+        return Err(too_big());
+    }
+    let mut content = Key(Vec::with_capacity(before.len() as usize));
+    (&file)
+        .take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut content.0)
+        .map_err(refused)?;
+    if content.0.len() as u64 > MAX_SECRET_BYTES {
+        return Err(too_big());
+    }
+    let after = file.metadata().map_err(refused)?;
+    if after.len() != before.len()
+        || content.0.len() as u64 != after.len()
+        || after.mtime() != before.mtime()
+        || after.mtime_nsec() != before.mtime_nsec()
+    {
+        return Err(Unread::Changing);
+    }
+    let keys = parse_keys(&content.0);
+    if keys.is_empty() {
+        return Err(Unread::Refused(
+            "holds no key (empty or whitespace only)".into(),
+        ));
+    }
+    Ok(Snapshot {
+        keys,
+        content,
+        file: (after.dev(), after.ino()),
+    })
+}
+
+/// [`read_secret`] at startup: on its own thread, so a file system that hangs the read
+/// cannot hang the start, retried while the file is changing, all within
+/// [`READ_DEADLINE`].
+fn read_at_startup(path: &Path) -> Result<Snapshot, String> {
+    let give_up = Instant::now() + READ_DEADLINE;
+    loop {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_secret(&p));
+        });
+        let left = give_up.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(snap)) => return Ok(snap),
+            Ok(Err(Unread::Refused(why))) => return Err(why),
+            Ok(Err(Unread::Changing)) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Err(Unread::Changing)) => {
+                return Err(format!(
+                    "kept changing while being read for {}",
+                    crate::config::format_duration(READ_DEADLINE)
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "could not be read within {}",
+                    crate::config::format_duration(READ_DEADLINE)
+                ))
             }
         }
-        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -141,8 +258,8 @@ impl ApiKeys {
                     }
                     _ => {
                         // It exists: this is the one, usable or not.
-                        match read_secret(&path) {
-                            Ok(keys) => found = Some((path, keys)),
+                        match read_at_startup(&path) {
+                            Ok(snap) => found = Some((path, snap)),
                             Err(why) => tried.push(format!("{} ({why})", path.display())),
                         }
                         break;
@@ -150,13 +267,20 @@ impl ApiKeys {
                 }
             }
             match found {
-                Some((path, keys)) => {
-                    let digests = keys.iter().map(|k| mac(&inner.mac_key, &k.0)).collect();
+                Some((path, snap)) => {
+                    let digests = snap
+                        .keys
+                        .iter()
+                        .map(|k| mac(&inner.mac_key, &k.0))
+                        .collect();
                     secrets.push(Secret {
                         name: name.clone(),
                         path,
                         digests,
-                        warned: false,
+                        file: snap.file,
+                        pending: None,
+                        problem: None,
+                        must_settle: false,
                     });
                 }
                 None => failures.push(format!(
@@ -228,39 +352,76 @@ impl ApiKeys {
     }
 
     /// Re-reads every secret file (following symlinks, so Kubernetes' atomic `..data`
-    /// swap is seen). A file that is now missing, unreadable or empty keeps its last good
-    /// keys and is warned about once until it recovers.
-    pub fn reload(&self) {
+    /// swap is seen). A file that is now missing, unreadable, empty, not a regular file
+    /// or too big keeps its last good keys and is warned about once per problem; a file
+    /// changed in place is used once it has read the same for [`SETTLE`]. Returns true
+    /// when a change is waiting to settle, so the caller looks again soon.
+    pub fn reload(&self) -> bool {
         let mut secrets = lock(&self.inner.secrets);
         let mut changed = false;
+        let mut waiting = false;
         for s in secrets.iter_mut() {
-            match read_secret(&s.path) {
-                Ok(keys) => {
-                    let digests: Vec<Digest> = keys
-                        .iter()
-                        .map(|k| mac(&self.inner.mac_key, &k.0))
-                        .collect();
-                    if digests != s.digests {
-                        tracing::info!(
-                            "API key secret {} reloaded from {}",
-                            s.name,
-                            s.path.display()
-                        );
-                        s.digests = digests;
-                        changed = true;
-                    }
-                    s.warned = false;
+            let snap = match read_secret(&s.path) {
+                Ok(snap) => snap,
+                Err(Unread::Changing) => {
+                    waiting = true;
+                    continue;
                 }
-                Err(why) => {
-                    if !s.warned {
+                Err(Unread::Refused(why)) => {
+                    if s.problem.as_ref() != Some(&why) {
                         tracing::warn!(
                             "API key secret {} could not be reloaded from {}: {why}; keeping the last good keys",
                             s.name,
                             s.path.display()
                         );
-                        s.warned = true;
+                        s.problem = Some(why);
                     }
+                    s.pending = None;
+                    s.must_settle = true;
+                    continue;
                 }
+            };
+            let digests: Vec<Digest> = snap
+                .keys
+                .iter()
+                .map(|k| mac(&self.inner.mac_key, &k.0))
+                .collect();
+            if s.problem.take().is_some() {
+                tracing::info!(
+                    "API key secret {} is readable again at {}",
+                    s.name,
+                    s.path.display()
+                );
+            }
+            if digests == s.digests {
+                s.file = snap.file;
+                s.pending = None;
+                s.must_settle = false;
+                continue;
+            }
+            // A new file put in place of a good one was complete before it got there.
+            // The same file changed (or a file back after a problem) may still be
+            // being written: it must read the same for SETTLE first.
+            let seen = mac(&self.inner.mac_key, &snap.content.0);
+            let replaced = snap.file != s.file && !s.must_settle;
+            let settled = replaced
+                || matches!(s.pending, Some((p, since)) if p == seen && since.elapsed() >= SETTLE);
+            if settled {
+                tracing::info!(
+                    "API key secret {} reloaded from {}",
+                    s.name,
+                    s.path.display()
+                );
+                s.digests = digests;
+                s.file = snap.file;
+                s.pending = None;
+                s.must_settle = false;
+                changed = true;
+            } else {
+                if !matches!(s.pending, Some((p, _)) if p == seen) {
+                    s.pending = Some((seen, Instant::now()));
+                }
+                waiting = true;
             }
         }
         if changed {
@@ -274,22 +435,56 @@ impl ApiKeys {
                 .write()
                 .unwrap_or_else(|e| e.into_inner()) = Arc::new(all);
         }
+        waiting
     }
 
     /// Re-reads the secrets every `interval` for as long as the process lives.
     pub fn spawn_reloader(&self, interval: Duration) {
         let keys = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let k = keys.clone();
-                // File reads block; keep them off the request threads' hot path.
-                let _ = tokio::task::spawn_blocking(move || k.reload()).await;
-            }
+        tokio::spawn(reload_loop(interval, READ_DEADLINE, move || keys.reload()));
+    }
+}
+
+/// Calls `reload` (on a blocking thread: file reads block) every `interval`, sooner while
+/// a change is settling. A reload still running after `deadline` is reported once as
+/// stuck, and no other is started until it returns: the last good keys stay in force, and
+/// a file that hangs its reader costs one thread, not one per interval.
+async fn reload_loop<F>(interval: Duration, deadline: Duration, reload: F)
+where
+    F: Fn() -> bool + Clone + Send + 'static,
+{
+    let soon = interval.min(SETTLE / 4);
+    let mut wait = interval;
+    let mut stuck: Option<tokio::task::JoinHandle<bool>> = None;
+    loop {
+        tokio::time::sleep(wait).await;
+        let was_stuck = stuck.is_some();
+        let mut job = stuck.take().unwrap_or_else(|| {
+            let r = reload.clone();
+            tokio::task::spawn_blocking(r)
         });
+        match tokio::time::timeout(deadline, &mut job).await {
+            Ok(done) => {
+                if was_stuck {
+                    tracing::info!("Reloading the API key secrets finished again");
+                }
+                wait = if done.unwrap_or(false) {
+                    soon
+                } else {
+                    interval
+                };
+            }
+            Err(_) => {
+                if !was_stuck {
+                    tracing::warn!(
+                        "reloading the API key secrets has not finished within {} (a file that blocks its reader?); keeping the last good keys",
+                        crate::config::format_duration(deadline)
+                    );
+                }
+                stuck = Some(job);
+                wait = interval;
+            }
+        }
     }
 }
 
@@ -431,12 +626,19 @@ mod tests {
         assert!(k.check(&headers(&["k2"])));
     }
 
+    /// Puts `content` at `dir/name` the atomic way: a new file renamed over the old.
+    fn swap_in(dir: &Path, name: &str, content: &str) {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+
     #[test]
     fn reload_applies_new_keys_and_keeps_old_on_failure() {
         let dir = dir_with(&[("s", "old")]);
         let k = keys(&dir, &["s"]).expect("load");
-        std::fs::write(dir.join("s"), "new\n").expect("write");
-        k.reload();
+        swap_in(&dir, "s", "new\n");
+        assert!(!k.reload(), "a file renamed into place is complete");
         assert!(k.check(&headers(&["new"])));
         assert!(!k.check(&headers(&["old"])));
         std::fs::remove_file(dir.join("s")).expect("rm");
@@ -448,5 +650,90 @@ mod tests {
             k.check(&headers(&["new"])),
             "empty file keeps last good keys"
         );
+        // After a problem even a new file may still be being written: it settles first.
+        swap_in(&dir, "s", "newer\n");
+        assert!(k.reload(), "waiting");
+        assert!(k.check(&headers(&["new"])) && !k.check(&headers(&["newer"])));
+    }
+
+    #[test]
+    fn a_file_changed_in_place_is_used_only_once_it_has_settled() {
+        let dir = dir_with(&[("s", "old-key")]);
+        let k = keys(&dir, &["s"]).expect("load");
+        // A slow writer, half way: the first 8 bytes of the new key.
+        std::fs::write(dir.join("s"), "new-key-").expect("half");
+        for _ in 0..3 {
+            assert!(k.reload(), "a change is waiting");
+            assert!(!k.check(&headers(&["new-key-"])), "half a key accepted");
+            assert!(k.check(&headers(&["old-key"])));
+        }
+        std::fs::write(dir.join("s"), "new-key-complete\n").expect("whole");
+        assert!(k.reload());
+        assert!(!k.check(&headers(&["new-key-complete"])), "not settled yet");
+        std::thread::sleep(SETTLE + Duration::from_millis(20));
+        assert!(!k.reload(), "settled");
+        assert!(k.check(&headers(&["new-key-complete"])));
+        assert!(!k.check(&headers(&["old-key"])) && !k.check(&headers(&["new-key-"])));
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let dir = dir_with(&[("ok", "k\n")]);
+        assert!(read_secret(&dir.join("ok")).is_ok());
+        let refused = |p: &Path| match read_secret(p) {
+            Err(Unread::Refused(why)) => why,
+            Ok(_) => panic!("{} was read", p.display()),
+            Err(e) => panic!("{}: {e:?}", p.display()),
+        };
+        assert!(refused(Path::new("/dev/zero")).contains("not a regular file"));
+        assert!(refused(&dir).contains("not a regular file"));
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        // Would block forever in open() without O_NONBLOCK (no writer).
+        assert!(refused(&fifo).contains("not a regular file"));
+        let big = std::fs::File::create(dir.join("sparse")).expect("create");
+        big.set_len(2 << 30).expect("sparse 2 GiB");
+        assert!(refused(&dir.join("sparse")).contains("larger than 64 KiB"));
+        let edge = format!("{}\n", "k".repeat(MAX_SECRET_BYTES as usize - 1));
+        std::fs::write(dir.join("edge"), &edge).expect("64 KiB");
+        assert!(
+            read_secret(&dir.join("edge")).is_ok(),
+            "exactly 64 KiB is fine"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_reload_is_not_piled_up_on() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let c = calls.clone();
+        let reload = move || {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The first reload hangs, as on a file system that never answers.
+                let _ = lock(&gate).recv();
+            }
+            false
+        };
+        let task = tokio::spawn(reload_loop(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+            reload,
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "no reload while one is stuck"
+        );
+        release.send(()).expect("release");
+        let t = Instant::now();
+        while calls.load(Ordering::SeqCst) < 3 && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(calls.load(Ordering::SeqCst) >= 3, "reloads resume");
+        task.abort();
     }
 }

@@ -67,14 +67,16 @@ pub const SETTINGS: &[Setting] = &[
         "Content-Type of fork-mode responses (classic: echo the request's when unset)"),
     setting!("static_path", "static-path", ["static_path"], "/home/app/public", Value,
         "folder served in static mode"),
+    setting!("static_hidden_files", "static-hidden-files", ["static_hidden_files"], "false", Bool,
+        "static mode: serve path segments starting with . (/.well-known/ always is)"),
     setting!("suppress_lock", "suppress-lock", ["suppress_lock"], "false", Bool,
         "do not write the lock file; health then does not require it"),
     setting!("http_buffer_req_body", "http-buffer-req-body", ["buffer_http", "http_buffer_req_body"], "false", Bool,
         "http mode: read the whole request body first and send it with a Content-Length"),
     setting!("max_inflight", "max-inflight", ["max_inflight"], "0", Value,
-        "concurrent function requests allowed, more get 429; 0 = no limit"),
+        "concurrent function requests allowed (up to 1000000), more get 429; 0 = no limit"),
     setting!("max_queue", "max-queue", ["max_queue"], "0", Value,
-        "with max_inflight reached, up to this many requests wait in line (FIFO) for a slot instead of a 429; 0 = no queue"),
+        "with max_inflight reached, up to this many requests (at most 1000000) wait in line (FIFO) for a slot instead of a 429; 0 = no queue"),
     setting!("queue_timeout", "queue-timeout", ["queue_timeout"], "10s", Value,
         "longest wait in the max_queue line before a 429; > 0"),
     setting!("max_connections", "max-connections", ["max_connections"], "512", Value,
@@ -82,7 +84,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
         "prefix handler output lines with date, time and stdout:/stderr:"),
     setting!("log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,
-        "longest handler log line in bytes, longer lines are split; -1 = no limit"),
+        "longest handler log line in bytes (up to 1 GiB), longer lines are split; -1 = no limit"),
     setting!("log_callid", "log-callid", ["log_callid", "log_call_id"], "false", Bool,
         "append [<X-Call-Id>] to request log lines"),
     setting!("log_format", "log-format", ["log_format"], "text", Value,
@@ -116,7 +118,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("pool_size", "pool-size", ["pool_size"], "number of CPUs", Value,
         "fastcgi mode: workers spawned from fprocess, and the most connections open to the FastCGI server"),
     setting!("pool_max_requests", "pool-max-requests", ["pool_max_requests"], "0", Value,
-        "fastcgi mode: workers get PHP_FCGI_MAX_REQUESTS=N and exit after N requests, then are replaced; 0 = never"),
+        "fastcgi mode: workers get PHP_FCGI_MAX_REQUESTS=N (up to 2147483647) and exit after N requests, then are replaced; 0 = never"),
     setting!("script_filename", "script-filename", ["script_filename", "SCRIPT_FILENAME"], "—", Value,
         "fastcgi mode: the SCRIPT_FILENAME param (the script php-cgi or php-fpm runs)"),
 ];
@@ -153,6 +155,11 @@ pub struct Raw {
 impl Raw {
     pub fn get(&self, id: &str) -> Option<&RawValue> {
         self.values.iter().find(|(k, _)| *k == id).map(|(_, v)| v)
+    }
+
+    /// Every setting given, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &RawValue)> {
+        self.values.iter().map(|(k, v)| (*k, v))
     }
 }
 
@@ -222,6 +229,22 @@ fn normalise(arg: String) -> String {
     }
 }
 
+/// `a, b,,c` → `[a, b, c]`. A value that names nothing (`" "`, `","`) stays whole, so
+/// that config can refuse it by its spelling instead of reading it as "unset".
+fn split_list(v: String) -> Vec<String> {
+    let names: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.is_empty() {
+        vec![v]
+    } else {
+        names
+    }
+}
+
 /// Parses the command line and the environment (through `env`, so tests need not touch
 /// the process environment).
 pub fn parse<I>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Action, clap::Error>
@@ -249,12 +272,7 @@ where
                 .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (name, v)))
                 .map(|(name, v)| RawValue {
                     values: match s.kind {
-                        Kind::List => v
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|x| !x.is_empty())
-                            .map(str::to_owned)
-                            .collect(),
+                        Kind::List => split_list(v),
                         _ => vec![v],
                     },
                     source: Source::Env(name),
@@ -332,6 +350,14 @@ mod tests {
             raw.get("api_key_secret").expect("set").values,
             ["a", "b", "c"]
         );
+        for names_nothing in [" ", ",", " , ", "\t"] {
+            let raw = run(&[], &[("api_key_secret", names_nothing)]);
+            assert_eq!(
+                raw.get("api_key_secret").expect("present").values,
+                [names_nothing],
+                "kept whole so config can refuse it"
+            );
+        }
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Config {
     /// `None` = classic's echo of the request's Content-Type.
     pub content_type: Option<String>,
     pub static_path: PathBuf,
+    /// static mode: serve path segments starting with `.` (`/.well-known/` always is).
+    pub static_hidden_files: bool,
     pub suppress_lock: bool,
     pub lock_path: PathBuf,
     pub http_buffer_req_body: bool,
@@ -114,6 +116,8 @@ pub struct Config {
     pub write_debug: bool,
     pub max_body_bytes: Option<u64>,
     pub api_keys: Option<ApiKeys>,
+    /// Where the API-key secrets are looked up, in order.
+    pub secrets_dirs: Vec<PathBuf>,
     pub secret_reload_interval: Option<Duration>,
     /// fastcgi mode: the workers and how to reach them.
     pub fastcgi: FastCgiConfig,
@@ -151,6 +155,7 @@ pub const DEFAULT_SECRETS_DIRS: &[&str] = &["/var/openfaas/secrets", "/run/secre
 impl Config {
     /// Validates every setting and loads the API-key secrets.
     pub fn from_raw(raw: &Raw) -> Result<Config, ConfigError> {
+        refuse_blank(raw)?;
         let s = Settings(raw);
         let mode = match s.get("mode") {
             None => Mode::Streaming,
@@ -254,16 +259,11 @@ impl Config {
                 .map(|(v, _)| v)
                 .unwrap_or("/home/app/public"),
         );
+        let static_hidden_files = s.parse("static_hidden_files", false, parse_bool)?;
         let suppress_lock = s.parse("suppress_lock", false, parse_bool)?;
         let http_buffer_req_body = s.parse("http_buffer_req_body", false, parse_bool)?;
-        let max_inflight = s.parse("max_inflight", 0usize, |v| {
-            v.parse::<usize>()
-                .map_err(|_| "expected a non-negative integer".into())
-        })?;
-        let max_queue = s.parse("max_queue", 0usize, |v| {
-            v.parse::<usize>()
-                .map_err(|_| "expected a non-negative integer".into())
-        })?;
+        let max_inflight = s.parse("max_inflight", 0usize, |v| parse_count(v, MAX_SLOTS))?;
+        let max_queue = s.parse("max_queue", 0usize, |v| parse_count(v, MAX_SLOTS))?;
         if max_queue > 0 && max_inflight == 0 {
             let (v, src) = s
                 .get("max_queue")
@@ -290,10 +290,10 @@ impl Config {
                 return Ok(None);
             }
             match v.parse::<usize>() {
-                Ok(0) | Err(_) => {
-                    Err("expected a positive number of bytes, or -1 for no limit".into())
-                }
-                Ok(n) => Ok(Some(n)),
+                Ok(n) if (1..=MAX_LOG_LINE).contains(&n) => Ok(Some(n)),
+                _ => Err(format!(
+                    "expected a number of bytes from 1 to {MAX_LOG_LINE}, or -1 for no limit"
+                )),
             }
         })?;
         let log_callid = s.parse("log_callid", false, parse_bool)?;
@@ -352,16 +352,8 @@ impl Config {
             None => DEFAULT_SECRETS_DIRS.iter().map(PathBuf::from).collect(),
         };
         let api_keys = match raw.get("api_key_secret") {
-            Some(RawValue { values, source }) if !values.is_empty() => {
-                for name in values {
-                    if name.contains('/') || name == ".." || name == "." {
-                        return Err(invalid(
-                            source.clone(),
-                            name,
-                            "a secret name is a file name, not a path",
-                        ));
-                    }
-                }
+            Some(RawValue { values, source }) => {
+                check_secret_names(values, source)?;
                 Some(ApiKeys::load(
                     values,
                     &secrets_dirs,
@@ -369,7 +361,7 @@ impl Config {
                     api_key_forward,
                 )?)
             }
-            _ => None,
+            None => None,
         };
 
         Ok(Config {
@@ -386,6 +378,7 @@ impl Config {
             healthcheck_interval,
             content_type,
             static_path,
+            static_hidden_files,
             suppress_lock,
             lock_path: std::env::temp_dir().join(".lock"),
             http_buffer_req_body,
@@ -405,6 +398,7 @@ impl Config {
             write_debug,
             max_body_bytes,
             api_keys,
+            secrets_dirs,
             secret_reload_interval,
             fastcgi,
         })
@@ -452,7 +446,11 @@ impl Config {
             ));
         }
         if self.mode == Mode::Static {
-            out.push_str(&format!(" static_path={}", self.static_path.display()));
+            out.push_str(&format!(
+                " static_path={} static_hidden_files={}",
+                self.static_path.display(),
+                self.static_hidden_files
+            ));
         }
         if let Some(url) = &self.upstream_url {
             out.push_str(&format!(" upstream_url={url}"));
@@ -491,10 +489,19 @@ impl Config {
             out.push_str(" cgi=true");
         }
         if let Some(keys) = &self.api_keys {
+            let dirs: Vec<String> = self
+                .secrets_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
             out.push_str(&format!(
-                " api_key_secret={} api_key_header={}",
+                " api_key_secret={} api_key_header={} api_key_forward={} secrets_dir={} secret_reload_interval={}",
                 keys.names().join(","),
-                crate::runner::env::canonical_header(keys.header().as_str())
+                crate::runner::env::canonical_header(keys.header().as_str()),
+                keys.forward(),
+                dirs.join(","),
+                self.secret_reload_interval
+                    .map_or_else(|| "0 (never)".to_owned(), format_duration),
             ));
         }
         out
@@ -535,9 +542,10 @@ fn fastcgi_settings(s: &Settings<'_>) -> Result<FastCgiConfig, ConfigError> {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err("expected a number of workers from 1 to 1024".into()),
     })?;
-    let max_requests = s.parse("pool_max_requests", 0u64, |v| {
-        v.parse::<u64>()
-            .map_err(|_| "expected a non-negative integer (0 = never recycle)".into())
+    // php-cgi reads PHP_FCGI_MAX_REQUESTS into a C int.
+    let max_requests = s.parse("pool_max_requests", 0u64, |v| match v.parse::<u64>() {
+        Ok(n) if n <= i32::MAX as u64 => Ok(n),
+        _ => Err(format!("expected 0 (never recycle) to {}", i32::MAX)),
     })?;
     let script_filename = s.get("script_filename").map(|(v, _)| v.to_owned());
     Ok(FastCgiConfig {
@@ -563,6 +571,78 @@ fn parse_fastcgi_address(v: &str) -> Result<FastCgiAddress, String> {
         _ => Err("expected host:port (e.g. 127.0.0.1:9000) or a Unix socket path".into()),
     }
 }
+
+/// The most `max_inflight` slots and `max_queue` places: far above what one container
+/// can run or hold, far below what tokio's semaphore accepts (it panics past
+/// `usize::MAX >> 3`).
+pub const MAX_SLOTS: usize = 1_000_000;
+/// The longest `log_buffer_size` line, 1 GiB; `-1` is the way to say "no limit".
+pub const MAX_LOG_LINE: usize = 1 << 30;
+
+/// A count from 0 to `max`.
+fn parse_count(v: &str, max: usize) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("expected an integer from 0 to {max}")),
+    }
+}
+
+/// A setting that is present but blank (`port=" "`, `--secrets-dir ''`) is a mistake,
+/// not a request for the default: for a security setting, "unset" can mean "off". An
+/// environment variable that is empty (`port=`) still counts as unset.
+fn refuse_blank(raw: &Raw) -> Result<(), ConfigError> {
+    for (id, value) in raw.iter() {
+        if id == "api_key_secret" {
+            continue; // checked by name, with its own message
+        }
+        if let Some(v) = value.values.iter().find(|v| v.trim().is_empty()) {
+            return Err(invalid(
+                value.source.clone(),
+                v,
+                "blank: give a value, or leave the setting unset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each `api_key_secret` name is a file name; a value that names no file (`" "`, `","`,
+/// `--api-key-secret ''`) is refused, never read as "protection off".
+fn check_secret_names(names: &[String], source: &crate::cli::Source) -> Result<(), ConfigError> {
+    if names.is_empty() {
+        return Err(invalid(source.clone(), "", NAMES_NO_SECRET));
+    }
+    for name in names {
+        let trimmed = name.trim();
+        if trimmed.is_empty()
+            || trimmed
+                .bytes()
+                .all(|b| b == b',' || b.is_ascii_whitespace())
+        {
+            return Err(invalid(source.clone(), name, NAMES_NO_SECRET));
+        }
+        if name.contains('/') || name == ".." || name == "." {
+            return Err(invalid(
+                source.clone(),
+                name,
+                "a secret name is a file name, not a path",
+            ));
+        }
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        {
+            return Err(invalid(
+                source.clone(),
+                name,
+                "a secret name is a file name such as api-key (no spaces, commas or control characters)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+const NAMES_NO_SECRET: &str = "names no secret: give the name of a mounted secret file, or unset the setting to run without API-key protection";
 
 fn invalid(src: crate::cli::Source, value: &str, why: &str) -> ConfigError {
     ConfigError(format!("invalid {src}={value:?}: {why}"))
@@ -821,6 +901,94 @@ mod tests {
         for (k, v) in cases {
             let err = config(&[("fprocess", "cat"), (k, v)]).expect_err(k);
             assert!(err.0.contains(k) && err.0.contains(v), "{k}: {err}");
+        }
+    }
+
+    /// Every numeric setting, fed any number (or near-number): a configuration error
+    /// naming the setting, or values the runtime can use without a panic (tokio's
+    /// semaphore, `Instant` arithmetic, the line splitter).
+    mod numeric_bounds {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NUMERIC: &[&str] = &[
+            "port",
+            "metrics_port",
+            "read_timeout",
+            "write_timeout",
+            "exec_timeout",
+            "exec_kill_grace",
+            "healthcheck_interval",
+            "max_inflight",
+            "max_queue",
+            "queue_timeout",
+            "log_buffer_size",
+            "max_body_bytes",
+            "secret_reload_interval",
+            "pool_size",
+            "pool_max_requests",
+        ];
+
+        fn number() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<u128>().prop_map(|n| n.to_string()),
+                (0u32..64).prop_map(|b| (1u128 << b).to_string()),
+                (0u32..64).prop_map(|b| ((1u128 << b) + 1).to_string()),
+                Just((usize::MAX >> 3).to_string()),
+                Just(((usize::MAX >> 3) + 1).to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                (
+                    any::<u64>(),
+                    prop::sample::select(vec!["ns", "us", "ms", "s", "m", "h", "Ki", "Mi", "Gi"])
+                )
+                    .prop_map(|(n, u)| format!("{n}{u}")),
+                "[0-9]{1,40}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_number_is_refused_by_name_or_usable(
+                i in 0..NUMERIC.len(),
+                v in number(),
+                j in 0..NUMERIC.len(),
+                w in number(),
+            ) {
+                let env = [
+                    ("fprocess", "cat"),
+                    ("max_inflight", "1"),
+                    (NUMERIC[i], v.as_str()),
+                    (NUMERIC[j], w.as_str()),
+                ];
+                match config(&env) {
+                    Err(e) => prop_assert!(
+                        e.0.contains(NUMERIC[i]) || e.0.contains(NUMERIC[j])
+                            || e.0.contains("max_queue") || e.0.contains("write_timeout"),
+                        "{e}"
+                    ),
+                    Ok(c) => {
+                        prop_assert!(c.max_inflight <= MAX_SLOTS && c.max_queue <= MAX_SLOTS);
+                        let _ = crate::queue::Queue::new(c.max_inflight, c.max_queue, c.queue_timeout);
+                        let now = std::time::Instant::now();
+                        for d in [
+                            c.read_timeout,
+                            c.write_timeout,
+                            c.exec_timeout.unwrap_or_default(),
+                            c.exec_kill_grace,
+                            c.healthcheck_interval,
+                            c.queue_timeout,
+                            c.secret_reload_interval.unwrap_or_default(),
+                        ] {
+                            let _ = now + d + d;
+                            let _ = tokio::time::Instant::now() + d;
+                        }
+                        prop_assert!(c.log_buffer_size.is_none_or(|n| n <= MAX_LOG_LINE));
+                        prop_assert!(c.fastcgi.max_requests <= i32::MAX as u64);
+                        prop_assert!((1..=1024).contains(&c.fastcgi.pool_size));
+                    }
+                }
+            }
         }
     }
 

@@ -14,7 +14,8 @@ use fwatchdog::metrics::Metrics;
 use fwatchdog::runner::{files::Files, fork::Fork};
 use fwatchdog::service::{Runner, Shared};
 
-/// Every file outside the served folder holds this; no response may ever contain it.
+/// Every file outside the served folder, and every hidden file inside it (`.env`,
+/// `.git/config`), holds this; no response may ever contain it.
 pub const SECRET: &[u8] = b"SECRET-7f3a9c-OUTSIDE-STATIC-PATH";
 /// The API key of the protected configuration.
 pub const KEY: &str = "fuzz-key-2b7e151628aed2a6";
@@ -57,6 +58,14 @@ pub fn fixture() -> &'static Path {
         std::fs::write(public.join("a.txt"), "inside\n").expect("write");
         std::fs::write(public.join("sub/b.txt"), "b\n").expect("write");
         std::fs::write(public.join("sub/deeper/c.txt"), "c\n").expect("write");
+        // Hidden files: 404 unless static_hidden_files (off here); .well-known is served.
+        for d in [".git", "sub/.hidden", ".well-known"] {
+            std::fs::create_dir_all(public.join(d)).expect("mkdir");
+        }
+        for f in [".env", ".git/config", "sub/.hidden/x", "sub/.htpasswd"] {
+            std::fs::write(public.join(f), SECRET).expect("write");
+        }
+        std::fs::write(public.join(".well-known/x"), "well known\n").expect("write");
         let links: &[(&str, PathBuf)] = &[
             ("key", secret.join("key")),
             ("out", secret.clone()),

@@ -6,15 +6,18 @@
 //! Invariant: every variable is `Http_` plus a name with no `=` and no NUL, and no value
 //! holds a NUL (either would make the handler impossible to start, or let a client
 //! inject a variable). Each header kept appears as `env_name(header)` with its *first*
-//! value; `Proxy` and the hidden API-key header never appear; `Http_Method`, `Http_Path`,
-//! `Http_Query` and `Http_Host` come after every header so a header cannot override
-//! them; `cgi_headers=false` adds nothing.
+//! value; `Proxy`, the hidden API-key header and every header whose variable name is
+//! reserved (`Query:` → `Http_Query`, `Transfer_Encoding:`, ...) never appear; each
+//! reserved variable is set at most once, by the watchdog, after every header (so
+//! `Http_Query` exists only when the URL has a query); `cgi_headers=false` adds nothing.
 #![no_main]
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use fwatchdog::runner::env::{canonical_header, decoded_path, env_name, handler_env, EnvOptions};
+use fwatchdog::runner::env::{
+    canonical_header, decoded_path, env_name, handler_env, passes, EnvOptions, RESERVED,
+};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use libfuzzer_sys::fuzz_target;
 
@@ -78,11 +81,15 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Header-derived variables, in order, before the request-derived ones.
+    let hidden_var = opts.hidden.map(|h| env_name(h.as_str()));
     let kept: Vec<&HeaderName> = parts
         .headers
         .keys()
-        .filter(|n| *n != "proxy" && Some(*n) != opts.hidden)
+        .filter(|n| passes(&env_name(n.as_str()), hidden_var.as_deref()))
         .collect();
+    assert!(kept
+        .iter()
+        .all(|n| *n != "proxy" && Some(*n) != opts.hidden));
     assert!(env.len() >= kept.len());
     for (name, (var, value)) in kept.iter().zip(&env) {
         assert_eq!(*var, env_name(name.as_str()));
@@ -91,6 +98,12 @@ fuzz_target!(|data: &[u8]| {
         let canon = canonical_header(name.as_str());
         assert_eq!(canon.to_ascii_lowercase(), name.as_str());
         assert_eq!(canonical_header(&canon), canon);
+    }
+    for reserved in RESERVED {
+        assert!(
+            env.iter().filter(|(n, _)| n == reserved).count() <= 1,
+            "{reserved} set more than once"
+        );
     }
     let derived = &env[kept.len()..];
     assert!(derived.iter().all(|(n, _)| matches!(

@@ -5,8 +5,9 @@
 //! accept as a URI is skipped. The served folder holds symlinks out of it in every shape
 //! (absolute, relative, to a folder, to `..`, an `index.html` pointing out, a loop).
 //!
-//! Invariant: no response ever contains a byte of a file outside `static_path`, and
-//! every answer is one of 200, 206, 3xx, 304, 404, 405, 416 (never a 500 or a panic).
+//! Invariant: no response ever contains a byte of a file outside `static_path` or of a
+//! hidden file inside it (`.env`, `.git/config`: a segment starting with `.`), and every
+//! answer is one of 200, 206, 3xx, 304, 404, 405, 416 (never a 500 or a panic).
 #![no_main]
 
 #[path = "../common/mod.rs"]
@@ -57,6 +58,6 @@ fuzz_target!(|data: &[u8]| {
         !body
             .windows(common::SECRET.len())
             .any(|w| w == common::SECRET),
-        "{uri} served a file from outside static_path"
+        "{uri} served a file from outside static_path, or a hidden one"
     );
 });

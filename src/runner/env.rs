@@ -1,8 +1,9 @@
 //! The environment a fork-mode handler gets (§4.2): `Http_*` variables, CGI style.
 //!
-//! Header names become `Http_<Canonical_Name>`; the request-derived variables
-//! (`Http_Method`, `Http_Path`, ...) come after them so a client cannot override them
-//! with a header of the same name. A `Proxy:` header is never passed (httpoxy).
+//! Header names become `Http_<Canonical_Name>`. The names of the request-derived
+//! variables (`Http_Method`, `Http_Path`, `Http_Query`, ...) are reserved: a header that
+//! maps to one is dropped, so `Http_Query` exists only when the URL has a query, whatever
+//! the client sends. A `Proxy:` header is never passed (httpoxy).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -47,6 +48,25 @@ pub fn decoded_path(path: &str) -> Vec<u8> {
     out
 }
 
+/// Variables only the watchdog sets. A header mapping to one of them is dropped, even when
+/// the watchdog would not set it for this request (no query, not classic mode), so a
+/// client can never forge one. `Http_Proxy` is httpoxy: never set at all.
+pub const RESERVED: &[&str] = &[
+    "Http_Method",
+    "Http_Path",
+    "Http_Query",
+    "Http_Host",
+    "Http_Transfer_Encoding",
+    "Http_ContentLength",
+    "Http_Proxy",
+];
+
+/// Whether a header with this name is passed as a variable (`hidden` is the API-key
+/// header's variable name, when it must not be passed).
+pub fn passes(var: &str, hidden: Option<&str>) -> bool {
+    !RESERVED.contains(&var) && Some(var) != hidden
+}
+
 /// What else shapes the environment besides the request.
 pub struct EnvOptions<'a> {
     pub cgi_headers: bool,
@@ -62,12 +82,12 @@ pub fn handler_env(parts: &Parts, opts: &EnvOptions<'_>) -> Vec<(String, OsStrin
         return Vec::new();
     }
     let mut env: Vec<(String, OsString)> = Vec::with_capacity(parts.headers.keys_len() + 6);
-    // Compared by variable name, not header name: `X-Api_Key` and `Proxy` spelled any
-    // way that maps to the same variable must not get in either.
+    // Compared by variable name, not header name: `X-Api_Key`, `Proxy` or `Query`
+    // spelled any way that maps to the same variable must not get in either.
     let hidden = opts.hidden.map(|h| env_name(h.as_str()));
     for name in parts.headers.keys() {
         let var = env_name(name.as_str());
-        if var == "Http_Proxy" || Some(&var) == hidden.as_ref() {
+        if !passes(&var, hidden.as_deref()) {
             continue;
         }
         if let Some(first) = parts.headers.get(name) {
@@ -103,7 +123,6 @@ pub fn handler_env(parts: &Parts, opts: &EnvOptions<'_>) -> Vec<(String, OsStrin
     if let Some(n) = opts.content_length {
         env.push(("Http_ContentLength".into(), n.to_string().into()));
     }
-    // A variable set twice keeps its last value, so a header named `Method` loses.
     env
 }
 
@@ -170,11 +189,33 @@ mod tests {
         assert_eq!(get(&env, "Http_X_Multi").expect("multi"), "1");
         assert_eq!(get(&env, "Http_ContentLength").expect("cl"), "5");
         assert!(get(&env, "Http_Proxy").is_none());
-        let method_pos = env.iter().rposition(|(n, _)| n == "Http_Method");
-        let header_pos = env
-            .iter()
-            .position(|(n, v)| n == "Http_Method" && v == "FAKE");
-        assert!(header_pos < method_pos);
+        for reserved in RESERVED {
+            assert!(
+                env.iter().filter(|(n, _)| n == reserved).count() <= 1,
+                "{reserved} set once, by the watchdog: {env:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_with_reserved_names_are_dropped_even_when_the_variable_is_unset() {
+        let p = parts(
+            "/",
+            &[
+                ("query", "forged=1"),
+                ("transfer_encoding", "chunked"),
+                ("http-proxy", "kept: not reserved"),
+            ],
+        );
+        let opts = EnvOptions {
+            cgi_headers: true,
+            content_length: None,
+            hidden: None,
+        };
+        let env = handler_env(&p, &opts);
+        assert!(get(&env, "Http_Query").is_none(), "{env:?}");
+        assert!(get(&env, "Http_Transfer_Encoding").is_none(), "{env:?}");
+        assert!(get(&env, "Http_Http_Proxy").is_some(), "{env:?}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! methods other than GET and HEAD. It refuses `..` (encoded or not) but follows
 //! symlinks wherever they point, so before it runs we resolve the path ourselves and
 //! answer 404 for anything, the folder's `index.html` included, that resolves outside
-//! `static_path`.
+//! `static_path`. Hidden files (a path segment starting with `.`: `.env`, `.git/`) get
+//! 404 too unless `static_hidden_files`; `/.well-known/` is always served.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 pub struct Files {
     dir: ServeDir,
     root: PathBuf,
+    hidden_files: bool,
 }
 
 impl Files {
@@ -38,10 +40,14 @@ impl Files {
         Files {
             dir: ServeDir::new(&root),
             root,
+            hidden_files: cfg.static_hidden_files,
         }
     }
 
     pub async fn call(&self, req: Request<Body>) -> Response<Body> {
+        if !self.hidden_files && hidden(req.uri().path()) {
+            return not_found();
+        }
         if let Some(rel) = relative(req.uri().path()) {
             let root = self.root.clone();
             let outside = tokio::task::spawn_blocking(move || escapes(&root, &rel))
@@ -106,6 +112,22 @@ fn relative(path: &str) -> Option<PathBuf> {
     Some(rel)
 }
 
+/// Whether the path, decoded, has a segment starting with `.` (other than `.` and `..`,
+/// which the resolver handles) outside a leading `/.well-known/`.
+fn hidden(path: &str) -> bool {
+    let decoded = percent_decode_str(path);
+    let decoded: Vec<u8> = decoded.collect();
+    let mut segments = decoded
+        .split(|b| *b == b'/')
+        .filter(|s| !s.is_empty() && *s != b".");
+    let mut first = true;
+    segments.any(|seg| {
+        let well_known = first && seg == b".well-known";
+        first = false;
+        seg.first() == Some(&b'.') && seg != b".." && !well_known
+    })
+}
+
 /// Whether `root/rel`, or the `index.html` that would be served for it, resolves (through
 /// symlinks) to a place outside `root`. A path that does not resolve at all is left to
 /// `ServeDir`, which answers 404.
@@ -141,6 +163,36 @@ mod tests {
         assert_eq!(relative("/a/%2e%2e/%2e%2e/etc"), None);
         assert_eq!(relative("/a/%2E%2E/b"), None);
         assert_eq!(relative("/%ff"), None);
+    }
+
+    #[test]
+    fn hidden_segments_are_found_in_any_encoding_except_well_known() {
+        for p in [
+            "/.env",
+            "/.git/config",
+            "/a/.hidden/x",
+            "/%2eenv",
+            "/%2Egit/HEAD",
+            "/a/b/.htpasswd",
+            "/./.env",
+            "/.well-known/.secret",
+            "/a/.well-known/x",
+            "//.env",
+        ] {
+            assert!(hidden(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/a.txt",
+            "/a/b.c/d",
+            "/.well-known/",
+            "/.well-known/acme-challenge/t",
+            "/./a",
+            "/a/../b",
+            "/a./b",
+        ] {
+            assert!(!hidden(p), "{p}");
+        }
     }
 
     #[test]

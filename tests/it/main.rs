@@ -4,6 +4,7 @@
 mod util;
 
 mod adversarial;
+mod adversarial_input;
 mod auth;
 mod cgi;
 mod docker;
