@@ -258,6 +258,15 @@ pub async fn run(cfg: Config) -> Exit {
         }
     }
 
+    if !cfg.suppress_lock && cfg.lock_path.exists() {
+        // Another instance sharing $TMPDIR would remove this file when it stops, and our
+        // health would fail with it; say so now rather than then.
+        tracing::warn!(
+            "lock file {} already exists: another fwatchdog shares this TMPDIR (its shutdown would make this one unhealthy) or a previous one did not stop cleanly; give each instance its own TMPDIR",
+            cfg.lock_path.display()
+        );
+    }
+
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = match bind(addr) {
         Ok(l) => l,
