@@ -176,6 +176,7 @@ pub fn command() -> Command {
         .arg(
             Arg::new("version")
                 .long("version")
+                .short('V')
                 .action(ArgAction::SetTrue)
                 .help("print the version and exit (also -version)"),
         )
@@ -211,13 +212,71 @@ pub fn command() -> Command {
     cmd
 }
 
-/// Go-style single-dash spellings the OpenFaaS watchdogs accept.
-fn normalise(arg: String) -> String {
-    match arg.as_str() {
-        "-version" => "--version".to_owned(),
-        "-run-healthcheck" => "--run-healthcheck".to_owned(),
-        _ => arg,
+/// Flags that take a value of their own, so the argument after them is that value.
+fn takes_value(name: &str) -> Option<Kind> {
+    SETTINGS.iter().find(|s| s.flag == name).map(|s| s.kind)
+}
+
+/// Whether `name` is one of our long flags (without dashes).
+fn is_long_flag(name: &str) -> bool {
+    name == "version" || name == "run-healthcheck" || name == "help" || takes_value(name).is_some()
+}
+
+/// Rewrites Go-style single-dash long flags (`-fprocess cat`, `-port=8080`, `-version`:
+/// how the OpenFaaS watchdogs spell them) to `--`, leaving values and short flags
+/// alone. Returns the first bare word that is no flag's value: fwatchdog takes no
+/// positional arguments, and someone who typed `fwatchdog "wc -c"` meant `--fprocess`.
+fn normalise(args: Vec<String>) -> (Vec<String>, Option<String>) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut positional = None;
+    // What the previous flag expects of the next argument.
+    let mut pending: Option<Kind> = None;
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
     }
+    for arg in iter {
+        match pending.take() {
+            // `--port 8080`, `--exec-timeout -1`: the value, whatever it looks like.
+            Some(Kind::Value | Kind::List) => {
+                out.push(arg);
+                continue;
+            }
+            // `--suppress-lock true`: clap takes a following non-flag word as the value.
+            Some(Kind::Bool) if !arg.starts_with('-') => {
+                out.push(arg);
+                continue;
+            }
+            _ => {}
+        }
+        let long = if let Some(rest) = arg.strip_prefix("--") {
+            Some(rest)
+        } else if let Some(rest) = arg.strip_prefix('-') {
+            let name = rest.split('=').next().unwrap_or(rest);
+            (name.len() > 1 && is_long_flag(name)).then_some(rest)
+        } else {
+            None
+        };
+        match long {
+            Some(rest) => {
+                let name = rest.split('=').next().unwrap_or(rest);
+                if !rest.contains('=') && name != "help" {
+                    // An unknown flag (`--prot 9000`) is clap's to report, with its
+                    // suggestion; its value is not a stray word.
+                    pending = Some(takes_value(name).unwrap_or(Kind::Value))
+                        .filter(|_| !matches!(name, "version" | "run-healthcheck"));
+                }
+                out.push(format!("--{rest}"));
+            }
+            None => {
+                if !arg.starts_with('-') && positional.is_none() {
+                    positional = Some(arg.clone());
+                }
+                out.push(arg);
+            }
+        }
+    }
+    (out, positional)
 }
 
 /// Parses the command line and the environment (through `env`, so tests need not touch
@@ -226,7 +285,17 @@ pub fn parse<I>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Action,
 where
     I: IntoIterator<Item = String>,
 {
-    let matches = command().try_get_matches_from(args.into_iter().map(normalise))?;
+    let (args, positional) = normalise(args.into_iter().collect());
+    if let Some(word) = positional {
+        return Err(command().error(
+            clap::error::ErrorKind::UnknownArgument,
+            format!(
+                "unexpected argument '{word}': fwatchdog takes the function with --fprocess \
+                 (fwatchdog --fprocess '{word}') or the environment variable fprocess"
+            ),
+        ));
+    }
+    let matches = command().try_get_matches_from(args)?;
     if matches.get_flag("version") {
         return Ok(Action::Version);
     }
@@ -341,6 +410,47 @@ mod tests {
             parse(args, |_| None),
             Ok(Action::RunHealthcheck(_))
         ));
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        let args = |a: &[&str]| -> Vec<String> {
+            std::iter::once("fwatchdog")
+                .chain(a.iter().copied())
+                .map(str::to_owned)
+                .collect()
+        };
+        let (out, stray) = normalise(args(&[
+            "-fprocess",
+            "-port",
+            "-port",
+            "8080",
+            "-suppress-lock",
+            "-h",
+            "-V",
+            "-x",
+        ]));
+        // `-port` after -fprocess is fprocess's value, left alone.
+        assert_eq!(
+            out[1..],
+            [
+                "--fprocess",
+                "-port",
+                "--port",
+                "8080",
+                "--suppress-lock",
+                "-h",
+                "-V",
+                "-x"
+            ]
+        );
+        assert_eq!(stray, None);
+        let (out, _) = normalise(args(&["--exec-timeout", "-1", "-mode=http"]));
+        assert_eq!(out[1..], ["--exec-timeout", "-1", "--mode=http"]);
+        let (_, stray) = normalise(args(&["--suppress-lock", "true", "wc -c"]));
+        assert_eq!(stray.as_deref(), Some("wc -c"));
+        let (_, stray) = normalise(args(&["--no-such", "9000"]));
+        assert_eq!(stray, None, "an unknown flag's value is clap's to report");
     }
 
     #[test]

@@ -91,8 +91,8 @@ fn listening_line_reports_the_real_port() {
 }
 
 #[test]
-fn version_both_spellings() {
-    for flag in ["--version", "-version"] {
+fn version_every_spelling() {
+    for flag in ["--version", "-version", "-V"] {
         let out = std::process::Command::new(BIN)
             .arg(flag)
             .output()
@@ -135,6 +135,50 @@ fn unknown_flag_is_exit_2() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_mistyped_flag_gets_a_did_you_mean() {
+    let out = std::process::Command::new(BIN)
+        .args(["--prot", "9000"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--prot'"), "{err}");
+    assert!(err.contains("similar argument exists: '--port'"), "{err}");
+    assert!(
+        !err.contains("'9000'"),
+        "9000 is --prot's value, not a stray word: {err}"
+    );
+}
+
+#[test]
+fn go_style_single_dash_long_flags_work() {
+    // How the OpenFaaS watchdogs' flags are spelled: -name value and -name=value.
+    let w = watchdog()
+        .arg("-fprocess")
+        .arg("echo go-style")
+        .arg("-port")
+        .arg("0")
+        .arg("-exec-timeout=5s")
+        .arg("-write-debug")
+        .start();
+    assert!(w.log().contains("exec_timeout=5s"), "{}", w.log());
+    assert!(w.log().contains("write_debug=true"), "{}", w.log());
+    let r = w.post("/", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "go-style\n"));
+}
+
+#[test]
+fn a_bare_command_gets_a_hint_to_use_fprocess() {
+    let out = std::process::Command::new(BIN)
+        .arg("wc -c")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--fprocess 'wc -c'"), "{err}");
 }
 
 #[test]
