@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::util::{watchdog, BIN};
+use crate::util::{watchdog, TempDir, BIN};
 
 #[test]
 fn invalid_values_exit_2_naming_variable_and_value() {
@@ -51,6 +51,43 @@ fn missing_fprocess_is_exit_2() {
     let (status, out) = watchdog().run(Duration::from_secs(10));
     assert_eq!(status.code(), Some(2));
     assert!(out.contains("fprocess"), "{out}");
+}
+
+#[test]
+fn an_fprocess_program_that_cannot_run_is_exit_2_naming_it() {
+    let tmp = TempDir::new();
+    let not_executable = tmp.path().join("handler.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").expect("write");
+    let cases = [
+        (
+            "no-such-handler-program --flag".to_owned(),
+            "no-such-handler-program",
+        ),
+        (not_executable.display().to_string(), "is not executable"),
+        (
+            tmp.path().join("missing").display().to_string(),
+            "No such file",
+        ),
+    ];
+    for (fprocess, says) in cases {
+        let (status, out) = watchdog().fprocess(&fprocess).run(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{fprocess}: {out}");
+        assert!(
+            out.contains("fprocess") && out.contains(says),
+            "{fprocess}: {out}"
+        );
+        assert!(
+            !out.contains("Listening on port"),
+            "{fprocess}: listened anyway"
+        );
+    }
+    // Where it is not used, it need not exist.
+    let w = watchdog()
+        .mode("static")
+        .fprocess("no-such-handler-program")
+        .env("static_path", tmp.path().to_string_lossy())
+        .start();
+    assert_eq!(w.get("/_/health").status, 200);
 }
 
 #[test]
