@@ -130,6 +130,8 @@ impl ApiKeys {
         };
         let mut secrets = Vec::new();
         let mut failures = Vec::new();
+        // A secret that exists but holds no key needs other advice than a missing one.
+        let mut unusable = false;
         for name in names {
             let mut tried = Vec::new();
             let mut found = None;
@@ -143,7 +145,10 @@ impl ApiKeys {
                         // It exists: this is the one, usable or not.
                         match read_secret(&path) {
                             Ok(keys) => found = Some((path, keys)),
-                            Err(why) => tried.push(format!("{} ({why})", path.display())),
+                            Err(why) => {
+                                unusable = true;
+                                tried.push(format!("{} ({why})", path.display()))
+                            }
                         }
                         break;
                     }
@@ -166,8 +171,13 @@ impl ApiKeys {
             }
         }
         if !failures.is_empty() {
+            let advice = if unusable {
+                "each named secret must be a readable file holding at least one key"
+            } else {
+                "secrets must exist when the function is deployed"
+            };
             return Err(ConfigError(format!(
-                "{}; secrets must exist when the function is deployed (refusing to start unprotected)",
+                "{}; {advice} (refusing to start unprotected)",
                 failures.join("; ")
             )));
         }
