@@ -47,8 +47,8 @@ pub const SETTINGS: &[Setting] = &[
         "handler command line, split like a POSIX shell (required except in static mode)"),
     setting!("upstream_url", "upstream-url", ["upstream_url", "http_upstream_url"], "—", Value,
         "http mode: where requests are proxied, e.g. http://127.0.0.1:5000"),
-    setting!("port", "port", ["port"], "8080", Value,
-        "listen port; 0 picks a free port (reported in the startup log)"),
+    setting!("port", "port", ["PORT", "port"], "8080", Value,
+        "listen port; 0 picks a free port (reported in the startup log); PORT (Knative, Cloud Run) counts when port is unset"),
     setting!("bind", "bind", ["bind_address"], "0.0.0.0", Value,
         "listen address (:: for dual stack)"),
     setting!("metrics_port", "metrics-port", ["metrics_port"], "8081", Value,
@@ -370,6 +370,18 @@ mod tests {
         let v = raw.get("fprocess").expect("fprocess");
         assert_eq!(v.values, ["wc -c"]);
         assert_eq!(v.source, Source::Env("function_process"));
+    }
+
+    #[test]
+    fn openfaas_port_beats_the_platform_port() {
+        let raw = run(&[], &[("PORT", "9000")]);
+        let v = raw.get("port").expect("PORT");
+        assert_eq!(
+            (v.values.as_slice(), &v.source),
+            (&["9000".to_owned()][..], &Source::Env("PORT"))
+        );
+        let raw = run(&[], &[("PORT", "9000"), ("port", "7000")]);
+        assert_eq!(raw.get("port").expect("port").values, ["7000"]);
     }
 
     #[test]

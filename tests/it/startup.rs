@@ -121,6 +121,34 @@ fn busy_port_exits_1_with_address_and_error() {
 }
 
 #[test]
+fn platform_port_env_is_honoured_below_the_openfaas_port() {
+    // Knative and Cloud Run say where to listen with PORT.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let w = watchdog()
+        .fprocess("cat")
+        .env("port", "") // empty counts as unset
+        .env("PORT", free.to_string())
+        .start();
+    assert_eq!(w.port, free, "{}", w.log());
+    assert_eq!(w.get("/_/health").status, 200);
+    drop(w);
+    // Both set: the OpenFaaS port wins, so a busy PORT does not matter.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = holder.local_addr().expect("addr").port();
+    let w = watchdog()
+        .fprocess("cat")
+        .env("port", "0")
+        .env("PORT", busy.to_string())
+        .start();
+    assert_ne!(w.port, busy);
+    assert_eq!(w.get("/_/health").status, 200);
+}
+
+#[test]
 fn listening_line_reports_the_real_port() {
     let w = watchdog().fprocess("cat").start();
     assert_ne!(w.port, 0);
