@@ -463,8 +463,10 @@ fn template_python3_http_serves_through_the_proxy() {
 #[test]
 fn template_node_serves_through_the_proxy() {
     if !have("node") {
-        eprintln!("SKIPPED: node not found (the node template's handler needs it)");
-        return;
+        return crate::util::skip(
+            "template_node_serves_through_the_proxy",
+            "node not found (the node template's handler needs it: apt-get install nodejs)",
+        );
     }
     let dir = TempDir::new();
     let url = format!("http://127.0.0.1:{}", free_port());
