@@ -1,4 +1,4 @@
-//! API keys from orchestrator-mounted secrets, checked in constant time (§7).
+//! API keys from orchestrator-mounted secrets, checked in constant time.
 //!
 //! The pattern this replaces: every OpenFaaS function read
 //! `/var/openfaas/secrets/<name>` and compared the header with `==`, which leaks timing

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::auth::ApiKeys;
 use crate::cli::{Raw, RawValue};
 
-/// Fork-per-request and long-running modes (§1).
+/// Fork-per-request and long-running modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Streaming,
@@ -21,7 +21,7 @@ pub enum Mode {
     Classic,
     Http,
     Static,
-    /// A pool of warm FastCGI workers (issue 11).
+    /// A pool of warm FastCGI workers.
     FastCgi,
 }
 
@@ -514,7 +514,7 @@ impl<'a> Settings<'a> {
     }
 }
 
-/// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename` (issue 11).
+/// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename`.
 fn fastcgi_settings(s: &Settings<'_>) -> Result<FastCgiConfig, ConfigError> {
     let address = match s.get("fastcgi_address") {
         None => None,

@@ -1,4 +1,4 @@
-//! API-key protection (§7) through the real binary, with temp secrets folders.
+//! API-key protection through the real binary, with temp secrets folders.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::symlink;

@@ -1,4 +1,4 @@
-//! Lifecycle (§8.3–§8.5, §12 items 3 and 7): the SIGTERM drain, PID 1, exit codes.
+//! Lifecycle: the SIGTERM and SIGINT drain, PID 1, exit codes.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

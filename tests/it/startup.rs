@@ -1,4 +1,4 @@
-//! Configuration and startup (§2, §8.1, §8.5): bad settings exit 2 naming the setting,
+//! Configuration and startup: bad settings exit 2 naming the setting,
 //! a busy port exits 1, the startup line reports the real port.
 
 use std::time::Duration;

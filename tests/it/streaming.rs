@@ -1,4 +1,4 @@
-//! streaming mode (§4.3, §12 items 1 and 2): full-duplex piping and honest statuses.
+//! streaming mode: full-duplex piping and honest statuses.
 
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};

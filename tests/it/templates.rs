@@ -1,4 +1,4 @@
-//! The function templates (§11), without Docker: each starter handler runs under the real
+//! The function templates, without Docker: each starter handler runs under the real
 //! fwatchdog with the settings its Dockerfile sets (its `ENV` lines), in a folder laid out
 //! the way its `COPY` and `WORKDIR` lines lay out the image, and answers a request.
 //!
