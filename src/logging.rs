@@ -107,9 +107,13 @@ pub fn json_requested(
         if a == "--" {
             break;
         }
-        if let Some(v) = a.strip_prefix("--log-format=") {
+        // Go-style single-dash spellings too, as the command line accepts them.
+        if let Some(v) = a
+            .strip_prefix("--log-format=")
+            .or_else(|| a.strip_prefix("-log-format="))
+        {
             value = Some(v.to_owned());
-        } else if a == "--log-format" {
+        } else if a == "--log-format" || a == "-log-format" {
             value = args.next();
         }
     }
@@ -978,6 +982,8 @@ mod tests {
         let env = |k: &str| (k == "log_format").then(|| "JSON".to_owned());
         assert!(json_requested(args(&["fw", "--log-format", "json"]), none));
         assert!(json_requested(args(&["fw", "--log-format=json"]), none));
+        assert!(json_requested(args(&["fw", "-log-format", "json"]), none));
+        assert!(json_requested(args(&["fw", "-log-format=json"]), none));
         assert!(json_requested(args(&["fw"]), env));
         assert!(!json_requested(args(&["fw", "--log-format=text"]), env));
         assert!(!json_requested(args(&["fw"]), none));
