@@ -25,15 +25,22 @@ ARG BUILDPLATFORM=linux/amd64
 
 # ---- what every fwatchdog image is: no shell, no libc, no files but the binary ----
 FROM scratch AS runtime
+# /tmp (mode 1777, for the lock file): scratch has none and no shell to make one, so it
+# comes from a tar archive, which ADD unpacks with its mode. It was made with
+#   mkdir -p t/tmp && chmod 1777 t/tmp && tar --numeric-owner --owner=0 --group=0 \
+#     --mtime=@0 -C t -cf - tmp | gzip -9n > docker/tmp.tar.gz
+ADD docker/tmp.tar.gz /
 EXPOSE 8080 8081
 ENTRYPOINT ["/fwatchdog"]
 
 # ---- the binary from the host's target/ folder (see .dockerignore) ----
-# The legacy builder builds these two stages on every build, from source too, so they
-# must not fail when there is no host binary: Cargo.toml keeps the first COPY from
-# matching nothing, and the empty /host/none/ does the same for the second. Without a
-# host binary, from-host is an image with no /fwatchdog: build the binary first.
-# HOST_BINARY's file name must be `fwatchdog`.
+# from-host without the binary fails the build ("fwatchdog: not found") under BuildKit,
+# the builder of current Docker (buildx). The legacy builder (DOCKER_BUILDKIT=0, or a
+# docker CLI without buildx) builds these two stages on every build, from source too, so
+# there they must not fail when there is no host binary: Cargo.toml keeps the first
+# COPY from matching nothing, and the empty /host/none/ does the same for the second;
+# such an image has no /fwatchdog. A HOST_BINARY given explicitly must exist, under
+# either builder. HOST_BINARY's file name must be `fwatchdog`.
 FROM scratch AS host-binary
 # linux/arm64: one binary per TARGETARCH, so `docker buildx build --platform
 # linux/amd64,linux/arm64 --target from-host` gives each platform its own binary.
@@ -43,11 +50,14 @@ ARG HOST_BINARY=Cargo.toml
 WORKDIR /host/none
 COPY Cargo.toml target/x86_64-unknown-linux-musl/release/fwatchdo[g] /host/amd64/
 COPY Cargo.toml target/aarch64-unknown-linux-musl/release/fwatchdo[g] /host/arm64/
-COPY Cargo.toml ${HOST_BINARY}* /host/${TARGETARCH:-amd64}/
+COPY Cargo.toml ${HOST_BINARY} /host/${TARGETARCH:-amd64}/
 
 FROM runtime AS from-host
+# BuildKit sets TARGETARCH: then the name is exactly `fwatchdog`, and a missing binary
+# fails the build. The legacy builder leaves it empty: then `fwatchdo[g]`, a pattern
+# that may match nothing (see above).
 ARG TARGETARCH
-COPY --from=host-binary /host/none/ /host/${TARGETARCH:-amd64}/fwatchdo[g] /
+COPY --from=host-binary /host/none/ /host/${TARGETARCH:-amd64}/fwatchdo${TARGETARCH:+g}${TARGETARCH:-[g]} /
 
 # ---- the binary built from source ----
 # --platform=$BUILDPLATFORM: the compiler runs natively and cross-compiles to

@@ -1,4 +1,4 @@
-//! API keys from orchestrator-mounted secrets, checked in constant time (§7).
+//! API keys from orchestrator-mounted secrets, checked in constant time.
 //!
 //! The pattern this replaces: every OpenFaaS function read
 //! `/var/openfaas/secrets/<name>` and compared the header with `==`, which leaks timing
@@ -247,6 +247,8 @@ impl ApiKeys {
         };
         let mut secrets = Vec::new();
         let mut failures = Vec::new();
+        // A secret that exists but holds no key needs other advice than a missing one.
+        let mut unusable = false;
         for name in names {
             let mut tried = Vec::new();
             let mut found = None;
@@ -260,7 +262,10 @@ impl ApiKeys {
                         // It exists: this is the one, usable or not.
                         match read_at_startup(&path) {
                             Ok(snap) => found = Some((path, snap)),
-                            Err(why) => tried.push(format!("{} ({why})", path.display())),
+                            Err(why) => {
+                                unusable = true;
+                                tried.push(format!("{} ({why})", path.display()))
+                            }
                         }
                         break;
                     }
@@ -290,8 +295,13 @@ impl ApiKeys {
             }
         }
         if !failures.is_empty() {
+            let advice = if unusable {
+                "each named secret must be a readable file holding at least one key"
+            } else {
+                "secrets must exist when the function is deployed"
+            };
             return Err(ConfigError(format!(
-                "{}; secrets must exist when the function is deployed (refusing to start unprotected)",
+                "{}; {advice} (refusing to start unprotected)",
                 failures.join("; ")
             )));
         }

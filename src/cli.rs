@@ -47,8 +47,8 @@ pub const SETTINGS: &[Setting] = &[
         "handler command line, split like a POSIX shell (required except in static mode)"),
     setting!("upstream_url", "upstream-url", ["upstream_url", "http_upstream_url"], "—", Value,
         "http mode: where requests are proxied, e.g. http://127.0.0.1:5000"),
-    setting!("port", "port", ["port"], "8080", Value,
-        "listen port; 0 picks a free port (reported in the startup log)"),
+    setting!("port", "port", ["PORT", "port"], "8080", Value,
+        "listen port; 0 picks a free port (reported in the startup log); PORT (Knative, Cloud Run) counts when port is unset"),
     setting!("bind", "bind", ["bind_address"], "0.0.0.0", Value,
         "listen address (:: for dual stack)"),
     setting!("metrics_port", "metrics-port", ["metrics_port"], "8081", Value,
@@ -185,6 +185,7 @@ pub fn command() -> Command {
         .arg(
             Arg::new("version")
                 .long("version")
+                .short('V')
                 .action(ArgAction::SetTrue)
                 .help("print the version and exit (also -version)"),
         )
@@ -220,13 +221,71 @@ pub fn command() -> Command {
     cmd
 }
 
-/// Go-style single-dash spellings the OpenFaaS watchdogs accept.
-fn normalise(arg: String) -> String {
-    match arg.as_str() {
-        "-version" => "--version".to_owned(),
-        "-run-healthcheck" => "--run-healthcheck".to_owned(),
-        _ => arg,
+/// Flags that take a value of their own, so the argument after them is that value.
+fn takes_value(name: &str) -> Option<Kind> {
+    SETTINGS.iter().find(|s| s.flag == name).map(|s| s.kind)
+}
+
+/// Whether `name` is one of our long flags (without dashes).
+fn is_long_flag(name: &str) -> bool {
+    name == "version" || name == "run-healthcheck" || name == "help" || takes_value(name).is_some()
+}
+
+/// Rewrites Go-style single-dash long flags (`-fprocess cat`, `-port=8080`, `-version`:
+/// how the OpenFaaS watchdogs spell them) to `--`, leaving values and short flags
+/// alone. Returns the first bare word that is no flag's value: fwatchdog takes no
+/// positional arguments, and someone who typed `fwatchdog "wc -c"` meant `--fprocess`.
+fn normalise(args: Vec<String>) -> (Vec<String>, Option<String>) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut positional = None;
+    // What the previous flag expects of the next argument.
+    let mut pending: Option<Kind> = None;
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
     }
+    for arg in iter {
+        match pending.take() {
+            // `--port 8080`, `--exec-timeout -1`: the value, whatever it looks like.
+            Some(Kind::Value | Kind::List) => {
+                out.push(arg);
+                continue;
+            }
+            // `--suppress-lock true`: clap takes a following non-flag word as the value.
+            Some(Kind::Bool) if !arg.starts_with('-') => {
+                out.push(arg);
+                continue;
+            }
+            _ => {}
+        }
+        let long = if let Some(rest) = arg.strip_prefix("--") {
+            Some(rest)
+        } else if let Some(rest) = arg.strip_prefix('-') {
+            let name = rest.split('=').next().unwrap_or(rest);
+            (name.len() > 1 && is_long_flag(name)).then_some(rest)
+        } else {
+            None
+        };
+        match long {
+            Some(rest) => {
+                let name = rest.split('=').next().unwrap_or(rest);
+                if !rest.contains('=') && name != "help" {
+                    // An unknown flag (`--prot 9000`) is clap's to report, with its
+                    // suggestion; its value is not a stray word.
+                    pending = Some(takes_value(name).unwrap_or(Kind::Value))
+                        .filter(|_| !matches!(name, "version" | "run-healthcheck"));
+                }
+                out.push(format!("--{rest}"));
+            }
+            None => {
+                if !arg.starts_with('-') && positional.is_none() {
+                    positional = Some(arg.clone());
+                }
+                out.push(arg);
+            }
+        }
+    }
+    (out, positional)
 }
 
 /// `a, b,,c` → `[a, b, c]`. A value that names nothing (`" "`, `","`) stays whole, so
@@ -251,7 +310,17 @@ pub fn parse<I>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Action,
 where
     I: IntoIterator<Item = String>,
 {
-    let matches = command().try_get_matches_from(args.into_iter().map(normalise))?;
+    let (args, positional) = normalise(args.into_iter().collect());
+    if let Some(word) = positional {
+        return Err(command().error(
+            clap::error::ErrorKind::UnknownArgument,
+            format!(
+                "unexpected argument '{word}': fwatchdog takes the function with --fprocess \
+                 (fwatchdog --fprocess '{word}') or the environment variable fprocess"
+            ),
+        ));
+    }
+    let matches = command().try_get_matches_from(args)?;
     if matches.get_flag("version") {
         return Ok(Action::Version);
     }
@@ -324,6 +393,18 @@ mod tests {
     }
 
     #[test]
+    fn openfaas_port_beats_the_platform_port() {
+        let raw = run(&[], &[("PORT", "9000")]);
+        let v = raw.get("port").expect("PORT");
+        assert_eq!(
+            (v.values.as_slice(), &v.source),
+            (&["9000".to_owned()][..], &Source::Env("PORT"))
+        );
+        let raw = run(&[], &[("PORT", "9000"), ("port", "7000")]);
+        assert_eq!(raw.get("port").expect("port").values, ["7000"]);
+    }
+
+    #[test]
     fn empty_env_counts_as_unset() {
         let raw = run(
             &[],
@@ -369,6 +450,47 @@ mod tests {
             parse(args, |_| None),
             Ok(Action::RunHealthcheck(_))
         ));
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        let args = |a: &[&str]| -> Vec<String> {
+            std::iter::once("fwatchdog")
+                .chain(a.iter().copied())
+                .map(str::to_owned)
+                .collect()
+        };
+        let (out, stray) = normalise(args(&[
+            "-fprocess",
+            "-port",
+            "-port",
+            "8080",
+            "-suppress-lock",
+            "-h",
+            "-V",
+            "-x",
+        ]));
+        // `-port` after -fprocess is fprocess's value, left alone.
+        assert_eq!(
+            out[1..],
+            [
+                "--fprocess",
+                "-port",
+                "--port",
+                "8080",
+                "--suppress-lock",
+                "-h",
+                "-V",
+                "-x"
+            ]
+        );
+        assert_eq!(stray, None);
+        let (out, _) = normalise(args(&["--exec-timeout", "-1", "-mode=http"]));
+        assert_eq!(out[1..], ["--exec-timeout", "-1", "--mode=http"]);
+        let (_, stray) = normalise(args(&["--suppress-lock", "true", "wc -c"]));
+        assert_eq!(stray.as_deref(), Some("wc -c"));
+        let (_, stray) = normalise(args(&["--no-such", "9000"]));
+        assert_eq!(stray, None, "an unknown flag's value is clap's to report");
     }
 
     #[test]

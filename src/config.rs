@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::auth::ApiKeys;
 use crate::cli::{Raw, RawValue};
 
-/// Fork-per-request and long-running modes (§1).
+/// Fork-per-request and long-running modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Streaming,
@@ -21,7 +21,7 @@ pub enum Mode {
     Classic,
     Http,
     Static,
-    /// A pool of warm FastCGI workers (issue 11).
+    /// A pool of warm FastCGI workers.
     FastCgi,
 }
 
@@ -179,6 +179,13 @@ impl Config {
                     .map_err(|e| ConfigError(format!("invalid {src}={v:?}: {e}")))?;
                 if words.is_empty() {
                     return Err(ConfigError(format!("invalid {src}={v:?}: no command")));
+                }
+                // Found now, not as a 500 on every request. Unused (static mode, an
+                // external FastCGI server), it need not exist.
+                let used = mode != Mode::Static
+                    && !(mode == Mode::FastCgi && s.get("fastcgi_address").is_some());
+                if used {
+                    find_program(&words[0]).map_err(|e| invalid(src, v, &e))?;
                 }
                 words
             }
@@ -531,7 +538,7 @@ impl<'a> Settings<'a> {
     }
 }
 
-/// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename` (issue 11).
+/// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename`.
 fn fastcgi_settings(s: &Settings<'_>) -> Result<FastCgiConfig, ConfigError> {
     let address = match s.get("fastcgi_address") {
         None => None,
@@ -643,6 +650,34 @@ fn check_secret_names(names: &[String], source: &crate::cli::Source) -> Result<(
 }
 
 const NAMES_NO_SECRET: &str = "names no secret: give the name of a mounted secret file, or unset the setting to run without API-key protection";
+
+/// Where `program` would be run from: itself when it names a path (it has a `/`), else
+/// the first executable of that name in a `PATH` folder, as `execvp` looks it up.
+fn find_program(program: &str) -> Result<PathBuf, String> {
+    fn executable(p: &std::path::Path) -> bool {
+        p.metadata().is_ok_and(|m| m.is_file())
+            && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+    }
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return match p.metadata() {
+            Err(e) => Err(format!("program {program}: {e}")),
+            Ok(m) if !m.is_file() => Err(format!("program {program} is not a file")),
+            Ok(_) if !executable(&p) => Err(format!("program {program} is not executable")),
+            Ok(_) => Ok(p),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| {
+            format!(
+                "program {program} not found (or not executable) on PATH={}",
+                path.to_string_lossy()
+            )
+        })
+}
 
 fn invalid(src: crate::cli::Source, value: &str, why: &str) -> ConfigError {
     ConfigError(format!("invalid {src}={value:?}: {why}"))
@@ -1049,16 +1084,16 @@ mod tests {
 
     #[test]
     fn http_mode_needs_a_valid_upstream() {
-        assert!(config(&[("fprocess", "x"), ("mode", "http")]).is_err());
+        assert!(config(&[("fprocess", "cat"), ("mode", "http")]).is_err());
         let err = config(&[
-            ("fprocess", "x"),
+            ("fprocess", "cat"),
             ("mode", "http"),
             ("upstream_url", "ftp://x"),
         ])
         .expect_err("ftp");
         assert!(err.0.contains("upstream_url"));
         assert!(config(&[
-            ("fprocess", "x"),
+            ("fprocess", "cat"),
             ("mode", "http"),
             ("http_upstream_url", "http://127.0.0.1:5000")
         ])

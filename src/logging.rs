@@ -117,9 +117,13 @@ pub fn json_requested(
         if a == "--" {
             break;
         }
-        if let Some(v) = a.strip_prefix("--log-format=") {
+        // Go-style single-dash spellings too, as the command line accepts them.
+        if let Some(v) = a
+            .strip_prefix("--log-format=")
+            .or_else(|| a.strip_prefix("-log-format="))
+        {
             value = Some(v.to_owned());
-        } else if a == "--log-format" {
+        } else if a == "--log-format" || a == "-log-format" {
             value = args.next();
         }
     }
@@ -1003,6 +1007,8 @@ mod tests {
         let env = |k: &str| (k == "log_format").then(|| "JSON".to_owned());
         assert!(json_requested(args(&["fw", "--log-format", "json"]), none));
         assert!(json_requested(args(&["fw", "--log-format=json"]), none));
+        assert!(json_requested(args(&["fw", "-log-format", "json"]), none));
+        assert!(json_requested(args(&["fw", "-log-format=json"]), none));
         assert!(json_requested(args(&["fw"]), env));
         assert!(!json_requested(args(&["fw", "--log-format=text"]), env));
         assert!(!json_requested(args(&["fw"]), none));

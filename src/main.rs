@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     code.into()
 }
 
-/// As PID 1 the kernel gives us every orphan; elsewhere we ask for the same (§8.4).
+/// As PID 1 the kernel gives us every orphan; elsewhere we ask for the same.
 fn become_reaper() -> nix::Result<()> {
     if std::process::id() == 1 {
         return Ok(());

@@ -1,11 +1,12 @@
-//! The process's life: bind, become ready, serve, and drain on SIGTERM (§8).
+//! The process's life: bind, become ready, serve, and drain on SIGTERM or SIGINT.
 //!
-//! Startup follows §8.1: the listener is bound before anything else can fail late, the
-//! lock file is written only once we can really serve, and the `Listening on port: N`
-//! line reports the port actually bound. Shutdown follows §8.3: health fails at once,
-//! the lock file goes, we keep serving for `healthcheck_interval` so the orchestrator
-//! stops routing to us, then stop accepting, let in-flight requests finish within
-//! `write_timeout`, and kill whatever handlers remain. A second signal exits at once.
+//! Startup: the listener is bound before anything else can fail late, the lock file is
+//! written only once we can really serve, and the `Listening on port: N` line reports the
+//! port actually bound. Shutdown: health fails at once, the lock file goes, on SIGTERM we
+//! keep serving for `healthcheck_interval` so the orchestrator stops routing to us (not
+//! on SIGINT: that is Ctrl-C at a terminal), then stop accepting, let in-flight requests
+//! finish within `write_timeout`, and kill whatever handlers remain. A second signal
+//! exits at once.
 //!
 //! The function port and the metrics port share one acceptor ([`Port`] and
 //! [`accept_loop`]): the same HTTP settings (head deadline, keep-alive idle timeout,
@@ -85,7 +86,7 @@ fn conn_builder(cfg: &Config) -> http1::Builder {
         .header_read_timeout(cfg.read_timeout)
         .keep_alive(true)
         .max_buf_size(256 * 1024)
-        // Room for a 64 KiB URI (§10) plus headers; also keeps every header under the
+        // Room for a 64 KiB URI plus headers; also keeps every header under the
         // kernel's 128 KiB limit for one environment string.
         .max_header_size(96 * 1024);
     builder
@@ -411,6 +412,15 @@ pub async fn run(cfg: Config) -> Exit {
         }
     }
 
+    if !cfg.suppress_lock && cfg.lock_path.exists() {
+        // Another instance sharing $TMPDIR would remove this file when it stops, and our
+        // health would fail with it; say so now rather than then.
+        tracing::warn!(
+            "lock file {} already exists: another fwatchdog shares this TMPDIR (its shutdown would make this one unhealthy) or a previous one did not stop cleanly; give each instance its own TMPDIR",
+            cfg.lock_path.display()
+        );
+    }
+
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = match bind(addr) {
         Ok(l) => l,
@@ -550,15 +560,22 @@ pub async fn run(cfg: Config) -> Exit {
         }
     };
     // An upstream that died needs no grace period: health failed the moment it did.
-    let died = tokio::select! {
+    // SIGINT is a person at a terminal pressing Ctrl-C: no orchestrator needs time to
+    // stop routing here, so only SIGTERM keeps serving for `healthcheck_interval`.
+    let (died, grace) = tokio::select! {
         sig = stop_signals.recv() => {
+            let grace = if sig == "SIGTERM" { cfg.healthcheck_interval } else { Duration::ZERO };
             tracing::info!(
-                "Received {sig}, shutting down: health now fails, serving for healthcheck_interval={}",
-                crate::config::format_duration(cfg.healthcheck_interval)
+                "Received {sig}, shutting down: health now fails, serving for {}",
+                if sig == "SIGTERM" {
+                    format!("healthcheck_interval={}", crate::config::format_duration(grace))
+                } else {
+                    "0s (no healthcheck_interval wait on SIGINT)".to_owned()
+                }
             );
-            false
+            (false, grace)
         }
-        _ = upstream_died => true,
+        _ = upstream_died => (true, Duration::ZERO),
     };
     shared.state.accepting.store(false, Ordering::Release);
     if !cfg.suppress_lock {
@@ -566,9 +583,7 @@ pub async fn run(cfg: Config) -> Exit {
     }
 
     let drain = async {
-        if !died {
-            tokio::time::sleep(cfg.healthcheck_interval).await;
-        }
+        tokio::time::sleep(grace).await;
         let _ = stop_tx.send(true);
         let _ = accept.await;
         let _ = conns.closing.send(true);
@@ -594,7 +609,7 @@ pub async fn run(cfg: Config) -> Exit {
             );
         }
     };
-    // The upstream is stopped only once the requests it serves have drained (§5).
+    // The upstream is stopped only once the requests it serves have drained.
     let drain_then_stop_upstream = async {
         drain.await;
         if let Some(up) = upstream.as_mut() {

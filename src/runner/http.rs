@@ -1068,7 +1068,7 @@ mod tests {
 
     fn http(url: &str) -> Http {
         use crate::cli::{parse, Action};
-        let env = [("fprocess", "x"), ("mode", "http"), ("upstream_url", url)];
+        let env = [("fprocess", "cat"), ("mode", "http"), ("upstream_url", url)];
         let Action::Run(raw) = parse(["fwatchdog".to_owned()], |k| {
             env.iter()
                 .find(|(n, _)| *n == k)

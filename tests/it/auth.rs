@@ -1,4 +1,4 @@
-//! API-key protection (§7) through the real binary, with temp secrets folders.
+//! API-key protection through the real binary, with temp secrets folders.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::symlink;
@@ -128,6 +128,13 @@ fn fails_closed_on_missing_empty_or_unreadable_secrets() {
             "{name}: {out}"
         );
         assert!(!out.contains("Listening on port"));
+        // The advice fits the case: an empty file exists already.
+        let advice_missing = out.contains("secrets must exist");
+        assert_eq!(advice_missing, name == "missing", "{name}: {out}");
+        if name == "empty" {
+            assert!(out.contains("(holds no key"), "{out}");
+            assert!(out.contains("at least one key"), "{out}");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `--cgi` (issue 10): CGI/1.1 (RFC 3875) in the fork modes, proved with real CGI
+//! `--cgi`: CGI/1.1 (RFC 3875) in the fork modes, proved with real CGI
 //! programs: Debian's `php-cgi`, a Python CGI script, and shell scripts that write
 //! malformed header blocks.
 

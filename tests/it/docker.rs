@@ -1,4 +1,4 @@
-//! The container story (§11) on a real Docker engine: the `FROM scratch` watchdog image
+//! The container story on a real Docker engine: the `FROM scratch` watchdog image
 //! built from the host's musl binary (`--target from-host`), function images built from
 //! the templates and the example on a busybox root filesystem (no image can be pulled
 //! here, so the base is made with `docker import`), fwatchdog as PID 1, the API key
@@ -481,8 +481,8 @@ fn docker_watchdog_image_is_scratch_with_only_the_static_binary() {
     );
     assert_eq!(
         docker_ok(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", &image]),
-        "1",
-        "one layer: the binary"
+        "2",
+        "two layers: /tmp and the binary"
     );
 
     // Static: it runs with no libc in the image.
@@ -511,6 +511,18 @@ fn docker_watchdog_image_is_scratch_with_only_the_static_binary() {
         })
         .collect();
     assert_eq!(files, ["fwatchdog"]);
+    // And /tmp, world-writable and sticky, for the lock file.
+    let verbose = run_for(
+        Command::new("tar").arg("-tvf").arg(&tar),
+        Duration::from_secs(30),
+    );
+    let listing = String::from_utf8_lossy(&verbose.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.trim_end().ends_with(" tmp/")),
+        "/tmp with mode 1777:\n{listing}"
+    );
     let copied = d.tmp.path().join("fwatchdog");
     docker_ok(&[
         "cp",
@@ -521,6 +533,103 @@ fn docker_watchdog_image_is_scratch_with_only_the_static_binary() {
         std::fs::read(&copied).expect("copied")
             == std::fs::read(repo().join(MUSL_BINARY)).expect("host binary"),
         "the image holds the host's binary"
+    );
+}
+
+#[test]
+fn docker_watchdog_image_runs_a_function_as_any_user_with_its_lock_file_in_tmp() {
+    // scratch has no /tmp; the image ships one (1777), so the lock file can be written
+    // by root and by an unprivileged user alike.
+    let Some(mut d) =
+        Fixture::new("docker_watchdog_image_runs_a_function_as_any_user_with_its_lock_file_in_tmp")
+    else {
+        return;
+    };
+    let image = d.watchdog_image();
+    for (what, user) in [("root", "0:0"), ("nobody", "65534:65534")] {
+        let c = d.run(
+            what,
+            &["--user", user, "-e", "fprocess=/fwatchdog --version"],
+            &image,
+        );
+        let r = request(c.port, "POST", "/", &[], b"");
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        assert!(
+            r.text().starts_with("fwatchdog version"),
+            "{what}: {}",
+            r.text()
+        );
+        let logs = c.logs();
+        assert!(
+            logs.contains("Writing lock-file to: /tmp/.lock"),
+            "{what}: {logs}"
+        );
+    }
+}
+
+#[test]
+fn docker_from_host_without_the_binary_fails_at_build_time() {
+    let Some(mut d) = Fixture::new("docker_from_host_without_the_binary_fails_at_build_time")
+    else {
+        return;
+    };
+    let tag = format!("{}:latest", d.name("nobinary"));
+    d.images.push(tag.clone());
+    let root = repo();
+    let root = root.to_str().expect("utf8");
+    // A binary named explicitly must exist, whichever builder runs the build.
+    let out = docker(&[
+        "build",
+        "--no-cache",
+        "--force-rm",
+        "--target",
+        "from-host",
+        "--build-arg",
+        "HOST_BINARY=target/no-such-target/release/fwatchdog",
+        "-t",
+        &tag,
+        root,
+    ]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // The legacy builder keeps the images of the steps that did succeed: ours to remove.
+    d.layers.extend(
+        said.lines()
+            .filter_map(|l| l.trim().strip_prefix("---> "))
+            .filter(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned),
+    );
+    assert!(!out.status.success(), "built without a binary:\n{said}");
+    assert!(said.contains("no-such-target/release/fwatchdog"), "{said}");
+    // The default binary path under BuildKit (docker buildx): a missing binary for the
+    // target platform fails too. (The legacy builder builds from-host on every build,
+    // from source too, so it cannot fail there; the Dockerfile says so.)
+    let buildx = docker(&["buildx", "version"]).status.success();
+    if !buildx {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: docker buildx is not installed; BuildKit's from-host check not exercised"
+        );
+        return;
+    }
+    let out = docker(&[
+        "buildx",
+        "build",
+        "--load",
+        "--no-cache",
+        "--platform",
+        "linux/riscv64",
+        "--target",
+        "from-host",
+        "-t",
+        &tag,
+        root,
+    ]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "built riscv64 without its binary:\n{said}"
     );
 }
 

@@ -1,4 +1,4 @@
-//! Health, readiness, the lock file and the concurrency limit (§3, §8.2).
+//! Health, readiness, the lock file and the concurrency limit.
 
 use std::time::Duration;
 
@@ -19,6 +19,31 @@ fn health_follows_the_lock_file() {
     assert_eq!(w.get("/_/ready").status, 503);
     std::fs::write(w.lock_file(), "").expect("lock");
     assert_eq!(w.get("/_/health").status, 200);
+}
+
+#[test]
+fn a_lock_file_already_there_is_a_warning_naming_it() {
+    let first = watchdog().fprocess("cat").start();
+    assert!(
+        !first.log().contains("already exists"),
+        "a fresh TMPDIR warns about nothing: {}",
+        first.log()
+    );
+    // A second instance sharing the first one's TMPDIR (and so its lock file).
+    let second = watchdog()
+        .fprocess("cat")
+        .env("TMPDIR", first.tmp.path().to_string_lossy())
+        .start();
+    let lock = first.lock_file();
+    assert!(
+        second.log().contains(&format!(
+            "warning: lock file {} already exists",
+            lock.display()
+        )),
+        "{}",
+        second.log()
+    );
+    assert!(second.log().contains("TMPDIR"), "{}", second.log());
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! `examples/api-key-protected/` (§11): every YAML file parses and the values that must
-//! agree across faas-cli, Kubernetes and Swarm do (secret name, mount path, port 8080,
-//! probe paths, a grace period that fits the drain, image); and the function itself,
+//! `examples/api-key-protected/`: every YAML file parses, every Kubernetes manifest passes
+//! strict schema validation, and the values that must agree across faas-cli, Kubernetes,
+//! Knative and Swarm do (secret name, mount path, port 8080, probe paths, a grace period
+//! that fits the drain, image); and the function itself,
 //! under the real fwatchdog with a temp secrets folder, answers 200 to the right key
 //! and 401 to anything else.
 
@@ -14,6 +15,7 @@ use crate::util::{random_bytes, request, watchdog, TempDir};
 
 const SECRET: &str = "secret-api-key";
 const IMAGE: &str = "fwatchdog-examples/api-key-protected:latest";
+const KNATIVE: &str = "serving.knative.dev/v1";
 
 fn example() -> PathBuf {
     repo().join("examples/api-key-protected")
@@ -91,9 +93,11 @@ fn drain_seconds(env: &[(String, String)]) -> f64 {
 #[test]
 fn example_yaml_files_agree_on_secret_port_probes_and_grace() {
     let docs = documents();
+    // Core Kubernetes kinds (the Knative Service has its own test).
     let kinds = |k: &str| {
         docs.iter()
             .filter(|(_, d)| d["kind"].as_str() == Some(k))
+            .filter(|(_, d)| d["apiVersion"].as_str() != Some(KNATIVE))
             .collect::<Vec<_>>()
     };
 
@@ -345,6 +349,146 @@ fn example_yaml_files_agree_on_secret_port_probes_and_grace() {
     let image = Dockerfile::read(&example().join("protectedapi/Dockerfile"));
     let cmd = image.last().exec_form("CMD").expect("CMD [..]");
     assert_eq!(cmd, ["fwatchdog", "--api-key-secret", SECRET]);
+}
+
+#[test]
+fn knative_service_runs_the_same_function_with_a_grace_that_fits_the_drain() {
+    let docs = documents();
+    let found: Vec<_> = docs
+        .iter()
+        .filter(|(_, d)| d["apiVersion"].as_str() == Some(KNATIVE))
+        .collect();
+    let [(file, ksvc)] = found.as_slice() else {
+        panic!("one Knative Service")
+    };
+    let at = file.display();
+    assert_eq!(ksvc["kind"].as_str(), Some("Service"), "{at}");
+    let secret_ns = docs
+        .iter()
+        .find(|(_, d)| d["kind"].as_str() == Some("Secret"))
+        .map(|(_, d)| d["metadata"]["namespace"].clone())
+        .expect("a Secret");
+    assert_eq!(ksvc["metadata"]["namespace"], secret_ns, "{at}: namespace");
+    let spec = &ksvc["spec"]["template"]["spec"];
+    assert!(
+        spec["terminationGracePeriodSeconds"].is_badvalue(),
+        "{at}: Knative refuses terminationGracePeriodSeconds; timeoutSeconds is the grace"
+    );
+    let [c] = &spec["containers"].as_vec().expect("containers")[..] else {
+        panic!("{at}: one container")
+    };
+    assert_eq!(c["image"].as_str(), Some(IMAGE), "{at}");
+    // Knative allows one port and tells the container about it with PORT.
+    let [port] = &c["ports"].as_vec().expect("ports")[..] else {
+        panic!("{at}: one port")
+    };
+    assert_eq!(port["containerPort"].as_i64(), Some(8080), "{at}");
+    let probe = &c["readinessProbe"]["httpGet"];
+    assert_eq!(probe["path"].as_str(), Some("/_/health"), "{at}");
+    assert!(
+        probe["port"].is_badvalue() || probe["port"].as_i64() == Some(8080),
+        "{at}: a Knative probe's port is the container port or absent"
+    );
+    let mount = c["volumeMounts"]
+        .as_vec()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/var/openfaas/secrets"))
+        .expect("secrets mounted at /var/openfaas/secrets");
+    assert_eq!(mount["readOnly"].as_bool(), Some(true), "{at}");
+    let volume = spec["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume is declared");
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some(SECRET),
+        "{at}"
+    );
+    let env: Vec<(String, String)> = c["env"]
+        .as_vec()
+        .map(|v| {
+            v.iter()
+                .map(|e| {
+                    let name = e["name"].as_str().expect("name").to_owned();
+                    (name, as_string(&e["value"]).expect("value"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !env.iter().any(|(k, _)| k == "port"),
+        "{at}: the OpenFaaS port would override Knative's PORT"
+    );
+    let grace = spec["timeoutSeconds"].as_i64().expect("timeoutSeconds") as f64;
+    let drain = drain_seconds(&env);
+    assert!(
+        grace > drain,
+        "{at}: timeoutSeconds {grace} (the pod's grace period) must exceed the drain ({drain}s)"
+    );
+}
+
+/// Validates each manifest given as an argument against the Kubernetes schemas of
+/// `kubernetes-validate`, in strict mode (an unknown field is an error). A Knative
+/// Service's revision template is a Kubernetes PodSpec plus Knative's own fields, so it
+/// is checked as a Pod without those.
+const VALIDATE: &str = r#"
+import sys, yaml, kubernetes_validate
+KNATIVE_ONLY = ("timeoutSeconds", "containerConcurrency", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
+failed = 0
+for path in sys.argv[1:]:
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    for doc in docs:
+        name = "%s %s/%s" % (path, doc.get("kind"), doc.get("metadata", {}).get("name"))
+        if doc.get("apiVersion") == "serving.knative.dev/v1":
+            spec = {k: v for k, v in doc["spec"]["template"]["spec"].items() if k not in KNATIVE_ONLY}
+            doc = {"apiVersion": "v1", "kind": "Pod", "metadata": doc["metadata"], "spec": spec}
+        try:
+            kubernetes_validate.validate(doc, "1.30.0", strict=True)
+            print("valid", name)
+        except Exception as e:
+            failed += 1
+            print("INVALID", name, ":", e)
+sys.exit(1 if failed else 0)
+"#;
+
+#[test]
+fn kubernetes_manifests_pass_strict_schema_validation() {
+    let test = "examples::kubernetes_manifests_pass_strict_schema_validation";
+    let has_validator = std::process::Command::new("python3")
+        .args(["-c", "import kubernetes_validate, yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_validator {
+        crate::util::skip(
+            test,
+            "needs python3 with kubernetes-validate (pip install kubernetes-validate)",
+        );
+        return;
+    }
+    let docs: Vec<PathBuf> = documents()
+        .into_iter()
+        .filter(|(_, d)| !d["apiVersion"].is_badvalue() && !d["kind"].is_badvalue())
+        .map(|(f, _)| f)
+        .collect();
+    let mut manifests = docs.clone();
+    manifests.dedup();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(VALIDATE)
+        .args(&manifests)
+        .output()
+        .expect("python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // Deployment, Service, Secret and the Knative Service, each really checked.
+    let valid = text.lines().filter(|l| l.starts_with("valid ")).count();
+    assert!(docs.len() >= 4, "{docs:?}");
+    assert_eq!(valid, docs.len(), "every manifest checked: {text}");
 }
 
 #[test]

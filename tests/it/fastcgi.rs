@@ -1,4 +1,4 @@
-//! `mode=fastcgi` (issue 11): a pool of warm FastCGI workers, proved with real FastCGI
+//! `mode=fastcgi`: a pool of warm FastCGI workers, proved with real FastCGI
 //! applications: Debian's `php-cgi` and `fcgiwrap`, and a WSGI app under PyPI's `flup`,
 //! both spawned by the watchdog on its inherited socket and started on their own
 //! (`fastcgi_address`).

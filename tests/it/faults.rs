@@ -1,5 +1,5 @@
-//! Fault injection (§4.1, §4.3, §10): one misbehaving handler per fault, run in every
-//! fork mode. Each case proves four things: the answer has the status §4.3 gives, the
+//! Fault injection: one misbehaving handler per fault, run in every
+//! fork mode. Each case proves four things: the answer has the status the mode promises, the
 //! request ends within its bound, nothing of the handler's process group is left (and no
 //! zombie), and the next request on the same watchdog is served normally.
 //!

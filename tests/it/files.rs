@@ -1,4 +1,4 @@
-//! static mode (§6): files from `static_path` with index.html, Range, conditional
+//! static mode: files from `static_path` with index.html, Range, conditional
 //! requests and content types — and never a byte from outside the folder.
 
 use std::os::unix::fs::symlink;

@@ -1,4 +1,4 @@
-//! Handler processes (§4.1, §4.2): process groups, kills that reach grandchildren, a clean
+//! Handler processes: process groups, kills that reach grandchildren, a clean
 //! inheritance (fds, signals), stderr that never stalls, the Http_* environment.
 
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! Slow and hostile clients (§2 timeouts, §10): a client can cost us a connection for a
+//! Slow and hostile clients (the timeouts and limits): a client can cost us a connection for a
 //! bounded time only, never a handler, a descriptor or the server.
 
 use std::io::{ErrorKind, Read, Write};
@@ -214,7 +214,7 @@ fn a_client_that_stops_reading_is_cut_at_write_timeout_and_its_handler_killed() 
 
 /// Regression: when the write deadline passed while a slow reader kept the body channel
 /// full, the abort could not be queued and the stream ended with a clean final chunk: a
-/// truncated 200 that looked whole (§4.3 forbids it).
+/// truncated 200 that looked whole (never allowed).
 #[test]
 fn a_slow_reader_cut_by_write_timeout_never_sees_a_clean_end() {
     let w = watchdog()

@@ -1,4 +1,4 @@
-//! http mode (§5, §12 item 8): the watchdog in front of a real upstream server that the
+//! http mode: the watchdog in front of a real upstream server that the
 //! test starts as `fprocess` — a small python3 stdlib server, waitress for WSGI, python
 //! `websockets` for the tunnel, node's `http` module when `node` exists. Tests that need
 //! an optional tool check for it and say clearly when they skip.
@@ -832,7 +832,7 @@ fn refused_and_dropped_connections_are_502() {
 #[test]
 fn exec_timeout_answers_504_with_duration() {
     let up = Upstream::new();
-    // exec_timeout also bounds the upstream's start (§5): leave a loaded machine's
+    // exec_timeout also bounds the upstream's start: leave a loaded machine's
     // python time to start.
     let w = up.watchdog().env("exec_timeout", "3s").start();
     let sent = Instant::now();

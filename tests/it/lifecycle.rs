@@ -1,4 +1,4 @@
-//! Lifecycle (§8.3–§8.5, §12 items 3 and 7): the SIGTERM drain, PID 1, exit codes.
+//! Lifecycle: the SIGTERM and SIGINT drain, PID 1, exit codes.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,6 +50,43 @@ fn healthcheck_interval_0_means_no_wait_and_sigint_works_too() {
     assert_eq!(status.code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(w.log().contains("Received SIGINT"));
+}
+
+#[test]
+fn sigint_drains_without_the_healthcheck_interval_wait() {
+    // Ctrl-C at a terminal: nobody needs time to stop routing here, so the 30 s wait
+    // SIGTERM gets is skipped, but a request in flight still gets its answer.
+    let mut w = watchdog()
+        .fprocess("sh -c 'sleep 1; echo finished'")
+        .env("healthcheck_interval", "30s")
+        .start();
+    let port = w.port;
+    let client = std::thread::spawn(move || request(port, "POST", "/", &[], b""));
+    std::thread::sleep(Duration::from_millis(300)); // let the request reach its handler
+    let t = Instant::now();
+    w.signal(SIGINT);
+    let r = client.join().expect("client");
+    assert_eq!((r.status, r.text().as_str()), (200, "finished\n"));
+    let status = w.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", w.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(w.log().contains("Received SIGINT"), "{}", w.log());
+}
+
+#[test]
+fn sigterm_keeps_serving_for_the_healthcheck_interval() {
+    let mut w = watchdog()
+        .fprocess("echo served")
+        .env("healthcheck_interval", "2s")
+        .start();
+    let t = Instant::now();
+    w.signal(SIGTERM);
+    assert!(w.wait_log("Received SIGTERM", Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(w.post("/", b"").status, 200, "still serving after 1.2 s");
+    let status = w.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
 #[test]

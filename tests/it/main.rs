@@ -19,6 +19,7 @@ mod http;
 mod lifecycle;
 mod observability;
 mod queue;
+mod readme;
 mod serializing;
 mod startup;
 mod streaming;

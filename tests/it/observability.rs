@@ -1,4 +1,4 @@
-//! Observability (§9): the metrics as a real Prometheus parser reads them, log lines in
+//! Observability: the metrics as a real Prometheus parser reads them, log lines in
 //! the OpenFaaS shapes and as JSON, and a log that never stalls the server.
 //!
 //! The metrics are parsed by Python's `prometheus_client` (the reference parser of the
@@ -434,7 +434,7 @@ fn startup_lines_list_the_effective_configuration() {
     ] {
         assert!(config.contains(want), "{want:?} missing from {config}");
     }
-    // `Listening on port` comes last: it means ready (§8.1).
+    // `Listening on port` comes last: it means ready.
     let last = lines(&log)
         .into_iter()
         .rposition(|l| l.contains("Listening on port: "))

@@ -1,4 +1,4 @@
-//! Issue 10: the bounded line in front of `max_inflight` (`max_queue`, `queue_timeout`),
+//! The bounded line in front of `max_inflight` (`max_queue`, `queue_timeout`),
 //! and the deadlines handlers are told (`FWATCHDOG_DEADLINE_MS`, `X-Deadline-Ms`) and
 //! given (`exec_kill_grace`).
 

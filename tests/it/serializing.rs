@@ -1,4 +1,4 @@
-//! serializing and classic modes (§4.3): buffered body, collected output, classic
+//! serializing and classic modes: buffered body, collected output, classic
 //! conventions, bounded memory.
 
 use std::time::Duration;

@@ -1,9 +1,9 @@
-//! Configuration and startup (§2, §8.1, §8.5): bad settings exit 2 naming the setting,
+//! Configuration and startup: bad settings exit 2 naming the setting,
 //! a busy port exits 1, the startup line reports the real port.
 
 use std::time::Duration;
 
-use crate::util::{watchdog, BIN};
+use crate::util::{watchdog, TempDir, BIN};
 
 #[test]
 fn invalid_values_exit_2_naming_variable_and_value() {
@@ -54,6 +54,43 @@ fn missing_fprocess_is_exit_2() {
 }
 
 #[test]
+fn an_fprocess_program_that_cannot_run_is_exit_2_naming_it() {
+    let tmp = TempDir::new();
+    let not_executable = tmp.path().join("handler.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").expect("write");
+    let cases = [
+        (
+            "no-such-handler-program --flag".to_owned(),
+            "no-such-handler-program",
+        ),
+        (not_executable.display().to_string(), "is not executable"),
+        (
+            tmp.path().join("missing").display().to_string(),
+            "No such file",
+        ),
+    ];
+    for (fprocess, says) in cases {
+        let (status, out) = watchdog().fprocess(&fprocess).run(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{fprocess}: {out}");
+        assert!(
+            out.contains("fprocess") && out.contains(says),
+            "{fprocess}: {out}"
+        );
+        assert!(
+            !out.contains("Listening on port"),
+            "{fprocess}: listened anyway"
+        );
+    }
+    // Where it is not used, it need not exist.
+    let w = watchdog()
+        .mode("static")
+        .fprocess("no-such-handler-program")
+        .env("static_path", tmp.path().to_string_lossy())
+        .start();
+    assert_eq!(w.get("/_/health").status, 200);
+}
+
+#[test]
 fn empty_env_var_counts_as_unset() {
     // port= would be port 0 for the peers; here it is the default, and we override it
     // with a flag so the test does not need port 8080.
@@ -84,6 +121,34 @@ fn busy_port_exits_1_with_address_and_error() {
 }
 
 #[test]
+fn platform_port_env_is_honoured_below_the_openfaas_port() {
+    // Knative and Cloud Run say where to listen with PORT.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let w = watchdog()
+        .fprocess("cat")
+        .env("port", "") // empty counts as unset
+        .env("PORT", free.to_string())
+        .start();
+    assert_eq!(w.port, free, "{}", w.log());
+    assert_eq!(w.get("/_/health").status, 200);
+    drop(w);
+    // Both set: the OpenFaaS port wins, so a busy PORT does not matter.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = holder.local_addr().expect("addr").port();
+    let w = watchdog()
+        .fprocess("cat")
+        .env("port", "0")
+        .env("PORT", busy.to_string())
+        .start();
+    assert_ne!(w.port, busy);
+    assert_eq!(w.get("/_/health").status, 200);
+}
+
+#[test]
 fn listening_line_reports_the_real_port() {
     let w = watchdog().fprocess("cat").start();
     assert_ne!(w.port, 0);
@@ -91,8 +156,8 @@ fn listening_line_reports_the_real_port() {
 }
 
 #[test]
-fn version_both_spellings() {
-    for flag in ["--version", "-version"] {
+fn version_every_spelling() {
+    for flag in ["--version", "-version", "-V"] {
         let out = std::process::Command::new(BIN)
             .arg(flag)
             .output()
@@ -135,6 +200,50 @@ fn unknown_flag_is_exit_2() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_mistyped_flag_gets_a_did_you_mean() {
+    let out = std::process::Command::new(BIN)
+        .args(["--prot", "9000"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--prot'"), "{err}");
+    assert!(err.contains("similar argument exists: '--port'"), "{err}");
+    assert!(
+        !err.contains("'9000'"),
+        "9000 is --prot's value, not a stray word: {err}"
+    );
+}
+
+#[test]
+fn go_style_single_dash_long_flags_work() {
+    // How the OpenFaaS watchdogs' flags are spelled: -name value and -name=value.
+    let w = watchdog()
+        .arg("-fprocess")
+        .arg("echo go-style")
+        .arg("-port")
+        .arg("0")
+        .arg("-exec-timeout=5s")
+        .arg("-write-debug")
+        .start();
+    assert!(w.log().contains("exec_timeout=5s"), "{}", w.log());
+    assert!(w.log().contains("write_debug=true"), "{}", w.log());
+    let r = w.post("/", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "go-style\n"));
+}
+
+#[test]
+fn a_bare_command_gets_a_hint_to_use_fprocess() {
+    let out = std::process::Command::new(BIN)
+        .arg("wc -c")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--fprocess 'wc -c'"), "{err}");
 }
 
 #[test]

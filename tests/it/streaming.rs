@@ -1,4 +1,4 @@
-//! streaming mode (§4.3, §12 items 1 and 2): full-duplex piping and honest statuses.
+//! streaming mode: full-duplex piping and honest statuses.
 
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
@@ -83,10 +83,20 @@ fn non_zero_exit_before_output_is_500() {
 
 #[test]
 fn command_that_cannot_start_is_500_naming_it() {
-    let w = watchdog().fprocess("/no/such/handler --flag").start();
+    // A missing program is refused at startup; one removed after startup is a 500.
+    let tmp = TempDir::new();
+    let handler = tmp.script("handler", "#!/bin/sh\ncat\n");
+    let w = watchdog()
+        .fprocess(format!("{} --flag", handler.display()))
+        .start();
+    std::fs::remove_file(&handler).expect("rm handler");
     let r = w.post("/", b"x");
     assert_eq!(r.status, 500);
-    assert!(r.text().contains("/no/such/handler"), "{}", r.text());
+    assert!(
+        r.text().contains(&handler.display().to_string()),
+        "{}",
+        r.text()
+    );
     // The server keeps serving.
     assert_eq!(w.get("/_/health").status, 200);
 }

@@ -1,4 +1,4 @@
-//! The function templates (§11), without Docker: each starter handler runs under the real
+//! The function templates, without Docker: each starter handler runs under the real
 //! fwatchdog with the settings its Dockerfile sets (its `ENV` lines), in a folder laid out
 //! the way its `COPY` and `WORKDIR` lines lay out the image, and answers a request.
 //!
@@ -459,7 +459,7 @@ fn template_node_serves_through_the_proxy() {
     if !util::have("node") {
         return util::skip(
             "template_node_serves_through_the_proxy",
-            "node not found (the node template's handler needs it)",
+            "node not found (the node template's handler needs it: apt-get install nodejs)",
         );
     }
     let dir = TempDir::new();
