@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use fwatchdog::cli::{self, Action};
 use fwatchdog::config::{Config, LogFormat};
 use fwatchdog::exit::Exit;
-use fwatchdog::{healthcheck, logging, server, signal};
+use fwatchdog::os::signal;
+use fwatchdog::{healthcheck, logging, server};
 
 fn main() -> ExitCode {
     // Before any thread exists: what we inherited must not reach the handlers.

@@ -31,7 +31,7 @@ use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, Mode};
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::process::{self, ExitStatus, Stderr};
+use crate::os::process::{self, ExitStatus, Stderr};
 
 /// After the handler exits, how long its pipes may stay open (held by something that
 /// escaped its process group) before we stop waiting for EOF.

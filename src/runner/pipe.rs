@@ -127,7 +127,7 @@ pub async fn lines<R: AsyncRead + Unpin>(
 /// Logs a long-running process's stdout and stderr line by line (an http upstream, a
 /// FastCGI worker), each on its own task until the pipe closes.
 pub fn log_output(
-    child: &mut crate::process::Child,
+    child: &mut crate::os::process::Child,
     max: Option<usize>,
     prefix: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {

@@ -3,7 +3,7 @@
 //! One listening Unix socket in a private (0700) temp dir is every worker's fd 0,
 //! `FCGI_LISTENSOCK_FILENO`; the kernel hands each connection to whichever worker
 //! calls `accept` first. Each worker runs in its own process group with stdout and
-//! stderr going to the log, started through [`crate::process`] so the one reaper sees
+//! stderr going to the log, started through [`crate::os::process`] so the one reaper sees
 //! its exit. A worker that dies is replaced, after an exponential backoff (100 ms
 //! doubling to 5 s) when it died within a second of starting, so a broken `fprocess`
 //! does not spin. Health fails while no worker is alive. On shutdown, after the
@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::config::{format_duration, Config};
-use crate::process::{self, Child, Program, Stderr, Stdin};
+use crate::os::process::{self, Child, Program, Stderr, Stdin};
 use crate::runner::pipe;
 use crate::service::Shared;
 
