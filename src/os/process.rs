@@ -11,8 +11,9 @@
 //! between `fork` and registration, and a group is never signalled after its id is free.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -269,19 +270,15 @@ impl Program {
             }
             Stderr::Stdout => (None, stdout_w.try_clone()?),
         };
-        let argv: Vec<*mut libc::c_char> = self
-            .argv
-            .iter()
-            .map(|a| a.as_ptr() as *mut _)
-            .chain(std::iter::once(std::ptr::null_mut()))
-            .collect();
+        let argv: CStrArray<'_> = self.argv.iter().map(CString::as_c_str).collect();
+        let envp = envp.array();
 
         let (tx, rx) = oneshot::channel();
         let mut leaders = table();
         let pid = posix_spawn(
             path,
             &argv,
-            &envp.ptrs,
+            &envp,
             [
                 stdin_r.as_raw_fd(),
                 stdout_w.as_raw_fd(),
@@ -348,11 +345,44 @@ fn explain(e: io::Error, path: &CString) -> io::Error {
     }
 }
 
+/// A NULL-terminated array of pointers to C strings, what `execve` takes as argv and
+/// envp. It can only be built from borrowed `CStr`s, and it borrows them, so every
+/// pointer in it is valid for as long as the array is.
+struct CStrArray<'a> {
+    ptrs: Vec<*mut libc::c_char>,
+    _strings: PhantomData<&'a CStr>,
+}
+
+impl<'a> FromIterator<&'a CStr> for CStrArray<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a CStr>>(strings: I) -> Self {
+        let mut ptrs: Vec<*mut libc::c_char> =
+            strings.into_iter().map(|c| c.as_ptr() as *mut _).collect();
+        ptrs.push(std::ptr::null_mut());
+        CStrArray {
+            ptrs,
+            _strings: PhantomData,
+        }
+    }
+}
+
 /// A handler's environment: ours (read once, never copied per request) plus the
 /// request's variables; a later `extra` entry wins over an earlier one and over ours.
 struct Envp {
-    _added: Vec<CString>,
-    ptrs: Vec<*mut libc::c_char>,
+    base: &'static [(Vec<u8>, CString)],
+    /// The request's variables, each with the length of its name.
+    added: Vec<(usize, CString)>,
+}
+
+impl Envp {
+    fn array(&self) -> CStrArray<'_> {
+        let shadowed = |key: &[u8]| self.added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
+        self.base
+            .iter()
+            .filter(|(k, _)| !shadowed(k))
+            .map(|(_, c)| c.as_c_str())
+            .chain(self.added.iter().map(|(_, c)| c.as_c_str()))
+            .collect()
+    }
 }
 
 fn environment<K, V>(extra: impl IntoIterator<Item = (K, V)>) -> io::Result<Envp>
@@ -389,20 +419,7 @@ where
             None => added.push((k.len(), kv)),
         }
     }
-    let shadowed = |key: &[u8]| added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
-    let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(base.len() + added.len() + 1);
-    ptrs.extend(
-        base.iter()
-            .filter(|(k, _)| !shadowed(k))
-            .map(|(_, c)| c.as_ptr() as *mut _),
-    );
-    let added: Vec<CString> = added.into_iter().map(|(_, c)| c).collect();
-    ptrs.extend(added.iter().map(|c| c.as_ptr() as *mut _));
-    ptrs.push(std::ptr::null_mut());
-    Ok(Envp {
-        _added: added,
-        ptrs,
-    })
+    Ok(Envp { base, added })
 }
 
 /// `posix_spawn` with fds 0-2 from `stdio`, a new process group, an empty signal mask and
@@ -410,11 +427,10 @@ where
 /// the signals glibc keeps for itself (32, 33): its `posix_spawn` otherwise leaves them
 /// ignored in the child, and an ignored signal survives `exec`. It is also the cheapest
 /// way to start a process: glibc and musl both use `CLONE_VM | CLONE_VFORK`.
-#[allow(unsafe_code)]
 fn posix_spawn(
-    path: &CString,
-    argv: &[*mut libc::c_char],
-    envp: &[*mut libc::c_char],
+    path: &CStr,
+    argv: &CStrArray<'_>,
+    envp: &CStrArray<'_>,
     stdio: [RawFd; 3],
 ) -> io::Result<i32> {
     fn check(rc: libc::c_int) -> io::Result<()> {
@@ -425,9 +441,10 @@ fn posix_spawn(
         }
     }
     // SAFETY: the attr and file-actions objects are initialised before use and destroyed
-    // on every path; the argv/envp arrays are NULL-terminated and outlive the call; the
-    // sigset is plain memory we fill bit by bit (glibc's sigfillset/sigaddset refuse its
-    // internal signals, which are exactly the ones we need in the set).
+    // on every path; the argv/envp arrays are NULL-terminated and borrow the strings they
+    // point to (see `CStrArray`), so every pointer is valid for the call; the sigset is
+    // plain memory we fill bit by bit (glibc's sigfillset/sigaddset refuse its internal
+    // signals, which are exactly the ones we need in the set).
     unsafe {
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         check(libc::posix_spawn_file_actions_init(&mut actions))?;
@@ -473,8 +490,8 @@ fn posix_spawn(
                 path.as_ptr(),
                 &actions,
                 &attr,
-                argv.as_ptr(),
-                envp.as_ptr(),
+                argv.ptrs.as_ptr(),
+                envp.ptrs.as_ptr(),
             ))?;
             Ok(pid)
         })();
