@@ -18,32 +18,20 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
+use zeroize::Zeroizing;
 
 use crate::config::ConfigError;
 
 type Digest = [u8; 32];
 
-/// A key as read from a secret file. It is digested at once and its bytes wiped; its
-/// `Debug` never prints it.
-pub struct Key(Vec<u8>);
+/// A key as read from a secret file. It is digested at once and its bytes are zeroed when
+/// it is dropped, as is the buffer the file was read into (the hasher's own copy of a
+/// block is not); its `Debug` never prints it.
+pub struct Key(Zeroizing<Vec<u8>>);
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Key(<redacted>)")
-    }
-}
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // A volatile write so the wipe is not optimised away.
-            let p: *mut u8 = b;
-            #[allow(unsafe_code)]
-            // SAFETY: `p` comes from a live `&mut u8`.
-            unsafe {
-                std::ptr::write_volatile(p, 0)
-            };
-        }
     }
 }
 
@@ -53,7 +41,7 @@ pub fn parse_keys(content: &[u8]) -> Vec<Key> {
         .split(|b| *b == b'\n')
         .map(|line| line.trim_ascii())
         .filter(|line| !line.is_empty())
-        .map(|line| Key(line.to_vec()))
+        .map(|line| Key(Zeroizing::new(line.to_vec())))
         .collect()
 }
 
@@ -95,6 +83,7 @@ impl fmt::Debug for ApiKeys {
 fn read_secret(path: &Path) -> Result<Vec<Key>, String> {
     match std::fs::read(path) {
         Ok(content) => {
+            let content = Zeroizing::new(content);
             let keys = parse_keys(&content);
             if keys.is_empty() {
                 Err("holds no key (empty or whitespace only)".into())
