@@ -212,76 +212,6 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Splits a byte stream into log lines. A line longer than `max` bytes is emitted in
-/// pieces of `max`, so a reader never has to hold (or wait for) a whole huge line; a
-/// trailing `\r` is removed; [`finish`](Self::finish) emits a last line that had no
-/// newline.
-#[derive(Debug)]
-pub struct LineSplitter {
-    buf: Vec<u8>,
-    max: Option<usize>,
-}
-
-impl LineSplitter {
-    pub fn new(max: Option<usize>) -> LineSplitter {
-        LineSplitter {
-            buf: Vec::new(),
-            max: max.map(|m| m.max(1)),
-        }
-    }
-
-    /// Feeds more bytes; calls `emit` for every line they complete.
-    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
-        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
-            let line = &data[..pos];
-            data = &data[pos + 1..];
-            if self.buf.is_empty() {
-                // The common case: a whole line in one read, emitted without a copy.
-                let line = strip_cr(line);
-                match self.max {
-                    Some(max) if line.len() > max => line.chunks(max).for_each(&mut *emit),
-                    _ => emit(line),
-                }
-            } else {
-                self.append(line, emit);
-                emit(strip_cr(&self.buf));
-                self.buf.clear();
-            }
-        }
-        self.append(data, emit);
-    }
-
-    /// Emits what is left of a last line without a newline.
-    pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
-        if !self.buf.is_empty() {
-            emit(strip_cr(&self.buf));
-            self.buf.clear();
-        }
-    }
-
-    fn append(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
-        let Some(max) = self.max else {
-            self.buf.extend_from_slice(data);
-            return;
-        };
-        while !data.is_empty() {
-            // A full piece goes out only once more of the same line follows, so a line of
-            // exactly `max` bytes is one line, not one plus an empty one.
-            if self.buf.len() >= max {
-                emit(&self.buf);
-                self.buf.clear();
-            }
-            let take = (max - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-        }
-    }
-}
-
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
 // ---------------------------------------------------------------------------------------
 // Rendering
 
@@ -958,32 +888,6 @@ mod tests {
         queue.push(big);
         queue.flush(Duration::from_secs(5));
         assert_eq!(sink.text().len(), 300_001);
-    }
-
-    fn split_all(input: &[&[u8]], max: Option<usize>) -> Vec<Vec<u8>> {
-        let mut s = LineSplitter::new(max);
-        let mut out = Vec::new();
-        for chunk in input {
-            s.push(chunk, &mut |l: &[u8]| out.push(l.to_vec()));
-        }
-        s.finish(&mut |l: &[u8]| out.push(l.to_vec()));
-        out
-    }
-
-    #[test]
-    fn splitter_handles_pieces_limits_and_a_last_partial_line() {
-        let out = split_all(&[b"one\ntw", b"o\r\n\nthr", b"ee"], Some(100));
-        assert_eq!(out, [&b"one"[..], b"two", b"", b"three"]);
-        let out = split_all(&[b"abcdefghij\n"], Some(4));
-        assert_eq!(out, [&b"abcd"[..], b"efgh", b"ij"]);
-        let out = split_all(&[b"abcd", b"efgh\n"], Some(4));
-        assert_eq!(out, [&b"abcd"[..], b"efgh"], "no empty piece");
-        let out = split_all(&[b"ab", b"cdefghij", b"k\n"], Some(4));
-        assert_eq!(out, [&b"abcd"[..], b"efgh", b"ijk"]);
-        let big = vec![b'z'; 200_000];
-        let out = split_all(&[&big, b"\n"], None);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].len(), 200_000);
     }
 
     #[test]
