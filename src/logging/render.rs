@@ -1,0 +1,311 @@
+//! Rendering an event as one log line: text in the OpenFaaS shapes, or a JSON object.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+use super::writer::Queue;
+use super::HANDLER;
+use crate::config::LogFormat;
+
+/// The layer that renders every event of ours and queues it for the writer.
+pub(super) struct Lines {
+    pub(super) format: LogFormat,
+    pub(super) queue: Arc<Queue>,
+}
+
+impl<S: Subscriber> Layer<S> for Lines {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        *metadata.level() <= Level::INFO && metadata.target().starts_with("fwatchdog")
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let line = match self.format {
+            LogFormat::Text => render_text(event, now),
+            LogFormat::Json => render_json(event, now),
+        };
+        self.queue.push(line);
+    }
+}
+
+fn render_text(event: &Event<'_>, now: Duration) -> Vec<u8> {
+    let meta = event.metadata();
+    let mut line = Vec::with_capacity(128);
+    if meta.target() == HANDLER {
+        let mut h = HandlerFields::default();
+        event.record(&mut h);
+        if !h.bare {
+            write_text_time(&mut line, now);
+            line.push(b' ');
+            line.extend_from_slice(h.stream.as_bytes());
+            line.extend_from_slice(b": ");
+        }
+    } else {
+        write_text_time(&mut line, now);
+        line.push(b' ');
+        match *meta.level() {
+            Level::WARN => line.extend_from_slice(b"warning: "),
+            Level::ERROR => line.extend_from_slice(b"error: "),
+            _ => {}
+        }
+    }
+    event.record(&mut TextMessage(&mut line));
+    line.push(b'\n');
+    line
+}
+
+fn render_json(event: &Event<'_>, now: Duration) -> Vec<u8> {
+    let meta = event.metadata();
+    let mut line = Vec::with_capacity(192);
+    line.extend_from_slice(b"{\"time\":\"");
+    write_json_time(&mut line, now);
+    line.extend_from_slice(b"\",\"level\":\"");
+    line.extend_from_slice(level_name(*meta.level()).as_bytes());
+    line.push(b'"');
+    let mut v = JsonFields {
+        out: &mut line,
+        handler: meta.target() == HANDLER,
+        saw_msg: false,
+    };
+    event.record(&mut v);
+    if !v.saw_msg {
+        line.extend_from_slice(b",\"msg\":\"\"");
+    }
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+/// The fields that shape a handler line in text.
+#[derive(Default)]
+struct HandlerFields {
+    stream: &'static str,
+    bare: bool,
+}
+
+impl Visit for HandlerFields {
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "stream" {
+            self.stream = match value {
+                "stdout" => "stdout",
+                _ => "stderr",
+            };
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "bare" {
+            self.bare = value;
+        }
+    }
+}
+
+/// Text lines carry only the message.
+struct TextMessage<'a>(&'a mut Vec<u8>);
+
+impl Visit for TextMessage<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.extend_from_slice(value.as_bytes());
+        }
+    }
+}
+
+/// Writes each field as `,"name":value`, the message as `msg`.
+struct JsonFields<'a> {
+    out: &'a mut Vec<u8>,
+    handler: bool,
+    saw_msg: bool,
+}
+
+impl JsonFields<'_> {
+    /// Writes `,"name":` and says whether the field is wanted.
+    fn key(&mut self, field: &Field) -> bool {
+        let name = match field.name() {
+            "message" => {
+                self.saw_msg = true;
+                "msg"
+            }
+            "bare" => return false,
+            n => n,
+        };
+        self.out.extend_from_slice(b",\"");
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        true
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.key(field) {
+            self.out.push(b'"');
+            let _ = write!(JsonEscaped(self.out), "{value:?}");
+            self.out.push(b'"');
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // Output of a long-running upstream belongs to no request.
+        if self.handler && field.name() == "call_id" && value.is_empty() {
+            return;
+        }
+        if self.key(field) {
+            self.out.push(b'"');
+            let _ = JsonEscaped(self.out).write_str(value);
+            self.out.push(b'"');
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            self.out
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            if value.is_finite() {
+                let _ = write!(self.out, "{value}");
+            } else {
+                self.out.extend_from_slice(b"null");
+            }
+        }
+    }
+}
+
+/// Escapes what is written into it as the inside of a JSON string.
+struct JsonEscaped<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let out = &mut *self.0;
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let esc: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0..=0x1f | 0x7f => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            if esc.is_empty() {
+                let _ = write!(out, "\\u{b:04x}");
+            } else {
+                out.extend_from_slice(esc);
+            }
+            start = i + 1;
+        }
+        out.extend_from_slice(&bytes[start..]);
+        Ok(())
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn split(now: Duration) -> (i64, u32, u32, u64, u64, u64) {
+    let secs = now.as_secs();
+    let (y, mo, d) = civil((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    (y, mo, d, sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+/// `YYYY/MM/DD HH:MM:SS` in UTC.
+pub(super) fn write_text_time(out: &mut Vec<u8>, now: Duration) {
+    let (y, mo, d, h, mi, s) = split(now);
+    let _ = write!(out, "{y:04}/{mo:02}/{d:02} {h:02}:{mi:02}:{s:02}");
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub(super) fn write_json_time(out: &mut Vec<u8>, now: Duration) {
+    let (y, mo, d, h, mi, s) = split(now);
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_time(now: Duration) -> String {
+        let mut v = Vec::new();
+        write_text_time(&mut v, now);
+        String::from_utf8(v).expect("utf8")
+    }
+
+    fn json_time(now: Duration) -> String {
+        let mut v = Vec::new();
+        write_json_time(&mut v, now);
+        String::from_utf8(v).expect("utf8")
+    }
+
+    #[test]
+    fn formats_dates_in_utc() {
+        assert_eq!(text_time(Duration::from_secs(0)), "1970/01/01 00:00:00");
+        // 2024-02-29T23:59:59Z, a leap day.
+        assert_eq!(
+            text_time(Duration::from_secs(1_709_251_199)),
+            "2024/02/29 23:59:59"
+        );
+        assert_eq!(
+            json_time(Duration::from_millis(1_796_115_600_250)),
+            "2026-12-01T09:00:00.250Z"
+        );
+    }
+}
