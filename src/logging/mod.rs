@@ -279,7 +279,7 @@ mod tests {
                 "cid",
                 false,
             );
-            handler_line("stderr", b"say \"hi\"\t\x01", true, "cid");
+            handler_line("stderr", b"say \"hi\"\t\x01 \\ \x7f \xc3\xa9", true, "cid");
             handler_line("stdout", b"upstream", false, "");
             tracing::error!("bad\nthing");
         });
@@ -298,7 +298,7 @@ mod tests {
         assert!(v[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert_eq!(v[1]["stream"], "stderr");
         assert_eq!(v[1]["call_id"], "cid");
-        assert_eq!(v[1]["msg"], "say \"hi\"\t\u{1}");
+        assert_eq!(v[1]["msg"], "say \"hi\"\t\u{1} \\ \u{7f} é");
         assert!(v[1].get("bare").is_none());
         assert!(v[2].get("call_id").is_none(), "no request, no call_id");
         assert_eq!(v[3]["level"], "error");

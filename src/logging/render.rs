@@ -1,10 +1,10 @@
 //! Rendering an event as one log line: text in the OpenFaaS shapes, or a JSON object.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Serializer as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
@@ -164,9 +164,9 @@ impl JsonFields<'_> {
 impl Visit for JsonFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if self.key(field) {
-            self.out.push(b'"');
-            let _ = write!(JsonEscaped(self.out), "{value:?}");
-            self.out.push(b'"');
+            // Escaped as the Debug output is produced: no String in between.
+            let mut json = serde_json::Serializer::new(&mut *self.out);
+            let _ = json.collect_str(&format_args!("{value:?}"));
         }
     }
 
@@ -176,9 +176,7 @@ impl Visit for JsonFields<'_> {
             return;
         }
         if self.key(field) {
-            self.out.push(b'"');
-            let _ = JsonEscaped(self.out).write_str(value);
-            self.out.push(b'"');
+            let _ = serde_json::to_writer(&mut *self.out, value);
         }
     }
 
@@ -209,37 +207,6 @@ impl Visit for JsonFields<'_> {
                 self.out.extend_from_slice(b"null");
             }
         }
-    }
-}
-
-/// Escapes what is written into it as the inside of a JSON string.
-struct JsonEscaped<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for JsonEscaped<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let out = &mut *self.0;
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let esc: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0..=0x1f | 0x7f => b"",
-                _ => continue,
-            };
-            out.extend_from_slice(&bytes[start..i]);
-            if esc.is_empty() {
-                let _ = write!(out, "\\u{b:04x}");
-            } else {
-                out.extend_from_slice(esc);
-            }
-            start = i + 1;
-        }
-        out.extend_from_slice(&bytes[start..]);
-        Ok(())
     }
 }
 
