@@ -210,40 +210,30 @@ impl Visit for JsonFields<'_> {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// The last instant RFC 3339 can write, 9999-12-31T23:59:59.999Z; a clock past it is
+/// shown as it.
+const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+
+fn timestamp(now: Duration) -> SystemTime {
+    UNIX_EPOCH + now.min(LAST)
 }
 
-fn split(now: Duration) -> (i64, u32, u32, u64, u64, u64) {
-    let secs = now.as_secs();
-    let (y, mo, d) = civil((secs / 86_400) as i64);
-    let sod = secs % 86_400;
-    (y, mo, d, sod / 3600, sod % 3600 / 60, sod % 60)
-}
-
-/// `YYYY/MM/DD HH:MM:SS` in UTC.
+/// `YYYY/MM/DD HH:MM:SS` in UTC, the layout of Go's `log`: RFC 3339's
+/// `YYYY-MM-DDTHH:MM:SSZ` with other separators and no zone letter.
 pub(super) fn write_text_time(out: &mut Vec<u8>, now: Duration) {
-    let (y, mo, d, h, mi, s) = split(now);
-    let _ = write!(out, "{y:04}/{mo:02}/{d:02} {h:02}:{mi:02}:{s:02}");
+    let start = out.len();
+    let _ = write!(out, "{}", humantime::format_rfc3339_seconds(timestamp(now)));
+    out.truncate(start + 19);
+    for (at, sep) in [(4, b'/'), (7, b'/'), (10, b' ')] {
+        if let Some(b) = out.get_mut(start + at) {
+            *b = sep;
+        }
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds.
 pub(super) fn write_json_time(out: &mut Vec<u8>, now: Duration) {
-    let (y, mo, d, h, mi, s) = split(now);
-    let _ = write!(
-        out,
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-        now.subsec_millis()
-    );
+    let _ = write!(out, "{}", humantime::format_rfc3339_millis(timestamp(now)));
 }
 
 #[cfg(test)]
@@ -274,5 +264,8 @@ mod tests {
             json_time(Duration::from_millis(1_796_115_600_250)),
             "2026-12-01T09:00:00.250Z"
         );
+        // After year 9999 RFC 3339 has no form; the clock is shown at its end.
+        assert_eq!(text_time(Duration::MAX), "9999/12/31 23:59:59");
+        assert_eq!(json_time(Duration::MAX), "9999-12-31T23:59:59.999Z");
     }
 }
