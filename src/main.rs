@@ -39,12 +39,8 @@ fn main() -> ExitCode {
             .into();
         }
     };
-    let format = match raw.get("log_format").and_then(|v| v.values.last()) {
-        Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-        _ => LogFormat::Text,
-    };
     // Held to the end: dropping it waits (briefly) for queued log lines to be written.
-    let _logs = logging::init(format);
+    let _logs = logging::init(LogFormat::requested(&raw));
     let cfg = match Config::from_raw(&raw) {
         Ok(c) => c,
         Err(e) => {

@@ -117,7 +117,7 @@ pub fn json_requested(
             value = args.next();
         }
     }
-    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("json"))
+    value.is_some_and(|v| LogFormat::parse(&v) == Ok(LogFormat::Json))
 }
 
 /// Logs one request line: `<METHOD> <URI> - <status> - ContentLength: <n> (<s>s)`, with
