@@ -22,6 +22,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
@@ -161,7 +162,12 @@ impl Shared {
                     write_deadline: started + self.cfg.write_timeout,
                     call_id,
                 };
-                match AssertUnwindSafe(self.runner.call(req, &ctx))
+                // Only JSON lines show a span's call id.
+                let span = match self.cfg.log_format {
+                    crate::config::LogFormat::Json => logging::request_span(&ctx.call_id),
+                    crate::config::LogFormat::Text => tracing::Span::none(),
+                };
+                match AssertUnwindSafe(self.runner.call(req, &ctx).instrument(span))
                     .catch_unwind()
                     .await
                 {

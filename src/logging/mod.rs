@@ -120,6 +120,12 @@ pub fn json_requested(
     value.is_some_and(|v| LogFormat::parse(&v) == Ok(LogFormat::Json))
 }
 
+/// The span a request runs in. In JSON, every line logged inside it carries the request's
+/// `call_id`, so a handler that cannot start or a bad gateway is tied to its request.
+pub fn request_span(call_id: &str) -> tracing::Span {
+    tracing::info_span!(target: REQUEST, "request", call_id)
+}
+
 /// Logs one request line: `<METHOD> <URI> - <status> - ContentLength: <n> (<s>s)`, with
 /// ` [<call id>]` (or ` [none]`) appended when `show_call_id`.
 pub fn request(
@@ -303,6 +309,29 @@ mod tests {
         assert!(v[2].get("call_id").is_none(), "no request, no call_id");
         assert_eq!(v[3]["level"], "error");
         assert_eq!(v[3]["msg"], "bad\nthing");
+    }
+
+    #[test]
+    fn json_lines_inside_a_request_span_carry_its_call_id() {
+        let out = capture(LogFormat::Json, || {
+            let span = request_span("cid-9");
+            let entered = span.enter();
+            tracing::warn!("inside");
+            request("GET", "/", 502, 0, Duration::ZERO, "cid-9", false);
+            handler_line("stderr", b"upstream", true, "");
+            drop(entered);
+            tracing::warn!("outside");
+        });
+        let raw: Vec<&str> = out.lines().collect();
+        let v: Vec<serde_json::Value> = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(v[0]["msg"], "inside");
+        assert_eq!(v[0]["call_id"], "cid-9", "{out}");
+        assert_eq!(raw[1].matches("call_id").count(), 1, "its own, once: {out}");
+        assert!(v[2].get("call_id").is_none(), "upstream output: {out}");
+        assert!(v[3].get("call_id").is_none(), "{out}");
     }
 
     #[test]

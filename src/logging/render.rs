@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serializer as _;
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 use super::writer::Queue;
-use super::HANDLER;
+use super::{HANDLER, REQUEST};
 use crate::config::LogFormat;
 
 /// The layer that renders every event of ours and queues it for the writer.
@@ -19,18 +21,42 @@ pub(super) struct Lines {
     pub(super) queue: Arc<Queue>,
 }
 
-impl<S: Subscriber> Layer<S> for Lines {
+/// The call id of a request's span (see [`super::request_span`]).
+struct CallId(String);
+
+impl Visit for CallId {
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "call_id" {
+            value.clone_into(&mut self.0);
+        }
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Lines {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
         *metadata.level() <= Level::INFO && metadata.target().starts_with("fwatchdog")
     }
 
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut call_id = CallId(String::new());
+        attrs.record(&mut call_id);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(call_id);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let line = match self.format {
             LogFormat::Text => render_text(event, now),
-            LogFormat::Json => render_json(event, now),
+            LogFormat::Json => match ctx.event_span(event) {
+                Some(span) => render_json(event, now, span.extensions().get::<CallId>()),
+                None => render_json(event, now, None),
+            },
         };
         self.queue.push(line);
     }
@@ -62,7 +88,9 @@ fn render_text(event: &Event<'_>, now: Duration) -> Vec<u8> {
     line
 }
 
-fn render_json(event: &Event<'_>, now: Duration) -> Vec<u8> {
+/// `span` is the request the event happened in, if any: its call id is added to events
+/// that do not carry one themselves (request and handler lines do).
+fn render_json(event: &Event<'_>, now: Duration, span: Option<&CallId>) -> Vec<u8> {
     let meta = event.metadata();
     let mut line = Vec::with_capacity(192);
     line.extend_from_slice(b"{\"time\":\"");
@@ -78,6 +106,11 @@ fn render_json(event: &Event<'_>, now: Duration) -> Vec<u8> {
     event.record(&mut v);
     if !v.saw_msg {
         line.extend_from_slice(b",\"msg\":\"\"");
+    }
+    if let Some(CallId(id)) = span.filter(|_| meta.target() != REQUEST && meta.target() != HANDLER)
+    {
+        line.extend_from_slice(b",\"call_id\":");
+        let _ = serde_json::to_writer(&mut line, id);
     }
     line.extend_from_slice(b"}\n");
     line
