@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -27,6 +26,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
+
+use cstr_array::CStrArray;
 
 /// How a handler ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,20 +348,35 @@ fn explain(e: io::Error, path: &CString) -> io::Error {
 
 /// A NULL-terminated array of pointers to C strings, what `execve` takes as argv and
 /// envp. It can only be built from borrowed `CStr`s, and it borrows them, so every
-/// pointer in it is valid for as long as the array is.
-struct CStrArray<'a> {
-    ptrs: Vec<*mut libc::c_char>,
-    _strings: PhantomData<&'a CStr>,
-}
+/// pointer in it is valid for as long as the array is. (In its own module so that not
+/// even this file can fill it with other pointers.)
+mod cstr_array {
+    use std::ffi::CStr;
+    use std::marker::PhantomData;
 
-impl<'a> FromIterator<&'a CStr> for CStrArray<'a> {
-    fn from_iter<I: IntoIterator<Item = &'a CStr>>(strings: I) -> Self {
-        let mut ptrs: Vec<*mut libc::c_char> =
-            strings.into_iter().map(|c| c.as_ptr() as *mut _).collect();
-        ptrs.push(std::ptr::null_mut());
-        CStrArray {
-            ptrs,
-            _strings: PhantomData,
+    use nix::libc::c_char;
+
+    pub(super) struct CStrArray<'a> {
+        ptrs: Vec<*mut c_char>,
+        _strings: PhantomData<&'a CStr>,
+    }
+
+    impl CStrArray<'_> {
+        /// The array for `posix_spawn`/`execve`: valid while `self` is.
+        pub(super) fn as_ptr(&self) -> *const *mut c_char {
+            self.ptrs.as_ptr()
+        }
+    }
+
+    impl<'a> FromIterator<&'a CStr> for CStrArray<'a> {
+        fn from_iter<I: IntoIterator<Item = &'a CStr>>(strings: I) -> Self {
+            let mut ptrs: Vec<*mut c_char> =
+                strings.into_iter().map(|c| c.as_ptr() as *mut _).collect();
+            ptrs.push(std::ptr::null_mut());
+            CStrArray {
+                ptrs,
+                _strings: PhantomData,
+            }
         }
     }
 }
@@ -490,8 +506,8 @@ fn posix_spawn(
                 path.as_ptr(),
                 &actions,
                 &attr,
-                argv.ptrs.as_ptr(),
-                envp.ptrs.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
             ))?;
             Ok(pid)
         })();
