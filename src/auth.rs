@@ -28,32 +28,20 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
+use zeroize::Zeroizing;
 
 use crate::config::ConfigError;
 
 type Digest = [u8; 32];
 
-/// A key as read from a secret file. It is digested at once and its bytes wiped; its
-/// `Debug` never prints it.
-pub struct Key(Vec<u8>);
+/// A key as read from a secret file. It is digested at once and its bytes are zeroed when
+/// it is dropped, as is the buffer the file was read into (the hasher's own copy of a
+/// block is not); its `Debug` never prints it.
+pub struct Key(Zeroizing<Vec<u8>>);
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Key(<redacted>)")
-    }
-}
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // A volatile write so the wipe is not optimised away.
-            let p: *mut u8 = b;
-            #[allow(unsafe_code)]
-            // SAFETY: `p` comes from a live `&mut u8`.
-            unsafe {
-                std::ptr::write_volatile(p, 0)
-            };
-        }
     }
 }
 
@@ -63,7 +51,7 @@ pub fn parse_keys(content: &[u8]) -> Vec<Key> {
         .split(|b| *b == b'\n')
         .map(|line| line.trim_ascii())
         .filter(|line| !line.is_empty())
-        .map(|line| Key(line.to_vec()))
+        .map(|line| Key(Zeroizing::new(line.to_vec())))
         .collect()
 }
 
@@ -160,7 +148,7 @@ fn read_secret(path: &Path) -> Result<Snapshot, Unread> {
     if before.len() > MAX_SECRET_BYTES {
         return Err(too_big());
     }
-    let mut content = Key(Vec::with_capacity(before.len() as usize));
+    let mut content = Key(Zeroizing::new(Vec::with_capacity(before.len() as usize)));
     (&file)
         .take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut content.0)

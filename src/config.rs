@@ -55,6 +55,32 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The grammar of `log_format`: `text` or `json`, in any case.
+    pub fn parse(v: &str) -> Result<LogFormat, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+
+    /// The format to log in before the configuration is validated, so that its errors
+    /// already come in the format asked for: the setting's when it parses, else text.
+    pub fn requested(raw: &Raw) -> LogFormat {
+        raw.get("log_format")
+            .and_then(|v| v.values.last())
+            .and_then(|v| LogFormat::parse(v).ok())
+            .unwrap_or(LogFormat::Text)
+    }
+}
+
+/// The lock file that exists exactly while the watchdog is ready: `.lock` in the temp
+/// directory (what `--run-healthcheck` and the of-watchdog HEALTHCHECK look for).
+pub fn lock_path() -> PathBuf {
+    std::env::temp_dir().join(".lock")
+}
+
 /// A configuration error. Its message names the setting and the value; it never holds a
 /// secret's content.
 #[derive(Debug, PartialEq, Eq)]
@@ -304,13 +330,7 @@ impl Config {
             }
         })?;
         let log_callid = s.parse("log_callid", false, parse_bool)?;
-        let log_format = s.parse("log_format", LogFormat::Text, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err("expected text or json".into()),
-            }
-        })?;
+        let log_format = s.parse("log_format", LogFormat::Text, LogFormat::parse)?;
         let ready_path = match s.get("ready_path") {
             Some((v, src)) if !v.starts_with('/') => {
                 return Err(invalid(src, v, "must start with /"))
@@ -387,7 +407,7 @@ impl Config {
             static_path,
             static_hidden_files,
             suppress_lock,
-            lock_path: std::env::temp_dir().join(".lock"),
+            lock_path: lock_path(),
             http_buffer_req_body,
             max_inflight,
             max_queue,

@@ -18,7 +18,7 @@ pub fn run(raw: &Raw) -> Exit {
         .map(|v| parse_bool(&v).unwrap_or(false))
         .unwrap_or(false);
     if !suppress {
-        let lock = std::env::temp_dir().join(".lock");
+        let lock = crate::config::lock_path();
         return if lock.exists() {
             Exit::Clean
         } else {

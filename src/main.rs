@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use fwatchdog::cli::{self, Action};
 use fwatchdog::config::{Config, LogFormat};
 use fwatchdog::exit::Exit;
-use fwatchdog::{healthcheck, logging, server, signal};
+use fwatchdog::os::signal;
+use fwatchdog::{healthcheck, logging, server};
 
 fn main() -> ExitCode {
     // A FastCGI worker on its way to `exec`: nothing else of ours runs in it.
-    fwatchdog::process::exec_tied_if_asked();
+    fwatchdog::os::process::exec_tied_if_asked();
     // Before any thread exists: what we inherited must not reach the handlers.
     signal::reset_inherited();
     signal::ensure_stdio();
@@ -40,12 +41,8 @@ fn main() -> ExitCode {
             .into();
         }
     };
-    let format = match raw.get("log_format").and_then(|v| v.values.last()) {
-        Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-        _ => LogFormat::Text,
-    };
     // Held to the end: dropping it waits (briefly) for queued log lines to be written.
-    let _logs = logging::init(format);
+    let _logs = logging::init(LogFormat::requested(&raw));
     let cfg = match Config::from_raw(&raw) {
         Ok(c) => c,
         Err(e) => {

@@ -29,9 +29,9 @@ use crate::body::Body;
 use crate::config::{Config, Mode};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
+use crate::os::signal::Stop;
 use crate::runner::{files::Files, fork::Fork, http::Http, http::Upstream};
 use crate::service::{Runner, Shared};
-use crate::signal::Stop;
 
 /// Open connections, and the switch that asks them to close once idle.
 struct Conns {
@@ -392,7 +392,7 @@ fn metrics_answer(req: &hyper::Request<Body>, metrics: &Metrics) -> hyper::Respo
 /// Runs the watchdog until it is stopped. Returns the exit code.
 pub async fn run(cfg: Config) -> Exit {
     let cfg = Arc::new(cfg);
-    if let Err(e) = crate::process::start_reaper() {
+    if let Err(e) = crate::os::process::start_reaper() {
         tracing::error!("cannot watch for child processes: {e}");
         return Exit::Runtime;
     }
@@ -623,11 +623,11 @@ pub async fn run(cfg: Config) -> Exit {
         _ = drain_then_stop_upstream => {}
         sig = stop_signals.recv() => {
             tracing::info!("Received {sig} again: exiting now");
-            crate::process::kill_all();
+            crate::os::process::kill_all();
             return Exit::Runtime;
         }
     }
-    crate::process::kill_all();
+    crate::os::process::kill_all();
     tracing::info!("Shutdown complete");
     if died {
         Exit::Runtime

@@ -17,10 +17,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::body::{self, Body, BoxError};
 use crate::config::Config;
@@ -170,13 +172,17 @@ impl Shared {
                     call_id,
                     slot: done.slot.clone(),
                 };
-                match (CatchUnwind {
-                    inner: AssertUnwindSafe(self.runner.call(req, &ctx)),
-                })
-                .await
+                // Only JSON lines show a span's call id.
+                let span = match self.cfg.log_format {
+                    crate::config::LogFormat::Json => logging::request_span(&ctx.call_id),
+                    crate::config::LogFormat::Text => tracing::Span::none(),
+                };
+                match AssertUnwindSafe(self.runner.call(req, &ctx).instrument(span))
+                    .catch_unwind()
+                    .await
                 {
                     Ok(resp) => resp,
-                    Err(()) => {
+                    Err(_) => {
                         tracing::error!(
                             "request {} {} panicked; the server keeps serving",
                             done.method,
@@ -538,26 +544,6 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Turns a panic inside a request into an `Err`, so one bad request cannot take the
-/// connection task (or anything else) down with it.
-struct CatchUnwind<F> {
-    inner: AssertUnwindSafe<F>,
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        #[allow(unsafe_code)]
-        // SAFETY: `inner` is never moved out of the pinned struct.
-        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.inner.0) };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(p) => p.map(Ok),
-            Err(_) => Poll::Ready(Err(())),
-        }
     }
 }
 

@@ -29,7 +29,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(async { fwatchdog::process::start_reaper().expect("reaper") });
+        rt.block_on(async { fwatchdog::os::process::start_reaper().expect("reaper") });
         rt
     })
 }

@@ -25,13 +25,13 @@ use tokio::sync::oneshot;
 
 use super::cgi;
 use super::env::{canonical_header, handler_env, EnvOptions};
-use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd};
+use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd, LineSplitter};
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, Mode};
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::process::{self, ExitStatus, Stderr};
+use crate::os::process::{self, ExitStatus, Stderr};
 
 /// After the handler exits, how long its pipes may stay open (held by something that
 /// escaped its process group) before we stop waiting for EOF.
@@ -123,7 +123,7 @@ impl Fork {
 
     fn stdout_log(&self, ctx: &Ctx) -> Option<StdoutLog> {
         self.cfg.write_debug.then(|| StdoutLog {
-            split: logging::LineSplitter::new(self.cfg.log_buffer_size),
+            split: LineSplitter::new(self.cfg.log_buffer_size),
             prefix: self.cfg.prefix_logs,
             call_id: ctx.call_id.clone(),
         })
@@ -557,7 +557,7 @@ impl Fork {
 /// output is read, so a streaming response is logged while it streams). The last line is
 /// logged when the run ends, even without a newline.
 struct StdoutLog {
-    split: logging::LineSplitter,
+    split: LineSplitter,
     prefix: bool,
     call_id: String,
 }

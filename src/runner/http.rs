@@ -46,7 +46,7 @@ use super::pipe::{collect, log_output};
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, parse_duration, Config};
-use crate::process::{self, ExitStatus, Stderr};
+use crate::os::process::{self, ExitStatus, Stderr};
 use crate::service::Shared;
 
 /// How long the upstream may take to exit after SIGTERM before it gets SIGKILL.

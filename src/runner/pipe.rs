@@ -112,7 +112,7 @@ pub async fn lines<R: AsyncRead + Unpin>(
     max: Option<usize>,
     mut emit: impl FnMut(&[u8]),
 ) {
-    let mut split = crate::logging::LineSplitter::new(max);
+    let mut split = LineSplitter::new(max);
     let mut chunk = [0u8; 8192];
     loop {
         let n = match r.read(&mut chunk).await {
@@ -127,7 +127,7 @@ pub async fn lines<R: AsyncRead + Unpin>(
 /// Logs a long-running process's stdout and stderr line by line (an http upstream, a
 /// FastCGI worker), each on its own task until the pipe closes.
 pub fn log_output(
-    child: &mut crate::process::Child,
+    child: &mut crate::os::process::Child,
     max: Option<usize>,
     prefix: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -148,6 +148,76 @@ pub fn log_output(
         }));
     }
     tasks
+}
+
+/// Splits a byte stream into log lines. A line longer than `max` bytes is emitted in
+/// pieces of `max`, so a reader never has to hold (or wait for) a whole huge line; a
+/// trailing `\r` is removed; [`finish`](Self::finish) emits a last line that had no
+/// newline.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: Option<usize>,
+}
+
+impl LineSplitter {
+    pub fn new(max: Option<usize>) -> LineSplitter {
+        LineSplitter {
+            buf: Vec::new(),
+            max: max.map(|m| m.max(1)),
+        }
+    }
+
+    /// Feeds more bytes; calls `emit` for every line they complete.
+    pub fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
+            let line = &data[..pos];
+            data = &data[pos + 1..];
+            if self.buf.is_empty() {
+                // The common case: a whole line in one read, emitted without a copy.
+                let line = strip_cr(line);
+                match self.max {
+                    Some(max) if line.len() > max => line.chunks(max).for_each(&mut *emit),
+                    _ => emit(line),
+                }
+            } else {
+                self.append(line, emit);
+                emit(strip_cr(&self.buf));
+                self.buf.clear();
+            }
+        }
+        self.append(data, emit);
+    }
+
+    /// Emits what is left of a last line without a newline.
+    pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            emit(strip_cr(&self.buf));
+            self.buf.clear();
+        }
+    }
+
+    fn append(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        let Some(max) = self.max else {
+            self.buf.extend_from_slice(data);
+            return;
+        };
+        while !data.is_empty() {
+            // A full piece goes out only once more of the same line follows, so a line of
+            // exactly `max` bytes is one line, not one plus an empty one.
+            if self.buf.len() >= max {
+                emit(&self.buf);
+                self.buf.clear();
+            }
+            let take = (max - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 #[cfg(test)]
@@ -181,32 +251,28 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn long_lines_are_split_at_the_limit() {
-        let mut input = vec![b'x'; 25];
-        input.push(b'\n');
-        input.extend_from_slice(b"yy\n");
-        let out = split(&input, Some(10)).await;
-        let lens: Vec<usize> = out.iter().map(|l| l.len()).collect();
-        assert_eq!(lens, [10, 10, 5, 2]);
-        let total: usize = lens.iter().sum();
-        assert_eq!(total, 27);
+    fn split_all(input: &[&[u8]], max: Option<usize>) -> Vec<Vec<u8>> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for chunk in input {
+            s.push(chunk, &mut |l: &[u8]| out.push(l.to_vec()));
+        }
+        s.finish(&mut |l: &[u8]| out.push(l.to_vec()));
+        out
     }
 
-    #[tokio::test]
-    async fn exact_multiple_of_limit_makes_no_empty_line() {
-        let mut input = vec![b'x'; 20];
-        input.push(b'\n');
-        let out = split(&input, Some(10)).await;
-        let lens: Vec<usize> = out.iter().map(|l| l.len()).collect();
-        assert_eq!(lens, [10, 10]);
-    }
-
-    #[tokio::test]
-    async fn unlimited_lines_stay_whole() {
-        let mut input = vec![b'z'; 200_000];
-        input.push(b'\n');
-        let out = split(&input, None).await;
+    #[test]
+    fn splitter_handles_pieces_limits_and_a_last_partial_line() {
+        let out = split_all(&[b"one\ntw", b"o\r\n\nthr", b"ee"], Some(100));
+        assert_eq!(out, [&b"one"[..], b"two", b"", b"three"]);
+        let out = split_all(&[b"abcdefghij\n"], Some(4));
+        assert_eq!(out, [&b"abcd"[..], b"efgh", b"ij"]);
+        let out = split_all(&[b"abcd", b"efgh\n"], Some(4));
+        assert_eq!(out, [&b"abcd"[..], b"efgh"], "no empty piece");
+        let out = split_all(&[b"ab", b"cdefghij", b"k\n"], Some(4));
+        assert_eq!(out, [&b"abcd"[..], b"efgh", b"ijk"]);
+        let big = vec![b'z'; 200_000];
+        let out = split_all(&[&big, b"\n"], None);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].len(), 200_000);
     }

@@ -640,6 +640,40 @@ fn json_logs_are_objects_with_request_and_handler_fields() {
 }
 
 #[test]
+fn json_error_lines_of_a_request_carry_its_call_id() {
+    let tmp = TempDir::new();
+    let w = watchdog()
+        .fprocess(tmp.path().join("no-such-handler").display().to_string())
+        .env("log_format", "json")
+        .start();
+    let r = request(w.port, "GET", "/", &[("X-Call-Id", "given-7")], b"");
+    assert_eq!(r.status, 500);
+    assert!(eventually(Duration::from_secs(5), || w
+        .log()
+        .contains("cannot start handler")));
+    let all = json_lines(&w.log());
+    let error = all
+        .iter()
+        .find(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot start handler"))
+        })
+        .expect("error line");
+    assert_eq!(error["level"], "error", "{error}");
+    assert_eq!(error["call_id"], "given-7", "{error}");
+    let before = all
+        .iter()
+        .find(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Listening on port"))
+        })
+        .expect("startup line");
+    assert!(before.get("call_id").is_none(), "{before}");
+}
+
+#[test]
 fn json_logs_cover_errors_before_the_server_starts() {
     let (status, out) = watchdog()
         .fprocess("cat")

@@ -24,7 +24,6 @@
 //! never a panic.
 
 pub mod codec;
-mod peer;
 pub mod workers;
 
 use std::os::unix::ffi::OsStrExt;
@@ -42,7 +41,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::cgi;
-use super::pipe::{collect, BodyEnd};
+use super::pipe::{collect, BodyEnd, LineSplitter};
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
@@ -641,7 +640,7 @@ impl Job {
             id,
             buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
             dec: Decoder::new(),
-            log: logging::LineSplitter::new(self.inner.cfg.log_buffer_size),
+            log: LineSplitter::new(self.inner.cfg.log_buffer_size),
             prefix: self.inner.cfg.prefix_logs,
             any_record: false,
         };
@@ -740,7 +739,7 @@ struct Reading {
     id: u16,
     buf: cgi::HeadBuf,
     dec: Decoder,
-    log: logging::LineSplitter,
+    log: LineSplitter,
     prefix: bool,
     any_record: bool,
 }

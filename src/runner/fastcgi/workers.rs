@@ -3,7 +3,7 @@
 //! One listening Unix socket in a private (0700) temp dir is every worker's fd 0,
 //! `FCGI_LISTENSOCK_FILENO`; the kernel hands each connection to whichever worker
 //! calls `accept` first. Each worker runs in its own process group with stdout and
-//! stderr going to the log, started through [`crate::process`] so the one reaper sees
+//! stderr going to the log, started through [`crate::os::process`] so the one reaper sees
 //! its exit. A worker that dies is replaced, after an exponential backoff (100 ms
 //! doubling to 5 s) when it died within a second of starting, so a broken `fprocess`
 //! does not spin. Health fails while no worker is alive. On shutdown, after the
@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::config::{format_duration, Config};
-use crate::process::{self, Child, Program, Stderr, Stdin};
+use crate::os::process::{self, Child, Program, Stderr, Stdin};
 use crate::runner::pipe;
 use crate::service::Shared;
 
@@ -231,9 +231,9 @@ impl Workers {
     /// `PHP_FCGI_CHILDREN`) are in its group; only the one holding the connection goes.
     pub fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>) {
         let leaders: Vec<i32> = self.pids().iter().copied().filter(|p| *p != 0).collect();
-        let found = super::peer::peer_inode(conn).map(|ino| {
+        let found = crate::os::peer::peer_inode(conn).map(|ino| {
             let members = group_members(&leaders);
-            super::peer::holders(ino, members.iter().map(|(pid, _)| *pid))
+            crate::os::peer::holders(ino, members.iter().map(|(pid, _)| *pid))
                 .into_iter()
                 .filter_map(|pid| members.iter().find(|(p, _)| *p == pid).copied())
                 .collect::<Vec<_>>()

@@ -22,7 +22,6 @@ const NLMSG_HDRLEN: usize = 16;
 const DIAG_MSG_LEN: usize = 16;
 
 /// The inode of the socket at the other end of `fd`, a connected Unix stream socket.
-#[allow(unsafe_code)]
 pub fn peer_inode(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let ino = u32::try_from(nix::sys::stat::fstat(fd.as_raw_fd())?.st_ino)
         .map_err(|_| io::Error::other("socket inode out of range"))?;

@@ -11,7 +11,7 @@
 //! between `fork` and registration, and a group is never signalled after its id is free.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,6 +26,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
+
+use cstr_array::CStrArray;
 
 /// How a handler ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +191,6 @@ const EXEC_TIED: &str = "--exec-tied-to-parent";
 /// one extra `exec` per worker start. The signal comes when the *thread* that spawned
 /// the child ends: every spawn happens on the runtime's one thread, the main thread,
 /// which lives as long as the process.
-#[allow(unsafe_code)]
 pub fn exec_tied_if_asked() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(OsStr::new(EXEC_TIED)) {
@@ -348,32 +349,33 @@ impl Program {
             Stderr::Stdout => (None, stdout_w.try_clone()?),
         };
         // Tied: `/proc/self/exe --exec-tied-to-parent <our pid> <path> <argv...>`.
-        let tie = if self.tied {
-            let head = [
+        let tie = self.tied.then(|| {
+            [
                 CString::new("fwatchdog").unwrap_or_default(),
                 CString::new(EXEC_TIED).unwrap_or_default(),
                 CString::new(std::process::id().to_string()).unwrap_or_default(),
                 path.clone(),
-            ];
-            Some((c"/proc/self/exe", head))
-        } else {
-            None
-        };
-        let argv: Vec<*mut libc::c_char> = tie
+            ]
+        });
+        let argv: CStrArray<'_> = tie
             .iter()
-            .flat_map(|(_, head)| head.iter())
+            .flat_map(|head| head.iter())
             .chain(self.argv.iter())
-            .map(|a| a.as_ptr() as *mut _)
-            .chain(std::iter::once(std::ptr::null_mut()))
+            .map(CString::as_c_str)
             .collect();
-        let exe = tie.as_ref().map_or(path.as_c_str(), |(exe, _)| exe);
+        let exe: &CStr = if tie.is_some() {
+            c"/proc/self/exe"
+        } else {
+            path.as_c_str()
+        };
+        let envp = envp.array();
 
         let (tx, rx) = oneshot::channel();
         let mut leaders = table();
         let pid = posix_spawn(
             exe,
             &argv,
-            &envp.ptrs,
+            &envp,
             [
                 stdin_r.as_raw_fd(),
                 stdout_w.as_raw_fd(),
@@ -440,11 +442,59 @@ fn explain(e: io::Error, path: &std::ffi::CStr) -> io::Error {
     }
 }
 
+/// A NULL-terminated array of pointers to C strings, what `execve` takes as argv and
+/// envp. It can only be built from borrowed `CStr`s, and it borrows them, so every
+/// pointer in it is valid for as long as the array is. (In its own module so that not
+/// even this file can fill it with other pointers.)
+mod cstr_array {
+    use std::ffi::CStr;
+    use std::marker::PhantomData;
+
+    use nix::libc::c_char;
+
+    pub(super) struct CStrArray<'a> {
+        ptrs: Vec<*mut c_char>,
+        _strings: PhantomData<&'a CStr>,
+    }
+
+    impl CStrArray<'_> {
+        /// The array for `posix_spawn`/`execve`: valid while `self` is.
+        pub(super) fn as_ptr(&self) -> *const *mut c_char {
+            self.ptrs.as_ptr()
+        }
+    }
+
+    impl<'a> FromIterator<&'a CStr> for CStrArray<'a> {
+        fn from_iter<I: IntoIterator<Item = &'a CStr>>(strings: I) -> Self {
+            let mut ptrs: Vec<*mut c_char> =
+                strings.into_iter().map(|c| c.as_ptr() as *mut _).collect();
+            ptrs.push(std::ptr::null_mut());
+            CStrArray {
+                ptrs,
+                _strings: PhantomData,
+            }
+        }
+    }
+}
+
 /// A handler's environment: ours (read once, never copied per request) plus the
 /// request's variables; a later `extra` entry wins over an earlier one and over ours.
 struct Envp {
-    _added: Vec<CString>,
-    ptrs: Vec<*mut libc::c_char>,
+    base: &'static [(Vec<u8>, CString)],
+    /// The request's variables, each with the length of its name.
+    added: Vec<(usize, CString)>,
+}
+
+impl Envp {
+    fn array(&self) -> CStrArray<'_> {
+        let shadowed = |key: &[u8]| self.added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
+        self.base
+            .iter()
+            .filter(|(k, _)| !shadowed(k))
+            .map(|(_, c)| c.as_c_str())
+            .chain(self.added.iter().map(|(_, c)| c.as_c_str()))
+            .collect()
+    }
 }
 
 fn environment<K, V>(extra: impl IntoIterator<Item = (K, V)>) -> io::Result<Envp>
@@ -481,20 +531,7 @@ where
             None => added.push((k.len(), kv)),
         }
     }
-    let shadowed = |key: &[u8]| added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
-    let mut ptrs: Vec<*mut libc::c_char> = Vec::with_capacity(base.len() + added.len() + 1);
-    ptrs.extend(
-        base.iter()
-            .filter(|(k, _)| !shadowed(k))
-            .map(|(_, c)| c.as_ptr() as *mut _),
-    );
-    let added: Vec<CString> = added.into_iter().map(|(_, c)| c).collect();
-    ptrs.extend(added.iter().map(|c| c.as_ptr() as *mut _));
-    ptrs.push(std::ptr::null_mut());
-    Ok(Envp {
-        _added: added,
-        ptrs,
-    })
+    Ok(Envp { base, added })
 }
 
 /// `posix_spawn` with fds 0-2 from `stdio`, a new process group, an empty signal mask and
@@ -502,11 +539,10 @@ where
 /// the signals glibc keeps for itself (32, 33): its `posix_spawn` otherwise leaves them
 /// ignored in the child, and an ignored signal survives `exec`. It is also the cheapest
 /// way to start a process: glibc and musl both use `CLONE_VM | CLONE_VFORK`.
-#[allow(unsafe_code)]
 fn posix_spawn(
-    path: &std::ffi::CStr,
-    argv: &[*mut libc::c_char],
-    envp: &[*mut libc::c_char],
+    path: &CStr,
+    argv: &CStrArray<'_>,
+    envp: &CStrArray<'_>,
     stdio: [RawFd; 3],
 ) -> io::Result<i32> {
     fn check(rc: libc::c_int) -> io::Result<()> {
@@ -517,9 +553,10 @@ fn posix_spawn(
         }
     }
     // SAFETY: the attr and file-actions objects are initialised before use and destroyed
-    // on every path; the argv/envp arrays are NULL-terminated and outlive the call; the
-    // sigset is plain memory we fill bit by bit (glibc's sigfillset/sigaddset refuse its
-    // internal signals, which are exactly the ones we need in the set).
+    // on every path; the argv/envp arrays are NULL-terminated and borrow the strings they
+    // point to (see `CStrArray`), so every pointer is valid for the call; the sigset is
+    // plain memory we fill bit by bit (glibc's sigfillset/sigaddset refuse its internal
+    // signals, which are exactly the ones we need in the set).
     unsafe {
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         check(libc::posix_spawn_file_actions_init(&mut actions))?;

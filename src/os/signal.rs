@@ -17,7 +17,6 @@ pub fn reset_inherited() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
             continue;
         }
-        #[allow(unsafe_code)]
         // SAFETY: installing SIG_DFL runs no handler code; no other thread exists yet.
         let _ = unsafe { sigaction(sig, &dfl) };
     }
@@ -26,7 +25,10 @@ pub fn reset_inherited() {
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
-/// The kernel's `struct sigaction` (x86-64 and aarch64 share this layout).
+/// The kernel's `struct sigaction` as `rt_sigaction` takes it. x86-64 and aarch64 share
+/// this layout (handler, flags, restorer, mask); other architectures order or size the
+/// fields differently, so they must add theirs here before this builds for them.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[repr(C)]
 struct KernelSigaction {
     handler: usize,
@@ -34,6 +36,9 @@ struct KernelSigaction {
     restorer: usize,
     mask: u64,
 }
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("os::signal: add this architecture's kernel `struct sigaction` layout");
 
 /// Real-time signals (32-64) ignored by whoever started us would be ignored in every
 /// handler too. glibc's `sigaction` refuses 32 and 33 (its own), so this asks the
@@ -47,7 +52,6 @@ fn unignore_realtime() {
             restorer: 0,
             mask: 0,
         };
-        #[allow(unsafe_code)]
         // SAFETY: rt_sigaction with a null new action only writes the old one into `old`.
         let rc = unsafe {
             nix::libc::syscall(
@@ -67,7 +71,6 @@ fn unignore_realtime() {
             restorer: 0,
             mask: 0,
         };
-        #[allow(unsafe_code)]
         // SAFETY: installs SIG_DFL (no handler code, no restorer needed).
         unsafe {
             nix::libc::syscall(
@@ -109,16 +112,11 @@ pub fn cloexec_inherited() {
         .collect();
     for fd in fds {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-        #[allow(unsafe_code)]
-        // SAFETY: we only read and set the descriptor flags of a descriptor we were
-        // given; a stale number (the read_dir handle itself) just fails with EBADF.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if let Ok(flags) = fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), FcntlArg::F_GETFD) {
+        // nix 0.29's fcntl takes the raw number; a stale one (the read_dir handle
+        // itself) just fails with EBADF.
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFD) {
             let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
-            let _ = fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                FcntlArg::F_SETFD(flags),
-            );
+            let _ = fcntl(fd, FcntlArg::F_SETFD(flags));
         }
     }
 }

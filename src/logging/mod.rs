@@ -1,0 +1,364 @@
+//! Logs on stderr, in the OpenFaaS shapes that tools grep for, or as JSON lines (§9.1).
+//!
+//! Everything logs through `tracing`. One small layer renders each event either as
+//! `YYYY/MM/DD HH:MM:SS <msg>` (text, like Go's `log` package the peers use) or as one
+//! JSON object per line carrying the event's fields. Request lines and handler output
+//! lines are built here, so their shapes live in one place.
+//!
+//! Logging never blocks the request path. A rendered line goes into a bounded in-memory
+//! queue and one dedicated thread writes the queue to stderr. If nobody reads our stderr
+//! (a stalled log collector, a pipe no one drains), the writer thread blocks, not the
+//! server: once the queue holds [`QUEUE_BYTES`], the *oldest* queued lines are dropped so
+//! the newest output (the end of what a handler printed, the latest request lines)
+//! survives, and the writer reports how many were dropped as soon as it can write again.
+//!
+//! This file is the API the rest of the crate calls (install, request and handler lines,
+//! call ids); `render` turns an event into a line and `writer` owns the queue and the
+//! thread.
+
+mod render;
+mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing_subscriber::prelude::*;
+
+use crate::config::LogFormat;
+use render::Lines;
+use writer::Queue;
+
+/// Target of request lines.
+const REQUEST: &str = "fwatchdog::request";
+/// Target of handler output lines.
+const HANDLER: &str = "fwatchdog::handler";
+/// Most bytes of rendered lines waiting for stderr. One line larger than this is still
+/// taken, alone.
+pub const QUEUE_BYTES: usize = 8 << 20;
+/// How long the process waits on exit for queued lines to reach stderr.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the global subscriber and starts the writer thread. Safe to call more than
+/// once (later calls change nothing). Keep the guard alive until the process exits: its
+/// drop waits (briefly) for queued lines to be written.
+#[must_use = "dropping the guard flushes the log; hold it until exit"]
+pub fn init(format: LogFormat) -> Guard {
+    let queue = QUEUE
+        .get_or_init(|| Queue::start(format, Box::new(std::io::stderr()), QUEUE_BYTES))
+        .clone();
+    let installed = tracing_subscriber::registry()
+        .with(Lines {
+            format,
+            queue: queue.clone(),
+        })
+        .try_init()
+        .is_ok();
+    if installed {
+        // The default hook writes straight to stderr (blocking, and not JSON).
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("<unnamed>");
+            let bt = std::backtrace::Backtrace::capture();
+            if bt.status() == std::backtrace::BacktraceStatus::Captured {
+                tracing::error!("thread '{name}' {info}\n{bt}");
+            } else {
+                tracing::error!("thread '{name}' {info}");
+            }
+        }));
+    }
+    Guard { queue }
+}
+
+/// Flushes the log queue when dropped (see [`init`]).
+pub struct Guard {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.queue.flush(FLUSH_TIMEOUT);
+    }
+}
+
+/// Writes every queued line to stderr now, without the writer's usual linger, and
+/// returns once they are written (or after a bounded wait, if stderr is not being
+/// read). For lines that must be out before something else happens: the startup lines
+/// before health first answers 200. Does nothing before [`init`].
+pub fn flush() {
+    if let Some(q) = QUEUE.get() {
+        q.flush(FLUSH_TIMEOUT);
+    }
+}
+
+/// Log lines dropped so far because stderr was not read fast enough.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Whether `--log-format`/`log_format` ask for JSON, read straight from the arguments
+/// and environment: for errors found before the configuration could be parsed.
+pub fn json_requested(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> bool {
+    let mut value = env("log_format").filter(|v| !v.is_empty());
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        if a == "--" {
+            break;
+        }
+        // Go-style single-dash spellings too, as the command line accepts them.
+        if let Some(v) = a
+            .strip_prefix("--log-format=")
+            .or_else(|| a.strip_prefix("-log-format="))
+        {
+            value = Some(v.to_owned());
+        } else if a == "--log-format" || a == "-log-format" {
+            value = args.next();
+        }
+    }
+    value.is_some_and(|v| LogFormat::parse(&v) == Ok(LogFormat::Json))
+}
+
+/// The span a request runs in. In JSON, every line logged inside it carries the request's
+/// `call_id`, so a handler that cannot start or a bad gateway is tied to its request.
+pub fn request_span(call_id: &str) -> tracing::Span {
+    tracing::info_span!(target: REQUEST, "request", call_id)
+}
+
+/// Logs one request line: `<METHOD> <URI> - <status> - ContentLength: <n> (<s>s)`, with
+/// ` [<call id>]` (or ` [none]`) appended when `show_call_id`.
+pub fn request(
+    method: &str,
+    uri: &str,
+    status: u16,
+    bytes: u64,
+    took: Duration,
+    call_id: &str,
+    show_call_id: bool,
+) {
+    let secs = took.as_secs_f64();
+    let suffix = CallIdSuffix(show_call_id.then_some(call_id));
+    tracing::info!(
+        target: REQUEST,
+        method,
+        path = uri,
+        status,
+        bytes,
+        duration_s = secs,
+        call_id,
+        "{method} {uri} - {status} - ContentLength: {bytes} ({secs:.4}s){suffix}"
+    );
+}
+
+struct CallIdSuffix<'a>(Option<&'a str>);
+
+impl std::fmt::Display for CallIdSuffix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => Ok(()),
+            Some("") => f.write_str(" [none]"),
+            Some(id) => write!(f, " [{id}]"),
+        }
+    }
+}
+
+/// Logs one line of handler output. With `prefix`, text lines read `<date> stderr: <line>`;
+/// without, the bare line. `call_id` ties it to its request in JSON (empty: none).
+pub fn handler_line(stream: &'static str, line: &[u8], prefix: bool, call_id: &str) {
+    let text = String::from_utf8_lossy(line);
+    tracing::info!(
+        target: HANDLER,
+        message = &*text,
+        stream,
+        call_id,
+        bare = !prefix
+    );
+}
+
+/// A fresh request id (UUID v4 shaped) for requests that came without `X-Call-Id`, so
+/// JSON handler lines can be tied to their request. No system call: a per-process random
+/// seed and a counter, mixed.
+pub fn new_call_id() -> String {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = getrandom::getrandom(&mut b);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::from_le_bytes(b) ^ now.as_nanos() as u64 ^ u64::from(std::process::id()) << 40
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let hi = splitmix64(seed.wrapping_add(n.wrapping_mul(2)));
+    let lo = splitmix64(seed.wrapping_add(n.wrapping_mul(2)).wrapping_add(1));
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writer::tests::Shared;
+    use super::*;
+
+    /// Runs `f` with a subscriber that renders into a fresh queue; returns the output.
+    fn capture(format: LogFormat, f: impl FnOnce()) -> String {
+        let sink = Shared::new(true);
+        let queue = Queue::start(format, Box::new(sink.clone()), QUEUE_BYTES);
+        let sub = tracing_subscriber::registry().with(Lines {
+            format,
+            queue: queue.clone(),
+        });
+        tracing::subscriber::with_default(sub, f);
+        queue.flush(Duration::from_secs(5));
+        sink.text()
+    }
+
+    #[test]
+    fn text_request_lines_have_the_openfaas_shape() {
+        let out = capture(LogFormat::Text, || {
+            request(
+                "GET",
+                "/a?b=1",
+                200,
+                12,
+                Duration::from_micros(1500),
+                "",
+                false,
+            );
+            request("POST", "/", 500, 0, Duration::from_secs(2), "", true);
+            request("PUT", "/x", 201, 3, Duration::ZERO, "abc-1", true);
+        });
+        let lines: Vec<&str> = out.lines().map(|l| &l[20..]).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /a?b=1 - 200 - ContentLength: 12 (0.0015s)",
+                "POST / - 500 - ContentLength: 0 (2.0000s) [none]",
+                "PUT /x - 201 - ContentLength: 3 (0.0000s) [abc-1]",
+            ],
+            "{out}"
+        );
+        assert!(out.as_bytes()[4] == b'/' && out.as_bytes()[19] == b' ');
+    }
+
+    #[test]
+    fn text_handler_lines_prefixed_or_bare() {
+        let out = capture(LogFormat::Text, || {
+            handler_line("stderr", b"oops", true, "");
+            handler_line("stdout", b"hello", true, "id");
+            handler_line("stderr", b"bare line", false, "");
+            tracing::warn!("careful");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(&lines[0][19..], " stderr: oops");
+        assert_eq!(&lines[1][19..], " stdout: hello");
+        assert_eq!(lines[2], "bare line");
+        assert_eq!(&lines[3][19..], " warning: careful");
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields() {
+        let out = capture(LogFormat::Json, || {
+            request(
+                "GET",
+                "/p",
+                404,
+                7,
+                Duration::from_millis(250),
+                "cid",
+                false,
+            );
+            handler_line("stderr", b"say \"hi\"\t\x01 \\ \x7f \xc3\xa9", true, "cid");
+            handler_line("stdout", b"upstream", false, "");
+            tracing::error!("bad\nthing");
+        });
+        let v: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(v[0]["level"], "info");
+        assert_eq!(v[0]["method"], "GET");
+        assert_eq!(v[0]["path"], "/p");
+        assert_eq!(v[0]["status"], 404);
+        assert_eq!(v[0]["bytes"], 7);
+        assert_eq!(v[0]["duration_s"], 0.25);
+        assert_eq!(v[0]["call_id"], "cid");
+        assert_eq!(v[0]["msg"], "GET /p - 404 - ContentLength: 7 (0.2500s)");
+        assert!(v[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(v[1]["stream"], "stderr");
+        assert_eq!(v[1]["call_id"], "cid");
+        assert_eq!(v[1]["msg"], "say \"hi\"\t\u{1} \\ \u{7f} é");
+        assert!(v[1].get("bare").is_none());
+        assert!(v[2].get("call_id").is_none(), "no request, no call_id");
+        assert_eq!(v[3]["level"], "error");
+        assert_eq!(v[3]["msg"], "bad\nthing");
+    }
+
+    #[test]
+    fn json_lines_inside_a_request_span_carry_its_call_id() {
+        let out = capture(LogFormat::Json, || {
+            let span = request_span("cid-9");
+            let entered = span.enter();
+            tracing::warn!("inside");
+            request("GET", "/", 502, 0, Duration::ZERO, "cid-9", false);
+            handler_line("stderr", b"upstream", true, "");
+            drop(entered);
+            tracing::warn!("outside");
+        });
+        let raw: Vec<&str> = out.lines().collect();
+        let v: Vec<serde_json::Value> = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(v[0]["msg"], "inside");
+        assert_eq!(v[0]["call_id"], "cid-9", "{out}");
+        assert_eq!(raw[1].matches("call_id").count(), 1, "its own, once: {out}");
+        assert!(v[2].get("call_id").is_none(), "upstream output: {out}");
+        assert!(v[3].get("call_id").is_none(), "{out}");
+    }
+
+    #[test]
+    fn call_ids_are_unique_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_call_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        let id = new_call_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+    }
+
+    #[test]
+    fn json_is_found_in_args_or_env() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none = |_: &str| None;
+        let env = |k: &str| (k == "log_format").then(|| "JSON".to_owned());
+        assert!(json_requested(args(&["fw", "--log-format", "json"]), none));
+        assert!(json_requested(args(&["fw", "--log-format=json"]), none));
+        assert!(json_requested(args(&["fw", "-log-format", "json"]), none));
+        assert!(json_requested(args(&["fw", "-log-format=json"]), none));
+        assert!(json_requested(args(&["fw"]), env));
+        assert!(!json_requested(args(&["fw", "--log-format=text"]), env));
+        assert!(!json_requested(args(&["fw"]), none));
+    }
+}
