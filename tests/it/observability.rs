@@ -641,11 +641,15 @@ fn json_logs_are_objects_with_request_and_handler_fields() {
 
 #[test]
 fn json_error_lines_of_a_request_carry_its_call_id() {
+    // The program is checked at startup, so it goes missing after that: the request
+    // then finds no handler to start.
     let tmp = TempDir::new();
+    let handler = tmp.script("gone-handler", "#!/bin/sh\nexit 0\n");
     let w = watchdog()
-        .fprocess(tmp.path().join("no-such-handler").display().to_string())
+        .fprocess(handler.display().to_string())
         .env("log_format", "json")
         .start();
+    std::fs::remove_file(&handler).expect("remove the handler");
     let r = request(w.port, "GET", "/", &[("X-Call-Id", "given-7")], b"");
     assert_eq!(r.status, 500);
     assert!(eventually(Duration::from_secs(5), || w
