@@ -28,7 +28,7 @@ use crate::body::Body;
 use crate::config::{Config, Mode};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
-use crate::runner::{files::Files, fork::Fork, http::Http, http::Upstream};
+use crate::runner::{files::Files, fork::Fork, proxy::Http, proxy::Upstream};
 use crate::service::{Runner, Shared};
 use crate::signal::Stop;
 

@@ -26,7 +26,7 @@ use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, http::Http, Ctx};
+use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http, Ctx};
 
 /// A runner written as a closure, for tests of the chain itself.
 pub type CustomRunner = Box<

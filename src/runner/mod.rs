@@ -1,7 +1,7 @@
 //! The runners: what answers a function request in each mode.
 //!
 //! `fork` starts one handler process per request (streaming, serializing, classic);
-//! `http` proxies to one long-running handler that is an HTTP server; `files` serves a
+//! `proxy` proxies to one long-running handler that is an HTTP server; `files` serves a
 //! folder (static mode); `fastcgi` talks FastCGI to a pool of warm workers.
 //! Each runner takes a request whose auth and concurrency checks have passed and returns
 //! the response; it never panics the server and always ends the work it started.
@@ -19,7 +19,7 @@ pub mod env;
 pub mod fastcgi;
 pub mod files;
 pub mod fork;
-pub mod http;
+pub mod proxy;
 pub mod pipe;
 
 /// What a runner knows about the request besides the request itself.
