@@ -497,7 +497,7 @@ impl Config {
             out.push_str(&format!(
                 " api_key_secret={} api_key_header={} api_key_forward={} secrets_dir={} secret_reload_interval={}",
                 keys.names().join(","),
-                crate::runner::env::canonical_header(keys.header().as_str()),
+                crate::header::canonical(keys.header().as_str()),
                 keys.forward(),
                 dirs.join(","),
                 self.secret_reload_interval

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod exit;
+pub mod header;
 pub mod healthcheck;
 pub mod logging;
 pub mod metrics;

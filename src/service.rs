@@ -208,7 +208,10 @@ impl Shared {
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain"),
                 );
-                let challenge = format!("ApiKey header=\"{}\"", canonical(keys.header().as_str()));
+                let challenge = format!(
+                    "ApiKey header=\"{}\"",
+                    crate::header::canonical(keys.header().as_str())
+                );
                 if let Ok(v) = HeaderValue::from_str(&challenge) {
                     resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
                 }
@@ -425,10 +428,6 @@ fn authority_is_the_host(req: &mut Request<Body>) {
     if let Ok(v) = HeaderValue::from_str(&host) {
         req.headers_mut().insert(http::header::HOST, v);
     }
-}
-
-fn canonical(name: &str) -> String {
-    crate::runner::env::canonical_header(name)
 }
 
 /// The 429 of §3.3.

@@ -24,11 +24,12 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgi;
-use super::env::{canonical_header, handler_env, EnvOptions};
+use super::env::{handler_env, EnvOptions};
 use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd};
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, Mode};
+use crate::header::canonical as canonical_header;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::process::{self, ExitStatus, Stderr};

@@ -19,8 +19,8 @@ pub mod env;
 pub mod fastcgi;
 pub mod files;
 pub mod fork;
-pub mod proxy;
 pub mod pipe;
+pub mod proxy;
 
 /// What a runner knows about the request besides the request itself.
 #[derive(Debug, Clone)]
