@@ -297,14 +297,7 @@ impl Fork {
             // Exited (or closed stdout) without output: the status decides.
             let status = match run.wait(deadline).await {
                 Some(s) => s,
-                None => {
-                    run.expire(self.cfg.exec_kill_grace);
-                    self.metrics.handler_timeouts.inc();
-                    return body::text(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("{what} exceeded ({})\n", format_duration(limit)),
-                    );
-                }
+                None => return self.timed_out(run, what, limit, started),
             };
             self.exited(status);
             if status.success() && self.cfg.cgi {
