@@ -11,6 +11,7 @@
 //! drains on SIGTERM ([`signal`]), and the result is an [`exit::Exit`] code.
 
 pub mod auth;
+pub mod backend;
 pub mod body;
 pub mod cli;
 pub mod config;

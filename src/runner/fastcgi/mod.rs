@@ -24,8 +24,6 @@
 //! never a panic.
 
 pub mod codec;
-mod peer;
-pub mod workers;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -44,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::cgi;
 use super::pipe::{collect, BodyEnd};
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
+use crate::backend::workers;
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
