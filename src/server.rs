@@ -24,11 +24,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 
+use crate::backend::Backend;
 use crate::body::Body;
 use crate::config::{Config, Mode};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
-use crate::runner::{files::Files, fork::Fork, proxy::Http, proxy::Upstream};
+use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http};
 use crate::service::{Runner, Shared};
 use crate::signal::Stop;
 
@@ -456,19 +457,20 @@ pub async fn run(cfg: Config) -> Exit {
         }
     }
 
+    let mut backend = match Backend::new(cfg.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Exit::Runtime;
+        }
+    };
     let runner = match cfg.mode {
         Mode::Http => Runner::Http(Http::new(&cfg)),
         Mode::Static => Runner::Files(Files::new(&cfg)),
-        Mode::FastCgi => match crate::runner::fastcgi::FastCgi::new(cfg.clone(), port) {
-            Ok(f) => Runner::FastCgi(f),
-            Err(e) => {
-                tracing::error!("{e}");
-                return Exit::Runtime;
-            }
-        },
+        Mode::FastCgi => Runner::FastCgi(FastCgi::new(cfg.clone(), port, backend.workers())),
         _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
     };
-    let shared = Shared::new(cfg.clone(), metrics, runner);
+    let shared = Shared::with_backend(cfg.clone(), metrics, runner, backend.ready());
     shared.state.starting.store(true, Ordering::Release);
 
     if let (Some(keys), Some(every)) = (&cfg.api_keys, cfg.secret_reload_interval) {
@@ -494,35 +496,18 @@ pub async fn run(cfg: Config) -> Exit {
         until_set(&mut stop_rx).await
     }));
 
-    // http mode: health answers 503 meanwhile; the lock file waits for the upstream.
-    let mut upstream = None;
-    if cfg.mode == Mode::Http {
-        tokio::select! {
-            r = Upstream::start(&cfg, &shared) => match r {
-                Ok(up) => upstream = Some(up),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return Exit::Runtime;
-                }
-            },
-            sig = stop_signals.recv() => {
-                tracing::info!("Received {sig} before the upstream was ready: exiting");
-                return Exit::Clean;
-            }
-        }
-    }
-
-    // fastcgi mode: the workers start (or the external server answers) before the lock.
-    if let Runner::FastCgi(f) = &shared.runner {
-        tokio::select! {
-            r = f.start(&shared) => if let Err(e) = r {
-                tracing::error!("{e}");
-                return Exit::Runtime;
-            },
-            sig = stop_signals.recv() => {
-                tracing::info!("Received {sig} before the FastCGI server was ready: exiting");
-                return Exit::Clean;
-            }
+    // The backend (http upstream, FastCGI workers or server) is ready before the lock
+    // file is written; health answers 503 meanwhile.
+    tokio::select! {
+        // A mode without a backend is ready at once, even with a signal waiting.
+        biased;
+        r = backend.start() => if let Err(e) = r {
+            tracing::error!("{e}");
+            return Exit::Runtime;
+        },
+        sig = stop_signals.recv() => {
+            tracing::info!("Received {sig} before the {} was ready: exiting", backend.name());
+            return Exit::Clean;
         }
     }
 
@@ -543,13 +528,7 @@ pub async fn run(cfg: Config) -> Exit {
     crate::logging::flush();
     shared.state.starting.store(false, Ordering::Release);
 
-    let upstream_died = async {
-        match upstream.as_mut() {
-            Some(up) => up.exited().await,
-            None => std::future::pending().await,
-        }
-    };
-    // An upstream that died needs no grace period: health failed the moment it did.
+    // A backend that died needs no grace period: health failed the moment it did.
     let died = tokio::select! {
         sig = stop_signals.recv() => {
             tracing::info!(
@@ -558,7 +537,7 @@ pub async fn run(cfg: Config) -> Exit {
             );
             false
         }
-        _ = upstream_died => true,
+        _ = backend.exited() => true,
     };
     shared.state.accepting.store(false, Ordering::Release);
     if !cfg.suppress_lock {
@@ -594,18 +573,14 @@ pub async fn run(cfg: Config) -> Exit {
             );
         }
     };
-    // The upstream is stopped only once the requests it serves have drained (§5).
-    let drain_then_stop_upstream = async {
+    // The backend is stopped only once the requests it serves have drained (§5).
+    let drain_then_stop_backend = async {
         drain.await;
-        if let Some(up) = upstream.as_mut() {
-            up.stop().await;
-        }
-        if let Runner::FastCgi(f) = &shared.runner {
-            f.stop().await;
-        }
+        shared.runner.close_idle();
+        backend.stop().await;
     };
     tokio::select! {
-        _ = drain_then_stop_upstream => {}
+        _ = drain_then_stop_backend => {}
         sig = stop_signals.recv() => {
             tracing::info!("Received {sig} again: exiting now");
             crate::process::kill_all();

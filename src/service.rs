@@ -45,6 +45,13 @@ pub enum Runner {
 }
 
 impl Runner {
+    /// After the drain, before the backend stops: lets go of idle connections to it.
+    pub fn close_idle(&self) {
+        if let Runner::FastCgi(f) = self {
+            f.close_idle();
+        }
+    }
+
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         if req.method() == Method::CONNECT && matches!(self, Runner::Fork(_) | Runner::FastCgi(_)) {
             // A function is not a tunnel: CONNECT never reaches a handler.
@@ -74,8 +81,9 @@ pub struct State {
     /// (`Listening on port: N`) are written, so a tool that saw health go green finds
     /// them in the log. False for a chain built outside the server.
     pub starting: AtomicBool,
-    /// http mode: the upstream has been seen ready and is alive. Always true otherwise.
-    pub upstream_ready: AtomicBool,
+    /// The mode's backend (http upstream, FastCGI workers or server) has been seen
+    /// ready and is alive. Always true for a mode without one.
+    pub backend_ready: watch::Receiver<bool>,
     /// Function requests holding a concurrency slot.
     inflight: AtomicUsize,
     /// With `max_queue`: the line for slots, whose permits the slot holders keep.
@@ -92,8 +100,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A chain whose backend is always ready (a mode without one, or a test).
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, runner: Runner) -> Arc<Shared> {
-        let upstream_ready = cfg.mode != crate::config::Mode::Http;
+        Shared::with_backend(cfg, metrics, runner, watch::channel(true).1)
+    }
+
+    /// A chain whose health follows `backend_ready` (see [`crate::backend::Ready`]).
+    pub fn with_backend(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        runner: Runner,
+        backend_ready: watch::Receiver<bool>,
+    ) -> Arc<Shared> {
         let queue = (cfg.max_inflight > 0 && cfg.max_queue > 0)
             .then(|| crate::queue::Queue::new(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout));
         Arc::new(Shared {
@@ -102,7 +120,7 @@ impl Shared {
             state: State {
                 accepting: AtomicBool::new(true),
                 starting: AtomicBool::new(false),
-                upstream_ready: AtomicBool::new(upstream_ready),
+                backend_ready,
                 inflight: AtomicUsize::new(0),
                 queue,
             },
@@ -115,7 +133,7 @@ impl Shared {
     pub fn healthy(&self) -> bool {
         self.state.accepting.load(Ordering::Acquire)
             && !self.state.starting.load(Ordering::Acquire)
-            && self.state.upstream_ready.load(Ordering::Acquire)
+            && *self.state.backend_ready.borrow()
             && (self.cfg.suppress_lock || self.cfg.lock_path.exists())
     }
 

@@ -1,11 +1,5 @@
-//! http mode (§5): one long-running handler that is itself an HTTP server, and a
-//! reverse proxy in front of it.
-//!
-//! [`Upstream`] owns the handler process: it is started once, in its own process group,
-//! with its output going to the log; health stays red until it accepts connections (or
-//! answers 2xx on `ready_path`), and turns red again the moment it exits on its own. On
-//! shutdown it is stopped only after the in-flight requests have drained: SIGTERM to its
-//! group, SIGKILL 5 s later.
+//! http mode (§5): the reverse proxy in front of one long-running handler that is
+//! itself an HTTP server ([`crate::backend::upstream`] runs that handler).
 //!
 //! [`Http`] proxies each request over a pooled keep-alive client. Bodies are streamed in
 //! both directions frame by frame, so SSE and NDJSON reach the client as the upstream
@@ -21,8 +15,6 @@ use std::future::Future as _;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,22 +29,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nix::sys::signal::Signal;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-use super::pipe::{collect, log_output};
+use super::pipe::collect;
 use super::{body_failure, content_length, duration_header, too_large, Ctx};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, parse_duration, Config};
-use crate::process::{self, ExitStatus, Stderr};
-use crate::service::Shared;
 
-/// How long the upstream may take to exit after SIGTERM before it gets SIGKILL.
-const KILL_AFTER: Duration = Duration::from_secs(5);
-/// Readiness deadline when `exec_timeout` is 0 (no limit).
-const READY_DEFAULT: Duration = Duration::from_secs(30);
 /// Idle pooled connections are closed after this. Short, because upstream servers close
 /// idle keep-alive connections early (gunicorn after 2 s, node after 5 s) and a request
 /// sent on a connection the upstream is closing fails; under load no connection idles
@@ -647,206 +630,6 @@ fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
     let v = headers.get(&X_TIMEOUT)?.to_str().ok()?;
     let t = parse_duration(v.trim()).ok()?;
     (!t.is_zero() && exec.map_or(true, |e| t <= e)).then_some(t)
-}
-
-/// The upstream process: started once, watched, and stopped last.
-pub struct Upstream {
-    pid: i32,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    /// Set once we asked it to stop, so its exit is not reported as a death.
-    stopping: Arc<AtomicBool>,
-    logs: Vec<JoinHandle<()>>,
-}
-
-impl Upstream {
-    /// Starts `fprocess` and waits until the upstream is ready, then marks it so for
-    /// health. Dropping the future (or the `Upstream`) kills the process group.
-    pub async fn start(cfg: &Config, shared: &Arc<Shared>) -> Result<Upstream, String> {
-        let mut up = Upstream::spawn(cfg, shared)?;
-        up.ready(cfg).await?;
-        shared.state.upstream_ready.store(true, Ordering::Release);
-        if up.exit.borrow().is_some() {
-            // It died between the probe and now.
-            shared.state.upstream_ready.store(false, Ordering::Release);
-        }
-        Ok(up)
-    }
-
-    fn spawn(cfg: &Config, shared: &Arc<Shared>) -> Result<Upstream, String> {
-        let cmd = shell_words::join(&cfg.fprocess);
-        let mut child = process::spawn(
-            &cfg.fprocess,
-            std::iter::empty::<(&str, &str)>(),
-            Stderr::Pipe,
-        )
-        .map_err(|e| format!("cannot start the upstream {cmd:?}: {e}"))?;
-        let pid = child.pid();
-        // A wrapper shell dies on SIGTERM at once; the server it started must still get
-        // its grace period, so the group is not killed when the leader exits.
-        child.keep_group_on_exit();
-        tracing::info!("Started upstream {cmd:?} (pid {pid})");
-        drop(child.stdin.take());
-        let logs = log_output(&mut child, cfg.log_buffer_size, cfg.prefix_logs);
-        let (tx, exit) = watch::channel(None);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let asked = stopping.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            shared.state.upstream_ready.store(false, Ordering::Release);
-            if asked.load(Ordering::Acquire) {
-                tracing::info!("Upstream (pid {pid}) exited: {status}");
-            } else {
-                tracing::error!(
-                    "upstream {cmd:?} (pid {pid}) exited on its own: {status}; health now fails, exiting once in-flight requests finish"
-                );
-            }
-            let _ = tx.send(Some(status));
-        });
-        Ok(Upstream {
-            pid,
-            exit,
-            stopping,
-            logs,
-        })
-    }
-
-    /// Polls until the upstream accepts TCP connections (and answers 2xx on
-    /// `ready_path`, if set), within `exec_timeout` or 30 s when that is 0.
-    async fn ready(&mut self, cfg: &Config) -> Result<(), String> {
-        let url = cfg.upstream_url.clone().unwrap_or_default();
-        let host = url
-            .host()
-            .unwrap_or("127.0.0.1")
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_owned();
-        let port = url.port_u16().unwrap_or(80);
-        let authority = url.authority().map(|a| a.as_str()).unwrap_or("127.0.0.1");
-        let host_header = HeaderValue::from_str(authority)
-            .unwrap_or_else(|_| HeaderValue::from_static("127.0.0.1"));
-        let ready_path = cfg.ready_path.as_ref().map(|p| {
-            let prefix = url.path().trim_end_matches('/');
-            format!("{prefix}{p}")
-        });
-        let within = cfg.exec_timeout.unwrap_or(READY_DEFAULT);
-        tracing::info!(
-            "Waiting up to {} for the upstream at {url} to {}",
-            format_duration(within),
-            match &ready_path {
-                Some(p) => format!("answer 2xx on GET {p}"),
-                None => "accept connections".into(),
-            }
-        );
-        let give_up = tokio::time::Instant::now() + within;
-        let mut last = String::from("no attempt finished");
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let attempt = probe(&host, port, &host_header, ready_path.as_deref());
-            tokio::select! {
-                r = attempt => match r {
-                    Ok(()) => {
-                        tracing::info!("Upstream is ready");
-                        return Ok(());
-                    }
-                    Err(why) => last = why,
-                },
-                status = self.exited() => {
-                    return Err(format!("the upstream exited before it became ready: {status}"));
-                }
-                _ = tokio::time::sleep_until(give_up) => {}
-            }
-            if tokio::time::Instant::now() >= give_up {
-                return Err(format!(
-                    "the upstream at {url} did not become ready within {} ({last}); exiting",
-                    format_duration(within)
-                ));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = tokio::time::sleep_until(give_up) => {}
-            }
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    /// Resolves when the upstream has exited; its status.
-    pub async fn exited(&mut self) -> ExitStatus {
-        match self.exit.wait_for(Option::is_some).await {
-            Ok(s) => (*s).unwrap_or(ExitStatus::Code(-1)),
-            Err(_) => ExitStatus::Code(-1),
-        }
-    }
-
-    /// SIGTERM to the upstream's group, SIGKILL if it is still alive 5 s later; then
-    /// lets its last log lines through.
-    pub async fn stop(&mut self) {
-        if self.exit.borrow().is_none() || process::group_alive(self.pid) {
-            self.stopping.store(true, Ordering::Release);
-            tracing::info!(
-                "Stopping the upstream (pid {}): SIGTERM to its process group",
-                self.pid
-            );
-            process::signal_group(self.pid, Signal::SIGTERM);
-            let pid = self.pid;
-            let group_gone = async {
-                while process::group_alive(pid) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            };
-            if tokio::time::timeout(KILL_AFTER, group_gone).await.is_err() {
-                tracing::info!(
-                    "upstream still running {} after SIGTERM: SIGKILL",
-                    format_duration(KILL_AFTER)
-                );
-                process::signal_group(self.pid, Signal::SIGKILL);
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.exited()).await;
-            }
-        }
-        for h in self.logs.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        process::signal_group(self.pid, Signal::SIGKILL);
-    }
-}
-
-/// One readiness check: a TCP connect, then `GET ready_path` when set.
-async fn probe(
-    host: &str,
-    port: u16,
-    host_header: &HeaderValue,
-    ready_path: Option<&str>,
-) -> Result<(), String> {
-    let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
-        let Some(path) = ready_path else {
-            return Ok(());
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let req = Request::get(path)
-            .header(header::HOST, host_header.clone())
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        tokio::select! {
-            r = sender.send_request(req) => match r {
-                Ok(resp) if resp.status().is_success() => Ok(()),
-                Ok(resp) => Err(format!("GET {path} answered {}", resp.status())),
-                Err(e) => Err(format!("GET {path}: {e}")),
-            },
-            r = conn => Err(format!("GET {path}: connection closed ({r:?})")),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 2s".into()))
 }
 
 #[cfg(test)]

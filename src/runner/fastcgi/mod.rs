@@ -64,8 +64,6 @@ pub enum Target {
 /// The FastCGI runner: what answers function requests in fastcgi mode.
 pub struct FastCgi {
     inner: Arc<Inner>,
-    /// `None` with `fastcgi_address`.
-    workers: Option<Arc<workers::Workers>>,
 }
 
 struct Inner {
@@ -89,73 +87,32 @@ struct PoolState {
 }
 
 impl FastCgi {
-    /// Prepares the runner; for spawned workers, creates their socket. The workers start
-    /// in [`FastCgi::start`].
-    pub fn new(cfg: Arc<Config>, port: u16) -> Result<FastCgi, String> {
-        let (target, workers) = match &cfg.fastcgi.address {
-            Some(FastCgiAddress::Tcp(a)) => (Target::Tcp(a.clone()), None),
-            Some(FastCgiAddress::Unix(p)) => (Target::Unix(p.clone()), None),
-            None => {
-                let w = workers::Workers::new(&cfg)?;
-                (Target::Unix(w.socket().to_owned()), Some(Arc::new(w)))
-            }
+    /// The runner over `workers` (the backend's spawned pool), or over the external
+    /// server of `fastcgi_address`.
+    pub fn new(cfg: Arc<Config>, port: u16, workers: Option<Arc<workers::Workers>>) -> FastCgi {
+        let target = match (&workers, &cfg.fastcgi.address) {
+            (Some(w), _) => Target::Unix(w.socket().to_owned()),
+            (None, Some(FastCgiAddress::Tcp(a))) => Target::Tcp(a.clone()),
+            (None, Some(FastCgiAddress::Unix(p))) => Target::Unix(p.clone()),
+            // Not a valid configuration: requests fail with 502.
+            (None, None) => Target::Unix(PathBuf::new()),
         };
-        Ok(FastCgi {
+        FastCgi {
             inner: Arc::new(Inner {
                 cfg,
                 target,
-                workers: workers.clone(),
+                workers,
                 port,
                 pool: Mutex::new(PoolState::default()),
                 freed: Notify::new(),
             }),
-            workers,
-        })
-    }
-
-    /// Starts the workers (health turns green once one is alive), or waits until the
-    /// external server accepts connections.
-    pub async fn start(&self, shared: &Arc<crate::service::Shared>) -> Result<(), String> {
-        shared.state.upstream_ready.store(false, Ordering::Release);
-        match &self.workers {
-            Some(w) => w.start(shared),
-            None => {
-                let within = self
-                    .inner
-                    .cfg
-                    .exec_timeout
-                    .unwrap_or(Duration::from_secs(30));
-                let give_up = Instant::now() + within;
-                let mut pause = Duration::from_millis(5);
-                loop {
-                    match Conn::connect(&self.inner.target).await {
-                        Ok(_) => break,
-                        Err(e) if Instant::now() >= give_up => {
-                            return Err(format!(
-                                "the FastCGI server at {} did not accept connections within {}: {e}; exiting",
-                                self.inner.target.show(),
-                                format_duration(within)
-                            ))
-                        }
-                        Err(_) => tokio::time::sleep(pause).await,
-                    }
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                }
-                tracing::info!("FastCGI server at {} is ready", self.inner.target.show());
-                shared.state.upstream_ready.store(true, Ordering::Release);
-                Ok(())
-            }
         }
     }
 
-    /// After the drain: closes idle connections and stops the workers (SIGTERM to each
-    /// group, SIGKILL 5 s later).
-    pub async fn stop(&self) {
+    /// After the drain, before the workers are stopped: closes idle connections.
+    pub fn close_idle(&self) {
         let idle = std::mem::take(&mut lock(&self.inner.pool).idle);
         drop(idle);
-        if let Some(w) = &self.workers {
-            w.stop().await;
-        }
     }
 
     /// Answers one request.

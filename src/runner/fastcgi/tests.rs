@@ -28,7 +28,7 @@ fn runner(sock: &std::path::Path, extra: &[(&str, &str)]) -> FastCgi {
         unreachable!()
     };
     let cfg = Config::from_raw(&raw).expect("config");
-    FastCgi::new(Arc::new(cfg), 8080).expect("runner")
+    FastCgi::new(Arc::new(cfg), 8080, None)
 }
 
 fn sock_path(name: &str) -> std::path::PathBuf {
