@@ -26,6 +26,7 @@ use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
+use crate::queue::Slot;
 use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http, Ctx};
 
 /// A runner written as a closure, for tests of the chain itself.
@@ -85,7 +86,7 @@ pub struct State {
     /// ready and is alive. Always true for a mode without one.
     pub backend_ready: watch::Receiver<bool>,
     /// Function requests holding a concurrency slot.
-    inflight: AtomicUsize,
+    inflight: Arc<AtomicUsize>,
     /// With `max_queue`: the line for slots, whose permits the slot holders keep.
     queue: Option<crate::queue::Queue>,
 }
@@ -121,7 +122,7 @@ impl Shared {
                 accepting: AtomicBool::new(true),
                 starting: AtomicBool::new(false),
                 backend_ready,
-                inflight: AtomicUsize::new(0),
+                inflight: Arc::default(),
                 queue,
             },
             runner,
@@ -260,12 +261,7 @@ impl Shared {
                     Some(permit)
                 }
             };
-            done.slot = Some(Slot {
-                _held: Arc::new(SlotInner {
-                    shared: done.shared.clone(),
-                    _permit: permit,
-                }),
-            });
+            done.slot = Some(Slot::new(self.state.inflight.clone(), permit));
         }
         if let Some(addr) = remote {
             req.extensions_mut().insert(addr);
@@ -461,31 +457,6 @@ fn too_many(max: usize) -> Response<Body> {
     resp.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
-}
-
-/// A concurrency slot (`max_inflight`), given back when its last holder drops it: the
-/// request's response body, and a runner whose work outlives the client.
-#[derive(Clone)]
-pub struct Slot {
-    _held: Arc<SlotInner>,
-}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Slot")
-    }
-}
-
-struct SlotInner {
-    shared: Arc<Shared>,
-    /// With `max_queue`: the slot itself, released when this is dropped.
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl Drop for SlotInner {
-    fn drop(&mut self) {
-        self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Settles a function request when its response body is finished or dropped: the log

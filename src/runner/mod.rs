@@ -33,7 +33,7 @@ pub struct Ctx {
     /// outlive the client (a FastCGI worker still busy with an abandoned request) keeps a
     /// clone until that work is over, so the slot is not handed to the next request
     /// while the function is still running this one.
-    pub slot: Option<crate::service::Slot>,
+    pub slot: Option<crate::queue::Slot>,
 }
 
 /// `deadline` as milliseconds since the Unix epoch: what handlers are told

@@ -408,7 +408,7 @@ struct Job {
     safe: bool,
     /// The request's concurrency slot, held until the worker is done with the request,
     /// even when the client has gone.
-    _slot: Option<crate::service::Slot>,
+    _slot: Option<crate::queue::Slot>,
     input: Input,
     tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     head_tx: Option<oneshot::Sender<Answer>>,
