@@ -31,8 +31,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Sleep;
 
-use super::pipe::collect;
-use super::{body_failure, content_length, duration_header, too_large, Ctx};
+use super::failure::{duration_header, X_DURATION};
+use super::pipe::{collect, BodyEnd};
+use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, parse_duration, Config};
 
@@ -44,7 +45,6 @@ const POOL_IDLE: Duration = Duration::from_secs(1);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
-static X_DURATION: HeaderName = HeaderName::from_static("x-duration-seconds");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -97,10 +97,10 @@ impl Http {
         let (mut parts, body) = req.into_parts();
         if let Some(max) = self.max_body {
             if content_length(&parts.headers).is_some_and(|n| n > max) {
-                return too_large(max);
+                return Failure::TooLarge(max).answer(started);
             }
         }
-        let (deadline, what, limit) = self.deadline(&parts.headers, ctx, started);
+        let deadline = self.deadline(&parts.headers, ctx, started);
         let upgrade = websocket(&parts.headers);
         let client_upgrade = upgrade
             .as_ref()
@@ -124,7 +124,7 @@ impl Http {
         // epoch. Always ours: a client's own X-Deadline-Ms is replaced.
         parts.headers.insert(
             HeaderName::from_static("x-deadline-ms"),
-            super::deadline_ms(deadline).into(),
+            super::deadline_ms(deadline.at).into(),
         );
         let method = parts.method.clone();
         let path = parts
@@ -136,16 +136,14 @@ impl Http {
             Ok(pq) => pq,
             Err(e) => {
                 tracing::info!("{method} {path}: {e}; answered 400");
-                return body::text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+                return Failure::BadRequest(e.to_string()).answer(started);
             }
         };
         parts.uri = match self.target(&resolved) {
             Ok(uri) => uri,
             Err(e) => {
-                return body::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot build the upstream URL: {e}\n"),
-                )
+                return Failure::BadRequest(format!("cannot build the upstream URL: {e}"))
+                    .answer(started)
             }
         };
         parts.version = Version::HTTP_11;
@@ -156,7 +154,7 @@ impl Http {
                     parts.headers.insert(header::CONTENT_LENGTH, total.into());
                     body::Chunks::new(chunks).boxed_unsync()
                 }
-                Err(end) => return body_failure(end, self.max_body),
+                Err(end) => return Failure::Body(end, self.max_body).answer(started),
             }
         } else if let Some(max) = self.max_body {
             http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
@@ -172,7 +170,7 @@ impl Http {
             armed: true,
         };
         let sent = tokio::time::timeout_at(
-            deadline.into(),
+            deadline.at.into(),
             self.client.request(Request::from_parts(parts, body)),
         )
         .await;
@@ -182,16 +180,11 @@ impl Http {
             Ok(Err(e)) => return self.failed(&e, &method, &path, started),
             Err(_) => {
                 tracing::info!(
-                    "upstream did not answer {method} {path} within {what} ({})",
-                    format_duration(limit)
+                    "upstream did not answer {method} {path} within {} ({})",
+                    deadline.what,
+                    format_duration(deadline.limit)
                 );
-                let mut resp = body::text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("{what} exceeded ({})\n", format_duration(limit)),
-                );
-                resp.headers_mut()
-                    .insert(X_DURATION.clone(), duration_header(started));
-                return resp;
+                return Failure::Timeout(deadline).answer(started);
             }
         };
 
@@ -232,20 +225,12 @@ impl Http {
 
     /// When the response head must have come: `exec_timeout`, shortened for this request
     /// by a valid `X-Timeout`, and never after the write deadline.
-    fn deadline(
-        &self,
-        headers: &HeaderMap,
-        ctx: &Ctx,
-        started: Instant,
-    ) -> (Instant, &'static str, Duration) {
+    fn deadline(&self, headers: &HeaderMap, ctx: &Ctx, started: Instant) -> Deadline {
         let mut limit = self.exec_timeout.map(|t| ("exec_timeout", t));
         if let Some(t) = x_timeout(headers, self.exec_timeout) {
             limit = Some(("X-Timeout", t));
         }
-        match limit {
-            Some((what, t)) if started + t <= ctx.write_deadline => (started + t, what, t),
-            _ => (ctx.write_deadline, "write_timeout", self.write_timeout),
-        }
+        Deadline::new(started, limit, ctx, self.write_timeout)
     }
 
     /// `upstream_url` + the request's path and query, without a doubled `/`.
@@ -293,13 +278,12 @@ impl Http {
             let too_large = std::iter::successors(Some(why), |e| e.source())
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             tracing::info!("{method} {path}: the request body failed: {cause}");
-            if too_large {
-                return super::too_large(self.max_body.unwrap_or(0));
-            }
-            return body::text(
-                StatusCode::BAD_REQUEST,
-                format!("request body could not be read: {cause}\n"),
-            );
+            let end = if too_large {
+                BodyEnd::TooLarge
+            } else {
+                BodyEnd::Failed(cause.to_string())
+            };
+            return Failure::Body(end, self.max_body).answer(started);
         }
         let msg = if e.is_connect() {
             format!("cannot connect to upstream {}: {cause}", self.url)
@@ -313,10 +297,7 @@ impl Http {
             "{method} {path}: {msg} (after {:.4}s)",
             started.elapsed().as_secs_f64()
         );
-        let mut resp = body::text(StatusCode::BAD_GATEWAY, msg + "\n");
-        resp.headers_mut()
-            .insert(X_DURATION.clone(), duration_header(started));
-        resp
+        Failure::BadGateway(msg).answer(started)
     }
 }
 
