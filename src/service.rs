@@ -552,20 +552,9 @@ impl<F: Future> Future for CatchUnwind<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{parse, Action};
-    use std::collections::HashMap;
 
     fn shared(env: &[(&str, &str)], runner: Runner) -> Arc<Shared> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let Action::Run(raw) =
-            parse(["fwatchdog".to_owned()], |k| env.get(k).cloned()).expect("parse")
-        else {
-            unreachable!()
-        };
-        let cfg = Config::from_raw(&raw).expect("config");
+        let cfg = Config::from_env_pairs(env).expect("config");
         Shared::new(Arc::new(cfg), Metrics::new(), runner)
     }
 

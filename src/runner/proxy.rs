@@ -831,17 +831,8 @@ mod tests {
     }
 
     fn http(url: &str) -> Http {
-        use crate::cli::{parse, Action};
         let env = [("fprocess", "x"), ("mode", "http"), ("upstream_url", url)];
-        let Action::Run(raw) = parse(["fwatchdog".to_owned()], |k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .expect("parse") else {
-            unreachable!()
-        };
-        Http::new(&Config::from_raw(&raw).expect("config"))
+        Http::new(&Config::from_env_pairs(&env).expect("config"))
     }
 
     #[tokio::test]
