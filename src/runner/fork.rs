@@ -219,30 +219,16 @@ impl Fork {
             Err(f) => return f.answer(started),
         };
         let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
-            child.stdout.take().map(reader),
-        ) {
-            (Some(Ok(i)), Some(Ok(o))) => (i, o),
-            _ => return Failure::Start("cannot set up the handler's pipes".into()).answer(started),
+        let (mut run, stdin) = match Run::new(child, stderr_done, self.stdout_log(ctx)) {
+            Ok(r) => r,
+            Err(f) => return f.answer(started),
         };
-        let pump = tokio::spawn(body_to_stdin(
+        run.pump = Some(tokio::spawn(body_to_stdin(
             body,
             stdin,
             self.cfg.read_timeout,
             self.cfg.max_body_bytes,
-        ));
-        let mut run = Run {
-            child,
-            stdout,
-            pump: Some(pump),
-            status: None,
-            exited_at: None,
-            _stderr_done: stderr_done,
-            buf: BytesMut::with_capacity(4096),
-            chunk: 4096,
-            stdout_log: self.stdout_log(ctx),
-        };
+        )));
 
         // Hold the head back until the first byte of output (with --cgi: the end of the
         // header block), EOF, or a failure.
@@ -423,25 +409,11 @@ impl Fork {
             Err(f) => return f.answer(started),
         };
         let _stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
-            child.stdout.take().map(reader),
-        ) {
-            (Some(Ok(i)), Some(Ok(o))) => (i, o),
-            _ => return Failure::Start("cannot set up the handler's pipes".into()).answer(started),
+        let (mut run, stdin) = match Run::new(child, None, self.stdout_log(ctx)) {
+            Ok(r) => r,
+            Err(f) => return f.answer(started),
         };
         let _writer = AbortOnDrop(tokio::spawn(chunks_to_stdin(input, stdin)));
-        let mut run = Run {
-            child,
-            stdout,
-            pump: None,
-            status: None,
-            exited_at: None,
-            _stderr_done: None,
-            buf: BytesMut::with_capacity(4096),
-            chunk: 4096,
-            stdout_log: self.stdout_log(ctx),
-        };
         let mut output: Vec<Bytes> = Vec::new();
         // With --cgi the header block is checked as it arrives, so a handler that does not
         // speak CGI fails at once. `cgi_head`: the head, the start of the body, and the
@@ -571,6 +543,34 @@ struct Run {
 }
 
 impl Run {
+    /// A run of `child`, reading its stdout; its stdin is returned for the caller to
+    /// feed.
+    fn new(
+        mut child: process::Child,
+        stderr_done: Option<oneshot::Sender<()>>,
+        stdout_log: Option<StdoutLog>,
+    ) -> Result<(Run, pipe::Sender), Failure> {
+        let (stdin, stdout) = match (
+            child.stdin.take().map(pipe::Sender::from_owned_fd),
+            child.stdout.take().map(reader),
+        ) {
+            (Some(Ok(i)), Some(Ok(o))) => (i, o),
+            _ => return Err(Failure::Start("cannot set up the handler's pipes".into())),
+        };
+        let run = Run {
+            child,
+            stdout,
+            pump: None,
+            status: None,
+            exited_at: None,
+            _stderr_done: stderr_done,
+            buf: BytesMut::with_capacity(4096),
+            chunk: 4096,
+            stdout_log,
+        };
+        Ok((run, stdin))
+    }
+
     /// Waits for the next thing that matters: output, EOF, the deadline, or a body failure.
     async fn step(&mut self, deadline: Instant) -> Step {
         loop {
