@@ -101,14 +101,43 @@ where
 {
     let io = crate::conn::Stream::new(io, shared.cfg.write_timeout);
     let builder = conn_builder(&shared.cfg);
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(shared.handle(boxed(req), peer).await) }
-    });
+    let svc = service(
+        move |req| {
+            let shared = shared.clone();
+            async move { shared.handle(req, peer).await }
+        },
+        None,
+    );
     builder
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
         .await
+}
+
+/// hyper's service over `handle`, for one connection: the request body boxed, no error
+/// ever (a failure is a response). `begun` is told when a request begins.
+fn service<H, F>(
+    handle: H,
+    begun: Option<Arc<Notify>>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<hyper::Response<Body>, std::convert::Infallible>,
+    > + Send,
+>
+where
+    H: Fn(hyper::Request<Body>) -> F,
+    F: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(b) = &begun {
+            b.notify_one();
+        }
+        let resp = handle(boxed(req));
+        async move { Ok(resp.await) }
+    })
 }
 
 fn boxed(req: hyper::Request<hyper::body::Incoming>) -> hyper::Request<Body> {
@@ -345,11 +374,7 @@ where
     let write_timeout = port.write_timeout;
     tokio::spawn(async move {
         let _guard = guard;
-        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            begun_in_service.notify_one();
-            let resp = handle(boxed(req), peer);
-            async move { Ok::<_, std::convert::Infallible>(resp.await) }
-        });
+        let svc = service(move |req| handle(req, peer), Some(begun_in_service));
         let conn = builder
             .serve_connection(
                 TokioIo::new(crate::conn::Stream::new(stream, write_timeout)),
