@@ -1,11 +1,13 @@
 //! The process's life: bind, become ready, serve, and drain on SIGTERM (§8).
 //!
 //! Startup follows §8.1: the listener is bound before anything else can fail late, the
-//! lock file is written only once we can really serve, and the `Listening on port: N`
-//! line reports the port actually bound. Shutdown follows §8.3: health fails at once,
-//! the lock file goes, we keep serving for `healthcheck_interval` so the orchestrator
-//! stops routing to us, then stop accepting, let in-flight requests finish within
-//! `write_timeout`, and kill whatever handlers remain. A second signal exits at once.
+//! lock file is written only once we can really serve (the mode's [`Backend`] is
+//! ready), and the `Listening on port: N` line reports the port actually bound.
+//! Shutdown follows §8.3: health fails at once, the lock file goes, we keep serving for
+//! `healthcheck_interval` so the orchestrator stops routing to us, then stop accepting,
+//! let in-flight requests finish within `write_timeout`, stop the backend, and kill
+//! whatever handlers remain. A backend that dies on its own starts the same shutdown
+//! without the grace period. A second signal exits at once.
 //!
 //! The function port and the metrics port share one acceptor ([`Port`] and
 //! [`accept_loop`]): the same HTTP settings (head deadline, keep-alive idle timeout,
@@ -29,7 +31,8 @@ use crate::body::Body;
 use crate::config::{Config, Mode};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
-use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http};
+use crate::runner::fastcgi::{FastCgi, Pool};
+use crate::runner::{files::Files, fork::Fork, proxy::Http};
 use crate::service::{Runner, Shared};
 use crate::signal::Stop;
 
@@ -492,7 +495,10 @@ pub async fn run(cfg: Config) -> Exit {
     let runner = match cfg.mode {
         Mode::Http => Runner::Http(Http::new(&cfg)),
         Mode::Static => Runner::Files(Files::new(&cfg)),
-        Mode::FastCgi => Runner::FastCgi(FastCgi::new(cfg.clone(), port, backend.workers())),
+        Mode::FastCgi => {
+            let pool = backend.workers().map(|w| w as Arc<dyn Pool>);
+            Runner::FastCgi(FastCgi::new(cfg.clone(), port, pool))
+        }
         _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
     };
     let shared = Shared::with_backend(cfg.clone(), metrics, runner, backend.ready());

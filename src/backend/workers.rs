@@ -284,6 +284,16 @@ impl Workers {
     }
 }
 
+impl crate::runner::fastcgi::Pool for Workers {
+    fn socket(&self) -> &Path {
+        Workers::socket(self)
+    }
+
+    fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>) {
+        Workers::kill_peer(self, conn);
+    }
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -1,10 +1,10 @@
 //! fastcgi mode (issue 11): a pool of warm FastCGI 1.0 responders instead of one
 //! process per request.
 //!
-//! [`workers::Workers`] is spawn-fcgi inside the watchdog: a Unix socket in a private
-//! temp dir, `pool_size` workers started from `fprocess` with that listening socket as
-//! their fd 0 (`FCGI_LISTENSOCK_FILENO`), each in its own process group, replaced when
-//! they die. With `fastcgi_address` an external server (php-fpm) is used instead.
+//! The server is either the backend's spawned pool ([`Pool`], spawn-fcgi
+//! inside the watchdog: `pool_size` workers from `fprocess` sharing one private Unix
+//! socket, replaced when they die) or, with `fastcgi_address`, an external server
+//! (php-fpm). Starting and stopping them is [`crate::backend`]'s job.
 //!
 //! [`FastCgi`] answers each request over one connection to the server: `BEGIN_REQUEST`
 //! with `FCGI_KEEP_CONN`, the RFC 3875 meta-variables as `PARAMS` (the same ones
@@ -17,7 +17,7 @@
 //! on a connection has its own request id, and only a connection whose exchange ended
 //! cleanly is reused. A request whose client has gone is not sent; one already sent gets
 //! `ABORT_REQUEST` and keeps its connection and concurrency slot until the worker ends it;
-//! a spawned worker still at it at the deadline is killed (`peer` finds which).
+//! a spawned worker still at it at the deadline is killed ([`Pool::kill_peer`]).
 //!
 //! Everything a worker sends is checked ([`codec::Decoder`]); a worker that breaks the
 //! protocol gets its request answered 502 (or aborted, once the response has started),
@@ -26,7 +26,7 @@
 pub mod codec;
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,7 +43,6 @@ use super::cgi;
 use super::failure::{duration_header, X_DURATION};
 use super::pipe::{collect, BodyEnd};
 use super::{content_length, Ctx, Deadline, Failure};
-use crate::backend::workers;
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
@@ -54,6 +53,14 @@ use codec::{Decoder, End, Record};
 const BUFFERED_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 /// Response body frames queued towards a slow client.
 const BODY_DEPTH: usize = 8;
+
+/// The spawned workers as the runner sees them (the backend runs them): where they
+/// listen, and a way to stop the one still busy with an overdue request.
+pub trait Pool: Send + Sync {
+    fn socket(&self) -> &Path;
+    /// SIGKILLs the worker at the other end of our connection `conn`, if it is ours.
+    fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>);
+}
 
 /// Where requests go: the workers' socket or the external server.
 #[derive(Debug, Clone)]
@@ -72,7 +79,7 @@ struct Inner {
     target: Target,
     /// The spawned workers (not with `fastcgi_address`), to stop one still busy with a
     /// request at its deadline.
-    workers: Option<Arc<workers::Workers>>,
+    workers: Option<Arc<dyn Pool>>,
     /// `SERVER_PORT`.
     port: u16,
     pool: Mutex<PoolState>,
@@ -90,7 +97,7 @@ struct PoolState {
 impl FastCgi {
     /// The runner over `workers` (the backend's spawned pool), or over the external
     /// server of `fastcgi_address`.
-    pub fn new(cfg: Arc<Config>, port: u16, workers: Option<Arc<workers::Workers>>) -> FastCgi {
+    pub fn new(cfg: Arc<Config>, port: u16, workers: Option<Arc<dyn Pool>>) -> FastCgi {
         let target = match (&workers, &cfg.fastcgi.address) {
             (Some(w), _) => Target::Unix(w.socket().to_owned()),
             (None, Some(FastCgiAddress::Tcp(a))) => Target::Tcp(a.clone()),
