@@ -524,7 +524,7 @@ impl Config {
             out.push_str(&format!(
                 " api_key_secret={} api_key_header={} api_key_forward={} secrets_dir={} secret_reload_interval={}",
                 keys.names().join(","),
-                crate::runner::env::canonical_header(keys.header().as_str()),
+                crate::header::canonical(keys.header().as_str()),
                 keys.forward(),
                 dirs.join(","),
                 self.secret_reload_interval
@@ -854,20 +854,28 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 #[cfg(test)]
+impl Config {
+    /// The configuration these environment variables give, as if the binary had been
+    /// started with them and no flags; a later pair overrides an earlier one.
+    pub(crate) fn from_env_pairs(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: std::collections::HashMap<&str, &str> = env.iter().copied().collect();
+        match crate::cli::parse(["fwatchdog".to_owned()], |k| {
+            env.get(k).map(|v| v.to_string())
+        })
+        .expect("parse")
+        {
+            crate::cli::Action::Run(raw) => Config::from_raw(&raw),
+            _ => unreachable!("no flags were given"),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{parse, Action};
-    use std::collections::HashMap;
 
     fn config(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        match parse(["fwatchdog".to_owned()], |k| env.get(k).cloned()).expect("parse") {
-            Action::Run(raw) => Config::from_raw(&raw),
-            _ => unreachable!(),
-        }
+        Config::from_env_pairs(env)
     }
 
     #[test]

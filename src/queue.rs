@@ -97,6 +97,43 @@ impl Queue {
     }
 }
 
+/// A concurrency slot (`max_inflight`), given back when its last holder drops it: the
+/// request's response body, and a runner whose work outlives the client.
+#[derive(Clone)]
+pub struct Slot {
+    _held: Arc<SlotInner>,
+}
+
+impl Slot {
+    /// A slot already counted in `inflight` (and, with `max_queue`, holding `permit`).
+    pub fn new(inflight: Arc<AtomicUsize>, permit: Option<OwnedSemaphorePermit>) -> Slot {
+        Slot {
+            _held: Arc::new(SlotInner {
+                inflight,
+                _permit: permit,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+struct SlotInner {
+    inflight: Arc<AtomicUsize>,
+    /// With `max_queue`: the slot itself, released when this is dropped.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,13 @@
 //! The process's life: bind, become ready, serve, and drain on SIGTERM or SIGINT.
 //!
 //! Startup: the listener is bound before anything else can fail late, the lock file is
-//! written only once we can really serve, and the `Listening on port: N` line reports the
-//! port actually bound. Shutdown: health fails at once, the lock file goes, on SIGTERM we
-//! keep serving for `healthcheck_interval` so the orchestrator stops routing to us (not
-//! on SIGINT: that is Ctrl-C at a terminal), then stop accepting, let in-flight requests
-//! finish within `write_timeout`, and kill whatever handlers remain. A second signal
-//! exits at once.
+//! written only once we can really serve (the mode's [`Backend`] is ready), and the
+//! `Listening on port: N` line reports the port actually bound. Shutdown: health fails at
+//! once, the lock file goes, on SIGTERM we keep serving for `healthcheck_interval` so the
+//! orchestrator stops routing to us (not on SIGINT: that is Ctrl-C at a terminal), then
+//! stop accepting, let in-flight requests finish within `write_timeout`, stop the
+//! backend, and kill whatever handlers remain. A backend that dies on its own starts the
+//! same shutdown without the grace period. A second signal exits at once.
 //!
 //! The function port and the metrics port share one acceptor ([`Port`] and
 //! [`accept_loop`]): the same HTTP settings (head deadline, keep-alive idle timeout,
@@ -25,12 +26,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 
+use crate::backend::Backend;
 use crate::body::Body;
 use crate::config::{Config, Mode};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::os::signal::Stop;
-use crate::runner::{files::Files, fork::Fork, http::Http, http::Upstream};
+use crate::runner::fastcgi::{FastCgi, Pool};
+use crate::runner::{files::Files, fork::Fork, proxy::Http};
 use crate::service::{Runner, Shared};
 
 /// Open connections, and the switch that asks them to close once idle.
@@ -101,14 +104,43 @@ where
 {
     let io = crate::conn::Stream::new(io, shared.cfg.write_timeout);
     let builder = conn_builder(&shared.cfg);
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(shared.handle(boxed(req), peer).await) }
-    });
+    let svc = service(
+        move |req| {
+            let shared = shared.clone();
+            async move { shared.handle(req, peer).await }
+        },
+        None,
+    );
     builder
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
         .await
+}
+
+/// hyper's service over `handle`, for one connection: the request body boxed, no error
+/// ever (a failure is a response). `begun` is told when a request begins.
+fn service<H, F>(
+    handle: H,
+    begun: Option<Arc<Notify>>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<hyper::Response<Body>, std::convert::Infallible>,
+    > + Send,
+>
+where
+    H: Fn(hyper::Request<Body>) -> F,
+    F: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(b) = &begun {
+            b.notify_one();
+        }
+        let resp = handle(boxed(req));
+        async move { Ok(resp.await) }
+    })
 }
 
 fn boxed(req: hyper::Request<hyper::body::Incoming>) -> hyper::Request<Body> {
@@ -345,11 +377,7 @@ where
     let write_timeout = port.write_timeout;
     tokio::spawn(async move {
         let _guard = guard;
-        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            begun_in_service.notify_one();
-            let resp = handle(boxed(req), peer);
-            async move { Ok::<_, std::convert::Infallible>(resp.await) }
-        });
+        let svc = service(move |req| handle(req, peer), Some(begun_in_service));
         let conn = builder
             .serve_connection(
                 TokioIo::new(crate::conn::Stream::new(stream, write_timeout)),
@@ -466,19 +494,23 @@ pub async fn run(cfg: Config) -> Exit {
         }
     }
 
+    let mut backend = match Backend::new(cfg.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Exit::Runtime;
+        }
+    };
     let runner = match cfg.mode {
         Mode::Http => Runner::Http(Http::new(&cfg)),
         Mode::Static => Runner::Files(Files::new(&cfg)),
-        Mode::FastCgi => match crate::runner::fastcgi::FastCgi::new(cfg.clone(), port) {
-            Ok(f) => Runner::FastCgi(f),
-            Err(e) => {
-                tracing::error!("{e}");
-                return Exit::Runtime;
-            }
-        },
+        Mode::FastCgi => {
+            let pool = backend.workers().map(|w| w as Arc<dyn Pool>);
+            Runner::FastCgi(FastCgi::new(cfg.clone(), port, pool))
+        }
         _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
     };
-    let shared = Shared::new(cfg.clone(), metrics, runner);
+    let shared = Shared::with_backend(cfg.clone(), metrics, runner, backend.ready());
     shared.state.starting.store(true, Ordering::Release);
 
     if let (Some(keys), Some(every)) = (&cfg.api_keys, cfg.secret_reload_interval) {
@@ -504,35 +536,18 @@ pub async fn run(cfg: Config) -> Exit {
         until_set(&mut stop_rx).await
     }));
 
-    // http mode: health answers 503 meanwhile; the lock file waits for the upstream.
-    let mut upstream = None;
-    if cfg.mode == Mode::Http {
-        tokio::select! {
-            r = Upstream::start(&cfg, &shared) => match r {
-                Ok(up) => upstream = Some(up),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return Exit::Runtime;
-                }
-            },
-            sig = stop_signals.recv() => {
-                tracing::info!("Received {sig} before the upstream was ready: exiting");
-                return Exit::Clean;
-            }
-        }
-    }
-
-    // fastcgi mode: the workers start (or the external server answers) before the lock.
-    if let Runner::FastCgi(f) = &shared.runner {
-        tokio::select! {
-            r = f.start(&shared) => if let Err(e) = r {
-                tracing::error!("{e}");
-                return Exit::Runtime;
-            },
-            sig = stop_signals.recv() => {
-                tracing::info!("Received {sig} before the FastCGI server was ready: exiting");
-                return Exit::Clean;
-            }
+    // The backend (http upstream, FastCGI workers or server) is ready before the lock
+    // file is written; health answers 503 meanwhile.
+    tokio::select! {
+        // A mode without a backend is ready at once, even with a signal waiting.
+        biased;
+        r = backend.start() => if let Err(e) = r {
+            tracing::error!("{e}");
+            return Exit::Runtime;
+        },
+        sig = stop_signals.recv() => {
+            tracing::info!("Received {sig} before the {} was ready: exiting", backend.name());
+            return Exit::Clean;
         }
     }
 
@@ -553,13 +568,7 @@ pub async fn run(cfg: Config) -> Exit {
     crate::logging::flush();
     shared.state.starting.store(false, Ordering::Release);
 
-    let upstream_died = async {
-        match upstream.as_mut() {
-            Some(up) => up.exited().await,
-            None => std::future::pending().await,
-        }
-    };
-    // An upstream that died needs no grace period: health failed the moment it did.
+    // A backend that died needs no grace period: health failed the moment it did.
     // SIGINT is a person at a terminal pressing Ctrl-C: no orchestrator needs time to
     // stop routing here, so only SIGTERM keeps serving for `healthcheck_interval`.
     let (died, grace) = tokio::select! {
@@ -575,7 +584,7 @@ pub async fn run(cfg: Config) -> Exit {
             );
             (false, grace)
         }
-        _ = upstream_died => (true, Duration::ZERO),
+        _ = backend.exited() => (true, Duration::ZERO),
     };
     shared.state.accepting.store(false, Ordering::Release);
     if !cfg.suppress_lock {
@@ -609,18 +618,14 @@ pub async fn run(cfg: Config) -> Exit {
             );
         }
     };
-    // The upstream is stopped only once the requests it serves have drained.
-    let drain_then_stop_upstream = async {
+    // The backend is stopped only once the requests it serves have drained.
+    let drain_then_stop_backend = async {
         drain.await;
-        if let Some(up) = upstream.as_mut() {
-            up.stop().await;
-        }
-        if let Runner::FastCgi(f) = &shared.runner {
-            f.stop().await;
-        }
+        shared.runner.close_idle();
+        backend.stop().await;
     };
     tokio::select! {
-        _ = drain_then_stop_upstream => {}
+        _ = drain_then_stop_backend => {}
         sig = stop_signals.recv() => {
             tracing::info!("Received {sig} again: exiting now");
             crate::os::process::kill_all();

@@ -28,7 +28,8 @@ use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, http::Http, Ctx};
+use crate::queue::Slot;
+use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http, Ctx};
 
 /// A runner written as a closure, for tests of the chain itself.
 pub type CustomRunner = Box<
@@ -47,6 +48,13 @@ pub enum Runner {
 }
 
 impl Runner {
+    /// After the drain, before the backend stops: lets go of idle connections to it.
+    pub fn close_idle(&self) {
+        if let Runner::FastCgi(f) = self {
+            f.close_idle();
+        }
+    }
+
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         if req.method() == Method::CONNECT && matches!(self, Runner::Fork(_) | Runner::FastCgi(_)) {
             // A function is not a tunnel: CONNECT never reaches a handler.
@@ -76,10 +84,11 @@ pub struct State {
     /// (`Listening on port: N`) are written, so a tool that saw health go green finds
     /// them in the log. False for a chain built outside the server.
     pub starting: AtomicBool,
-    /// http mode: the upstream has been seen ready and is alive. Always true otherwise.
-    pub upstream_ready: AtomicBool,
+    /// The mode's backend (http upstream, FastCGI workers or server) has been seen
+    /// ready and is alive. Always true for a mode without one.
+    pub backend_ready: watch::Receiver<bool>,
     /// Function requests holding a concurrency slot.
-    inflight: AtomicUsize,
+    inflight: Arc<AtomicUsize>,
     /// With `max_queue`: the line for slots, whose permits the slot holders keep.
     queue: Option<crate::queue::Queue>,
 }
@@ -94,8 +103,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A chain whose backend is always ready (a mode without one, or a test).
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, runner: Runner) -> Arc<Shared> {
-        let upstream_ready = cfg.mode != crate::config::Mode::Http;
+        Shared::with_backend(cfg, metrics, runner, watch::channel(true).1)
+    }
+
+    /// A chain whose health follows `backend_ready` (see [`crate::backend::Ready`]).
+    pub fn with_backend(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        runner: Runner,
+        backend_ready: watch::Receiver<bool>,
+    ) -> Arc<Shared> {
         let queue = (cfg.max_inflight > 0 && cfg.max_queue > 0)
             .then(|| crate::queue::Queue::new(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout));
         Arc::new(Shared {
@@ -104,8 +123,8 @@ impl Shared {
             state: State {
                 accepting: AtomicBool::new(true),
                 starting: AtomicBool::new(false),
-                upstream_ready: AtomicBool::new(upstream_ready),
-                inflight: AtomicUsize::new(0),
+                backend_ready,
+                inflight: Arc::default(),
                 queue,
             },
             runner,
@@ -117,7 +136,7 @@ impl Shared {
     pub fn healthy(&self) -> bool {
         self.state.accepting.load(Ordering::Acquire)
             && !self.state.starting.load(Ordering::Acquire)
-            && self.state.upstream_ready.load(Ordering::Acquire)
+            && *self.state.backend_ready.borrow()
             && (self.cfg.suppress_lock || self.cfg.lock_path.exists())
     }
 
@@ -214,7 +233,10 @@ impl Shared {
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain"),
                 );
-                let challenge = format!("ApiKey header=\"{}\"", canonical(keys.header().as_str()));
+                let challenge = format!(
+                    "ApiKey header=\"{}\"",
+                    crate::header::canonical(keys.header().as_str())
+                );
                 if let Ok(v) = HeaderValue::from_str(&challenge) {
                     resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
                 }
@@ -245,12 +267,7 @@ impl Shared {
                     Some(permit)
                 }
             };
-            done.slot = Some(Slot {
-                _held: Arc::new(SlotInner {
-                    shared: done.shared.clone(),
-                    _permit: permit,
-                }),
-            });
+            done.slot = Some(Slot::new(self.state.inflight.clone(), permit));
         }
         if let Some(addr) = remote {
             req.extensions_mut().insert(addr);
@@ -433,10 +450,6 @@ fn authority_is_the_host(req: &mut Request<Body>) {
     }
 }
 
-fn canonical(name: &str) -> String {
-    crate::runner::env::canonical_header(name)
-}
-
 /// The 429 of §3.3.
 fn too_many(max: usize) -> Response<Body> {
     let mut resp = body::text(
@@ -450,31 +463,6 @@ fn too_many(max: usize) -> Response<Body> {
     resp.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
-}
-
-/// A concurrency slot (`max_inflight`), given back when its last holder drops it: the
-/// request's response body, and a runner whose work outlives the client.
-#[derive(Clone)]
-pub struct Slot {
-    _held: Arc<SlotInner>,
-}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Slot")
-    }
-}
-
-struct SlotInner {
-    shared: Arc<Shared>,
-    /// With `max_queue`: the slot itself, released when this is dropped.
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl Drop for SlotInner {
-    fn drop(&mut self) {
-        self.shared.state.inflight.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Settles a function request when its response body is finished or dropped: the log
@@ -550,20 +538,9 @@ impl http_body::Body for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{parse, Action};
-    use std::collections::HashMap;
 
     fn shared(env: &[(&str, &str)], runner: Runner) -> Arc<Shared> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let Action::Run(raw) =
-            parse(["fwatchdog".to_owned()], |k| env.get(k).cloned()).expect("parse")
-        else {
-            unreachable!()
-        };
-        let cfg = Config::from_raw(&raw).expect("config");
+        let cfg = Config::from_env_pairs(env).expect("config");
         Shared::new(Arc::new(cfg), Metrics::new(), runner)
     }
 

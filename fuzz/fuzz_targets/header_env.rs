@@ -15,9 +15,8 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use fwatchdog::runner::env::{
-    canonical_header, decoded_path, env_name, handler_env, passes, EnvOptions, RESERVED,
-};
+use fwatchdog::header::canonical as canonical_header;
+use fwatchdog::runner::env::{decoded_path, env_name, handler_env, passes, EnvOptions, RESERVED};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use libfuzzer_sys::fuzz_target;
 

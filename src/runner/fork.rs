@@ -24,11 +24,13 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgi;
-use super::env::{canonical_header, handler_env, EnvOptions};
+use super::env::{handler_env, EnvOptions};
+use super::failure::{duration_header, X_DURATION};
 use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd, LineSplitter};
-use super::{body_failure, content_length, duration_header, too_large, Ctx};
+use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
-use crate::config::{format_duration, Config, Mode};
+use crate::config::{Config, Mode};
+use crate::header::canonical as canonical_header;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::os::process::{self, ExitStatus, Stderr};
@@ -82,7 +84,7 @@ impl Fork {
     pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         if let Some(max) = self.cfg.max_body_bytes {
             if content_length(req.headers()).is_some_and(|n| n > max) {
-                return too_large(max);
+                return Failure::TooLarge(max).answer(Instant::now());
             }
         }
         match self.cfg.mode {
@@ -92,11 +94,9 @@ impl Fork {
     }
 
     /// When a run must end: `exec_timeout` from now, and never after the write deadline.
-    fn deadline(&self, ctx: &Ctx, started: Instant) -> (Instant, &'static str, Duration) {
-        match self.cfg.exec_timeout {
-            Some(t) if started + t <= ctx.write_deadline => (started + t, "exec_timeout", t),
-            _ => (ctx.write_deadline, "write_timeout", self.cfg.write_timeout),
-        }
+    fn deadline(&self, ctx: &Ctx, started: Instant) -> Deadline {
+        let exec = self.cfg.exec_timeout.map(|t| ("exec_timeout", t));
+        Deadline::new(started, exec, ctx, self.cfg.write_timeout)
     }
 
     fn stderr_logger(&self, fd: Option<OwnedFd>, ctx: &Ctx) -> Option<oneshot::Sender<()>> {
@@ -136,9 +136,9 @@ impl Fork {
         parts: &http::request::Parts,
         content_length: Option<u64>,
         stdin_len: Option<u64>,
-        deadline: Instant,
+        deadline: Deadline,
         stderr: Stderr,
-    ) -> Result<process::Child, Response<Body>> {
+    ) -> Result<process::Child, Failure> {
         let hidden = self
             .cfg
             .api_keys
@@ -164,7 +164,7 @@ impl Fork {
                 },
             ));
         }
-        let deadline_ms = super::deadline_ms(deadline).to_string();
+        let deadline_ms = super::deadline_ms(deadline.at).to_string();
         env.push(("FWATCHDOG_DEADLINE_MS".to_owned(), deadline_ms.into()));
         let started = match &self.program {
             Some(program) => program.spawn(env, stderr),
@@ -181,31 +181,22 @@ impl Fork {
             Err(e) => {
                 let cmd = &self.cfg.fprocess[0];
                 tracing::error!("cannot start handler {cmd:?}: {e}");
-                Err(body::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot start {cmd}: {e}\n"),
-                ))
+                Err(Failure::Start(format!("cannot start {cmd}: {e}")))
             }
         }
     }
 
     /// The run hit its deadline before the response head: end it (SIGKILL, or SIGTERM
     /// and the grace) and answer 504 saying which limit it was.
-    fn timed_out(&self, run: Run, what: &str, limit: Duration, started: Instant) -> Response<Body> {
+    fn timed_out(&self, run: Run, deadline: Deadline, started: Instant) -> Response<Body> {
         self.metrics.handler_timeouts.inc();
         tracing::info!(
-            "handler {} killed: {what} exceeded ({})",
+            "handler {} killed: {}",
             run.child.pid(),
-            format_duration(limit)
+            deadline.exceeded()
         );
         run.expire(self.cfg.exec_kill_grace);
-        let mut resp = body::text(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("{what} exceeded ({})\n", format_duration(limit)),
-        );
-        resp.headers_mut()
-            .insert("x-duration-seconds", duration_header(started));
-        resp
+        Failure::Timeout(deadline).answer(started)
     }
 
     fn exited(&self, status: ExitStatus) {
@@ -221,48 +212,29 @@ impl Fork {
             })
         });
         let started = Instant::now();
-        let (deadline, what, limit) = self.deadline(ctx, started);
+        let deadline = self.deadline(ctx, started);
         let stdin_len = content_length(&parts.headers);
         let mut child = match self.start(&parts, None, stdin_len, deadline, Stderr::Pipe) {
             Ok(c) => c,
-            Err(resp) => return resp,
+            Err(f) => return f.answer(started),
         };
         let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
-            child.stdout.take().map(reader),
-        ) {
-            (Some(Ok(i)), Some(Ok(o))) => (i, o),
-            _ => {
-                return body::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot set up the handler's pipes\n",
-                )
-            }
+        let (mut run, stdin) = match Run::new(child, stderr_done, self.stdout_log(ctx)) {
+            Ok(r) => r,
+            Err(f) => return f.answer(started),
         };
-        let pump = tokio::spawn(body_to_stdin(
+        run.pump = Some(tokio::spawn(body_to_stdin(
             body,
             stdin,
             self.cfg.read_timeout,
             self.cfg.max_body_bytes,
-        ));
-        let mut run = Run {
-            child,
-            stdout,
-            pump: Some(pump),
-            status: None,
-            exited_at: None,
-            _stderr_done: stderr_done,
-            buf: BytesMut::with_capacity(4096),
-            chunk: 4096,
-            stdout_log: self.stdout_log(ctx),
-        };
+        )));
 
         // Hold the head back until the first byte of output (with --cgi: the end of the
         // header block), EOF, or a failure.
         let mut head = None;
         let step = if self.cfg.cgi {
-            match run.cgi_head(deadline).await {
+            match run.cgi_head(deadline.at).await {
                 Ok((step, h)) => {
                     head = h;
                     step
@@ -270,22 +242,18 @@ impl Fork {
                 Err(e) => return bad_cgi(run.child.pid(), &e, started),
             }
         } else {
-            run.step(deadline).await
+            run.step(deadline.at).await
         };
         let first = match step {
             Step::Data(data) => Some(data),
             Step::Eof => None,
-            Step::Deadline => return self.timed_out(run, what, limit, started),
+            Step::Deadline => return self.timed_out(run, deadline, started),
             Step::Body(end) => {
                 run.child.kill();
-                let mut resp = body_failure(end, self.cfg.max_body_bytes);
-                resp.headers_mut()
-                    .insert("x-duration-seconds", duration_header(started));
-                return resp;
+                return Failure::Body(end, self.cfg.max_body_bytes).answer(started);
             }
         };
-        let mut builder =
-            Response::builder().header("x-duration-seconds", duration_header(started));
+        let mut builder = Response::builder().header(&X_DURATION, duration_header(started));
         if let Some(ct) = &self.cfg.content_type {
             builder = builder.header(http::header::CONTENT_TYPE, ct.as_str());
         }
@@ -294,16 +262,9 @@ impl Fork {
         }
         let Some(first) = first else {
             // Exited (or closed stdout) without output: the status decides.
-            let status = match run.wait(deadline).await {
+            let status = match run.wait(deadline.at).await {
                 Some(s) => s,
-                None => {
-                    run.expire(self.cfg.exec_kill_grace);
-                    self.metrics.handler_timeouts.inc();
-                    return body::text(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("{what} exceeded ({})\n", format_duration(limit)),
-                    );
-                }
+                None => return self.timed_out(run, deadline, started),
             };
             self.exited(status);
             if status.success() && self.cfg.cgi {
@@ -314,10 +275,7 @@ impl Fork {
                     .body(body::empty())
                     .unwrap_or_else(|_| Response::new(body::empty()));
             }
-            let mut resp = body::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{status}\n"));
-            resp.headers_mut()
-                .insert("x-duration-seconds", duration_header(started));
-            return resp;
+            return Failure::Exit(status).answer(started);
         };
 
         let (tx, rx) = body::Channel::new(2);
@@ -332,21 +290,21 @@ impl Fork {
                 |msg: String| -> Result<Frame<Bytes>, BoxError> { Err(Box::new(Abort(msg))) };
             loop {
                 let step = tokio::select! {
-                    s = run.step(deadline) => s,
+                    s = run.step(deadline.at) => s,
                     _ = tx.closed() => return,
                 };
                 match step {
                     Step::Data(data) => {
                         tokio::select! {
                             r = tx.send(Ok(Frame::data(data))) => if r.is_err() { return },
-                            _ = tokio::time::sleep_until(deadline.into()) => {
+                            _ = tokio::time::sleep_until(deadline.at.into()) => {
                                 metrics.handler_timeouts.inc();
                                 run.expire(grace);
                                 // Not `try_send`: with the channel full (a slow reader)
                                 // it would fail, and dropping `tx` ends the body cleanly,
                                 // a truncated 200. This waits until the client reads or
                                 // the stalled connection is cut (crate::conn).
-                                let _ = tx.send(fail(format!("{what} exceeded"))).await;
+                                let _ = tx.send(fail(format!("{} exceeded", deadline.what))).await;
                                 return;
                             }
                         }
@@ -356,10 +314,10 @@ impl Fork {
                         run.expire(grace);
                         metrics.handler_timeouts.inc();
                         tracing::info!(
-                            "handler killed after output started: {what} exceeded ({})",
-                            format_duration(limit)
+                            "handler killed after output started: {}",
+                            deadline.exceeded()
                         );
-                        let _ = tx.send(fail(format!("{what} exceeded"))).await;
+                        let _ = tx.send(fail(format!("{} exceeded", deadline.what))).await;
                         return;
                     }
                     Step::Body(end) => {
@@ -370,7 +328,7 @@ impl Fork {
                 }
             }
             let status = tokio::select! {
-                s = run.wait(deadline) => s,
+                s = run.wait(deadline.at) => s,
                 _ = tx.closed() => return,
             };
             match status {
@@ -389,7 +347,7 @@ impl Fork {
                 None => {
                     run.expire(grace);
                     metrics.handler_timeouts.inc();
-                    let _ = tx.send(fail(format!("{what} exceeded"))).await;
+                    let _ = tx.send(fail(format!("{} exceeded", deadline.what))).await;
                 }
             }
         });
@@ -420,11 +378,12 @@ impl Fork {
             );
             return resp;
         }
+        let begun = Instant::now();
         let (parts, body) = req.into_parts();
         let (chunks, total) =
             match collect(body, self.cfg.read_timeout, self.cfg.max_body_bytes).await {
                 Ok(c) => c,
-                Err(end) => return body_failure(end, self.cfg.max_body_bytes),
+                Err(end) => return Failure::Body(end, self.cfg.max_body_bytes).answer(begun),
             };
         let input = if self.cfg.marshal_request {
             vec![marshal(&parts.headers, &chunks)]
@@ -437,7 +396,7 @@ impl Fork {
             Stderr::Pipe
         };
         let started = Instant::now();
-        let (deadline, what, limit) = self.deadline(ctx, started);
+        let deadline = self.deadline(ctx, started);
         let stdin_len = input.iter().map(|c| c.len() as u64).sum();
         let mut child = match self.start(
             &parts,
@@ -447,33 +406,14 @@ impl Fork {
             stderr_mode,
         ) {
             Ok(c) => c,
-            Err(resp) => return resp,
+            Err(f) => return f.answer(started),
         };
         let _stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
-            child.stdout.take().map(reader),
-        ) {
-            (Some(Ok(i)), Some(Ok(o))) => (i, o),
-            _ => {
-                return body::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot set up the handler's pipes\n",
-                )
-            }
+        let (mut run, stdin) = match Run::new(child, None, self.stdout_log(ctx)) {
+            Ok(r) => r,
+            Err(f) => return f.answer(started),
         };
         let _writer = AbortOnDrop(tokio::spawn(chunks_to_stdin(input, stdin)));
-        let mut run = Run {
-            child,
-            stdout,
-            pump: None,
-            status: None,
-            exited_at: None,
-            _stderr_done: None,
-            buf: BytesMut::with_capacity(4096),
-            chunk: 4096,
-            stdout_log: self.stdout_log(ctx),
-        };
         let mut output: Vec<Bytes> = Vec::new();
         // With --cgi the header block is checked as it arrives, so a handler that does not
         // speak CGI fails at once. `cgi_head`: the head, the start of the body, and the
@@ -481,7 +421,7 @@ impl Fork {
         let mut cgi_buf = self.cfg.cgi.then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
         let mut cgi_head = None;
         let timed_out = loop {
-            match run.step(deadline).await {
+            match run.step(deadline.at).await {
                 Step::Data(d) => {
                     if let Some(buf) = cgi_buf.as_mut() {
                         match buf.push(d.clone()) {
@@ -503,10 +443,10 @@ impl Fork {
         let status = if timed_out {
             None
         } else {
-            run.wait(deadline).await
+            run.wait(deadline.at).await
         };
         let Some(status) = status else {
-            return self.timed_out(run, what, limit, started);
+            return self.timed_out(run, deadline, started);
         };
         self.exited(status);
         let head = match cgi_head {
@@ -523,8 +463,7 @@ impl Fork {
             }
             None => None,
         };
-        let mut builder =
-            Response::builder().header("x-duration-seconds", duration_header(started));
+        let mut builder = Response::builder().header(&X_DURATION, duration_header(started));
         if !status.success() {
             output.insert(0, Bytes::from(format!("{status}\n")));
             builder = builder
@@ -604,6 +543,34 @@ struct Run {
 }
 
 impl Run {
+    /// A run of `child`, reading its stdout; its stdin is returned for the caller to
+    /// feed.
+    fn new(
+        mut child: process::Child,
+        stderr_done: Option<oneshot::Sender<()>>,
+        stdout_log: Option<StdoutLog>,
+    ) -> Result<(Run, pipe::Sender), Failure> {
+        let (stdin, stdout) = match (
+            child.stdin.take().map(pipe::Sender::from_owned_fd),
+            child.stdout.take().map(reader),
+        ) {
+            (Some(Ok(i)), Some(Ok(o))) => (i, o),
+            _ => return Err(Failure::Start("cannot set up the handler's pipes".into())),
+        };
+        let run = Run {
+            child,
+            stdout,
+            pump: None,
+            status: None,
+            exited_at: None,
+            _stderr_done: stderr_done,
+            buf: BytesMut::with_capacity(4096),
+            chunk: 4096,
+            stdout_log,
+        };
+        Ok((run, stdin))
+    }
+
     /// Waits for the next thing that matters: output, EOF, the deadline, or a body failure.
     async fn step(&mut self, deadline: Instant) -> Step {
         loop {
@@ -715,10 +682,7 @@ fn with_head(mut builder: http::response::Builder, head: cgi::Head) -> http::res
 /// password in an error message), so it goes to the log only.
 fn bad_cgi(pid: i32, e: &cgi::HeadError, started: Instant) -> Response<Body> {
     tracing::warn!("handler {pid}: malformed CGI response, answering 502: {e}");
-    let mut resp = body::text(StatusCode::BAD_GATEWAY, cgi::MALFORMED);
-    resp.headers_mut()
-        .insert("x-duration-seconds", duration_header(started));
-    resp
+    Failure::Malformed.answer(started)
 }
 
 /// The classic watchdog's `marshal_request` envelope.

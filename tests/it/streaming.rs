@@ -115,6 +115,24 @@ fn timeout_before_output_is_504() {
 }
 
 #[test]
+fn closing_stdout_without_output_then_hanging_is_504_with_its_duration() {
+    // stdout reaches EOF at once, so the head waits for the exit, which never comes.
+    let w = watchdog()
+        .fprocess("sh -c 'exec 1>&-; sleep 10'")
+        .env("exec_timeout", "500ms")
+        .start();
+    let r = w.post("/", b"");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.text(), "exec_timeout exceeded (500ms)\n");
+    let took: f64 = r
+        .header("x-duration-seconds")
+        .expect("a 504 carries X-Duration-Seconds")
+        .parse()
+        .expect("seconds");
+    assert!((0.4..5.0).contains(&took), "{took}");
+}
+
+#[test]
 fn failure_after_output_aborts_the_response() {
     let w = watchdog().fprocess("sh -c 'echo partial; exit 3'").start();
     let r = w.post("/", b"");

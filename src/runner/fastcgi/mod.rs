@@ -1,10 +1,10 @@
 //! fastcgi mode (issue 11): a pool of warm FastCGI 1.0 responders instead of one
 //! process per request.
 //!
-//! [`workers::Workers`] is spawn-fcgi inside the watchdog: a Unix socket in a private
-//! temp dir, `pool_size` workers started from `fprocess` with that listening socket as
-//! their fd 0 (`FCGI_LISTENSOCK_FILENO`), each in its own process group, replaced when
-//! they die. With `fastcgi_address` an external server (php-fpm) is used instead.
+//! The server is either the backend's spawned pool ([`Pool`], spawn-fcgi
+//! inside the watchdog: `pool_size` workers from `fprocess` sharing one private Unix
+//! socket, replaced when they die) or, with `fastcgi_address`, an external server
+//! (php-fpm). Starting and stopping them is [`crate::backend`]'s job.
 //!
 //! [`FastCgi`] answers each request over one connection to the server: `BEGIN_REQUEST`
 //! with `FCGI_KEEP_CONN`, the RFC 3875 meta-variables as `PARAMS` (the same ones
@@ -17,17 +17,16 @@
 //! on a connection has its own request id, and only a connection whose exchange ended
 //! cleanly is reused. A request whose client has gone is not sent; one already sent gets
 //! `ABORT_REQUEST` and keeps its connection and concurrency slot until the worker ends it;
-//! a spawned worker still at it at the deadline is killed (`peer` finds which).
+//! a spawned worker still at it at the deadline is killed ([`Pool::kill_peer`]).
 //!
 //! Everything a worker sends is checked ([`codec::Decoder`]); a worker that breaks the
 //! protocol gets its request answered 502 (or aborted, once the response has started),
 //! never a panic.
 
 pub mod codec;
-pub mod workers;
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,8 +40,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::cgi;
+use super::failure::{duration_header, X_DURATION};
 use super::pipe::{collect, BodyEnd, LineSplitter};
-use super::{body_failure, content_length, duration_header, too_large, Ctx};
+use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
@@ -54,6 +54,14 @@ const BUFFERED_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 /// Response body frames queued towards a slow client.
 const BODY_DEPTH: usize = 8;
 
+/// The spawned workers as the runner sees them (the backend runs them): where they
+/// listen, and a way to stop the one still busy with an overdue request.
+pub trait Pool: Send + Sync {
+    fn socket(&self) -> &Path;
+    /// SIGKILLs the worker at the other end of our connection `conn`, if it is ours.
+    fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>);
+}
+
 /// Where requests go: the workers' socket or the external server.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -64,8 +72,6 @@ pub enum Target {
 /// The FastCGI runner: what answers function requests in fastcgi mode.
 pub struct FastCgi {
     inner: Arc<Inner>,
-    /// `None` with `fastcgi_address`.
-    workers: Option<Arc<workers::Workers>>,
 }
 
 struct Inner {
@@ -73,7 +79,7 @@ struct Inner {
     target: Target,
     /// The spawned workers (not with `fastcgi_address`), to stop one still busy with a
     /// request at its deadline.
-    workers: Option<Arc<workers::Workers>>,
+    workers: Option<Arc<dyn Pool>>,
     /// `SERVER_PORT`.
     port: u16,
     pool: Mutex<PoolState>,
@@ -89,73 +95,32 @@ struct PoolState {
 }
 
 impl FastCgi {
-    /// Prepares the runner; for spawned workers, creates their socket. The workers start
-    /// in [`FastCgi::start`].
-    pub fn new(cfg: Arc<Config>, port: u16) -> Result<FastCgi, String> {
-        let (target, workers) = match &cfg.fastcgi.address {
-            Some(FastCgiAddress::Tcp(a)) => (Target::Tcp(a.clone()), None),
-            Some(FastCgiAddress::Unix(p)) => (Target::Unix(p.clone()), None),
-            None => {
-                let w = workers::Workers::new(&cfg)?;
-                (Target::Unix(w.socket().to_owned()), Some(Arc::new(w)))
-            }
+    /// The runner over `workers` (the backend's spawned pool), or over the external
+    /// server of `fastcgi_address`.
+    pub fn new(cfg: Arc<Config>, port: u16, workers: Option<Arc<dyn Pool>>) -> FastCgi {
+        let target = match (&workers, &cfg.fastcgi.address) {
+            (Some(w), _) => Target::Unix(w.socket().to_owned()),
+            (None, Some(FastCgiAddress::Tcp(a))) => Target::Tcp(a.clone()),
+            (None, Some(FastCgiAddress::Unix(p))) => Target::Unix(p.clone()),
+            // Not a valid configuration: requests fail with 502.
+            (None, None) => Target::Unix(PathBuf::new()),
         };
-        Ok(FastCgi {
+        FastCgi {
             inner: Arc::new(Inner {
                 cfg,
                 target,
-                workers: workers.clone(),
+                workers,
                 port,
                 pool: Mutex::new(PoolState::default()),
                 freed: Notify::new(),
             }),
-            workers,
-        })
-    }
-
-    /// Starts the workers (health turns green once one is alive), or waits until the
-    /// external server accepts connections.
-    pub async fn start(&self, shared: &Arc<crate::service::Shared>) -> Result<(), String> {
-        shared.state.upstream_ready.store(false, Ordering::Release);
-        match &self.workers {
-            Some(w) => w.start(shared),
-            None => {
-                let within = self
-                    .inner
-                    .cfg
-                    .exec_timeout
-                    .unwrap_or(Duration::from_secs(30));
-                let give_up = Instant::now() + within;
-                let mut pause = Duration::from_millis(5);
-                loop {
-                    match Conn::connect(&self.inner.target).await {
-                        Ok(_) => break,
-                        Err(e) if Instant::now() >= give_up => {
-                            return Err(format!(
-                                "the FastCGI server at {} did not accept connections within {}: {e}; exiting",
-                                self.inner.target.show(),
-                                format_duration(within)
-                            ))
-                        }
-                        Err(_) => tokio::time::sleep(pause).await,
-                    }
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                }
-                tracing::info!("FastCGI server at {} is ready", self.inner.target.show());
-                shared.state.upstream_ready.store(true, Ordering::Release);
-                Ok(())
-            }
         }
     }
 
-    /// After the drain: closes idle connections and stops the workers (SIGTERM to each
-    /// group, SIGKILL 5 s later).
-    pub async fn stop(&self) {
+    /// After the drain, before the workers are stopped: closes idle connections.
+    pub fn close_idle(&self) {
         let idle = std::mem::take(&mut lock(&self.inner.pool).idle);
         drop(idle);
-        if let Some(w) = &self.workers {
-            w.stop().await;
-        }
     }
 
     /// Answers one request.
@@ -166,13 +131,11 @@ impl FastCgi {
         let declared = content_length(&parts.headers);
         if let (Some(max), Some(n)) = (cfg.max_body_bytes, declared) {
             if n > max {
-                return too_large(max);
+                return Failure::TooLarge(max).answer(started);
             }
         }
-        let (deadline, what, limit) = match cfg.exec_timeout {
-            Some(t) if started + t <= ctx.write_deadline => (started + t, "exec_timeout", t),
-            _ => (ctx.write_deadline, "write_timeout", cfg.write_timeout),
-        };
+        let exec = cfg.exec_timeout.map(|t| ("exec_timeout", t));
+        let deadline = Deadline::new(started, exec, ctx, cfg.write_timeout);
         // The application needs CONTENT_LENGTH to read its input: a chunked body is read
         // first (bounded), a Content-Length one is streamed.
         let (input, stdin_len) = if let Some(n) = declared {
@@ -183,7 +146,7 @@ impl FastCgi {
             let max = cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT);
             match collect(body, cfg.read_timeout, Some(max)).await {
                 Ok((chunks, total)) => (Input::Chunks(chunks), Some(total)),
-                Err(end) => return body_failure(end, Some(max)),
+                Err(end) => return Failure::Body(end, Some(max)).answer(started),
             }
         };
         let params = self.request_params(&parts, stdin_len);
@@ -203,8 +166,6 @@ impl FastCgi {
             tx,
             head_tx: Some(head_tx),
             deadline,
-            what,
-            limit,
             started,
             call_id: ctx.call_id.clone(),
             rest: None,
@@ -218,7 +179,7 @@ impl FastCgi {
                 resp
             }
             Ok(Answer::Early(resp)) => resp,
-            Err(_) => bad_gateway("the FastCGI exchange ended unexpectedly"),
+            Err(_) => bad_gateway("the FastCGI exchange ended unexpectedly", started),
         }
     }
 
@@ -347,7 +308,7 @@ impl Drop for Lease {
 impl Inner {
     /// An idle connection, or a new one while fewer than `pool_size` are open; else
     /// waits for one to be freed, until `deadline`.
-    async fn checkout(self: &Arc<Self>, deadline: Instant) -> Result<Lease, Failure> {
+    async fn checkout(self: &Arc<Self>, deadline: Instant) -> Result<Lease, Interrupt> {
         let max = self.cfg.fastcgi.pool_size;
         loop {
             let freed = self.freed.notified();
@@ -393,18 +354,18 @@ impl Inner {
                         lease.conn = Some(c);
                         Ok(lease)
                     }
-                    Ok(Err(e)) => Err(Failure::Worker(format!(
+                    Ok(Err(e)) => Err(Interrupt::Worker(format!(
                         "cannot connect to the FastCGI server at {}: {e}",
                         self.target.show()
                     ))),
-                    Err(_) => Err(Failure::TimedOut),
+                    Err(_) => Err(Interrupt::TimedOut),
                 };
             }
             if tokio::time::timeout_at(deadline.into(), freed)
                 .await
                 .is_err()
             {
-                return Err(Failure::TimedOut);
+                return Err(Interrupt::TimedOut);
             }
         }
     }
@@ -427,7 +388,7 @@ enum Answer {
 
 /// Why an exchange did not end with `END_REQUEST`.
 #[derive(Debug)]
-enum Failure {
+enum Interrupt {
     /// The worker broke the protocol, closed the connection or could not be reached.
     Worker(String),
     /// The application's output is not a CGI response. The details quote that output,
@@ -451,13 +412,11 @@ struct Job {
     safe: bool,
     /// The request's concurrency slot, held until the worker is done with the request,
     /// even when the client has gone.
-    _slot: Option<crate::service::Slot>,
+    _slot: Option<crate::queue::Slot>,
     input: Input,
     tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     head_tx: Option<oneshot::Sender<Answer>>,
-    deadline: Instant,
-    what: &'static str,
-    limit: Duration,
+    deadline: Deadline,
     started: Instant,
     call_id: String,
     /// The part of a streamed body the application did not read.
@@ -479,19 +438,19 @@ impl Job {
             // A client that leaves while its request waits for a connection: the request
             // is never sent.
             let mut lease = tokio::select! {
-                l = self.inner.checkout(self.deadline) => match l {
+                l = self.inner.checkout(self.deadline.at) => match l {
                     Ok(l) => l,
                     Err(f) => break Err(f),
                 },
-                _ = self.tx.closed() => break Err(Failure::Gone),
+                _ = self.tx.closed() => break Err(Interrupt::Gone),
             };
             if self.tx.is_closed() {
                 lease.keep();
-                break Err(Failure::Gone);
+                break Err(Interrupt::Gone);
             }
             let reused = lease.reused;
             let Some(mut conn) = lease.conn.take() else {
-                break Err(Failure::Worker("no connection".into()));
+                break Err(Interrupt::Worker("no connection".into()));
             };
             let id = conn.next_id();
             let replayable = matches!(self.input, Input::Empty | Input::Chunks(_));
@@ -506,7 +465,7 @@ impl Job {
                     self.exchange(r, w, id, &mut progress).await
                 }
             };
-            let retry = matches!(r, Err(Failure::Worker(_)))
+            let retry = matches!(r, Err(Interrupt::Worker(_)))
                 && reused
                 && attempts < 2
                 && !progress.any_record
@@ -536,7 +495,11 @@ impl Job {
         self.finish(outcome).await;
         // The response is over (its sender goes with `self`); what the application did
         // not read of the body is read and discarded so the client can finish sending.
-        let (rest, idle, until) = (self.rest.take(), self.inner.cfg.read_timeout, self.deadline);
+        let (rest, idle, until) = (
+            self.rest.take(),
+            self.inner.cfg.read_timeout,
+            self.deadline.at,
+        );
         drop(self);
         if let Some(body) = rest {
             drain(body, idle, until).await;
@@ -544,7 +507,7 @@ impl Job {
     }
 
     /// Answers what is left to answer once the exchange is over.
-    async fn finish(&mut self, outcome: Result<(End, bool), Failure>) {
+    async fn finish(&mut self, outcome: Result<(End, bool), Interrupt>) {
         let early = Answer::Early;
         match outcome {
             Ok((end, true)) => {
@@ -554,50 +517,45 @@ impl Job {
             }
             Ok((end, false)) => {
                 let resp = match end.protocol_status {
-                    codec::OVERLOADED => body::text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the FastCGI server is overloaded\n",
+                    codec::OVERLOADED => Failure::Overloaded.answer(self.started),
+                    codec::REQUEST_COMPLETE => {
+                        malformed(&cgi::HeadError::Unterminated, self.started)
+                    }
+                    s => bad_gateway(
+                        &format!("the FastCGI server refused the request (protocolStatus {s})"),
+                        self.started,
                     ),
-                    codec::REQUEST_COMPLETE => malformed(&cgi::HeadError::Unterminated),
-                    s => bad_gateway(&format!(
-                        "the FastCGI server refused the request (protocolStatus {s})"
-                    )),
                 };
                 self.answer(early(resp));
             }
-            Err(Failure::Gone) => {}
+            Err(Interrupt::Gone) => {}
             Err(f) => {
                 let resp = match &f {
-                    Failure::TimedOut => {
+                    Interrupt::TimedOut => {
                         tracing::info!(
                             "FastCGI request did not finish within {} ({})",
-                            self.what,
-                            format_duration(self.limit)
+                            self.deadline.what,
+                            format_duration(self.deadline.limit)
                         );
-                        let mut resp = body::text(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!("{} exceeded ({})\n", self.what, format_duration(self.limit)),
-                        );
-                        resp.headers_mut()
-                            .insert("x-duration-seconds", duration_header(self.started));
-                        resp
+                        Failure::Timeout(self.deadline).answer(self.started)
                     }
-                    Failure::Worker(why) => bad_gateway(why),
-                    Failure::Malformed(e) => malformed(e),
-                    Failure::Body(end) => body_failure(
+                    Interrupt::Worker(why) => bad_gateway(why, self.started),
+                    Interrupt::Malformed(e) => malformed(e, self.started),
+                    Interrupt::Body(end) => Failure::Body(
                         end.clone(),
                         Some(self.inner.cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT)),
-                    ),
-                    Failure::Gone => return,
+                    )
+                    .answer(self.started),
+                    Interrupt::Gone => return,
                 };
                 if self.head_tx.is_some() {
                     self.answer(early(resp));
                 } else {
                     // The head is out: cut the response so the client sees it incomplete.
                     let why = match f {
-                        Failure::TimedOut => format!("{} exceeded", self.what),
-                        Failure::Worker(w) => w,
-                        Failure::Malformed(_) => "malformed CGI response".into(),
+                        Interrupt::TimedOut => format!("{} exceeded", self.deadline.what),
+                        Interrupt::Worker(w) => w,
+                        Interrupt::Malformed(_) => "malformed CGI response".into(),
                         _ => "request failed".into(),
                     };
                     let _ = self.tx.send(Err(Box::new(Abort(why)))).await;
@@ -620,7 +578,7 @@ impl Job {
         mut w: W,
         id: u16,
         progress: &mut Progress,
-    ) -> Result<End, Failure>
+    ) -> Result<End, Interrupt>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -632,7 +590,7 @@ impl Job {
             s => (s, None),
         };
         let read_timeout = self.inner.cfg.read_timeout;
-        let deadline = self.deadline;
+        let deadline = self.deadline.at;
         let mid_record = &progress.mid_record;
         let mut stdin_done = false;
         let head = codec::request_head_with(id, true, &self.params);
@@ -657,15 +615,15 @@ impl Job {
                         Ok(()) => stdin_done = true,
                         Err(f) => break Err(f),
                     },
-                    _ = tokio::time::sleep_until(deadline.into()) => break Err(Failure::TimedOut),
-                    _ = tx.closed() => break Err(Failure::Gone),
+                    _ = tokio::time::sleep_until(deadline.into()) => break Err(Interrupt::TimedOut),
+                    _ = tx.closed() => break Err(Interrupt::Gone),
                 }
             }
         };
         progress.any_record = reading.any_record;
         progress.stdin_done = stdin_done;
         progress.head_done = self.head_tx.is_none();
-        if let Err(Failure::TimedOut | Failure::Gone) = &result {
+        if let Err(Interrupt::TimedOut | Interrupt::Gone) = &result {
             // A record cut half-way cannot be followed by ABORT_REQUEST: the connection
             // is simply closed.
             if !mid_record.load(Ordering::Relaxed) {
@@ -680,16 +638,16 @@ impl Job {
                 // until the deadline, so the request keeps its place in the pool and its
                 // concurrency slot meanwhile.
                 progress.overdue = match result {
-                    Err(Failure::Gone) if matches!(sent, Ok(Ok(()))) => {
+                    Err(Interrupt::Gone) if matches!(sent, Ok(Ok(()))) => {
                         !wait_end(&mut r, &mut reading, deadline, &self.call_id).await
                     }
-                    Err(Failure::Gone) => false,
+                    Err(Interrupt::Gone) => false,
                     _ => true,
                 };
             } else {
                 // Closing the connection mid-request is enough for a worker that has
                 // not had the whole request; a timed-out one is still at work.
-                progress.overdue = matches!(result, Err(Failure::TimedOut));
+                progress.overdue = matches!(result, Err(Interrupt::TimedOut));
             }
         }
         progress.leftover = reading.dec.pending();
@@ -752,8 +710,9 @@ async fn write_request<W: AsyncWrite + Unpin>(
     input: &mut Input,
     idle: Duration,
     mid_record: &AtomicBool,
-) -> Result<(), Failure> {
-    let worker = |e: std::io::Error| Failure::Worker(format!("writing to the FastCGI server: {e}"));
+) -> Result<(), Interrupt> {
+    let worker =
+        |e: std::io::Error| Interrupt::Worker(format!("writing to the FastCGI server: {e}"));
     let end = codec::end_stream(codec::STDIN, id);
     mid_record.store(true, Ordering::Relaxed);
     match input {
@@ -775,9 +734,11 @@ async fn write_request<W: AsyncWrite + Unpin>(
             mid_record.store(false, Ordering::Relaxed);
             loop {
                 let frame = match tokio::time::timeout(idle, body.frame()).await {
-                    Err(_) => return Err(Failure::Body(BodyEnd::Idle)),
+                    Err(_) => return Err(Interrupt::Body(BodyEnd::Idle)),
                     Ok(None) => break,
-                    Ok(Some(Err(e))) => return Err(Failure::Body(BodyEnd::Failed(e.to_string()))),
+                    Ok(Some(Err(e))) => {
+                        return Err(Interrupt::Body(BodyEnd::Failed(e.to_string())))
+                    }
                     Ok(Some(Ok(f))) => f,
                 };
                 let Ok(data) = frame.into_data() else {
@@ -817,22 +778,22 @@ async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     st: &mut Reading,
     job: &mut Job,
-) -> Result<End, Failure> {
+) -> Result<End, Interrupt> {
     let proto = |e: &dyn std::fmt::Display| {
-        Failure::Worker(format!("the FastCGI server broke the protocol: {e}"))
+        Interrupt::Worker(format!("the FastCGI server broke the protocol: {e}"))
     };
     loop {
         let rec = match st.dec.next_record() {
             Ok(Some(rec)) => rec,
             Ok(None) => match r.read_buf(st.dec.buf_mut()).await {
                 Ok(0) => {
-                    return Err(Failure::Worker(
+                    return Err(Interrupt::Worker(
                         "the FastCGI server closed the connection before END_REQUEST".into(),
                     ))
                 }
                 Ok(_) => continue,
                 Err(e) => {
-                    return Err(Failure::Worker(format!(
+                    return Err(Interrupt::Worker(format!(
                         "reading from the FastCGI server: {e}"
                     )))
                 }
@@ -860,17 +821,17 @@ async fn read_response<R: AsyncRead + Unpin>(
                         Ok(None) => {}
                         Ok(Some((head, rest))) => {
                             let mut headers = head.headers;
-                            headers.insert("x-duration-seconds", duration_header(job.started));
+                            headers.insert(X_DURATION.clone(), duration_header(job.started));
                             job.answer(Answer::Head(head.status, headers));
                             if !rest.is_empty() && job.tx.send(Ok(Frame::data(rest))).await.is_err()
                             {
-                                return Err(Failure::Gone);
+                                return Err(Interrupt::Gone);
                             }
                         }
-                        Err(e) => return Err(Failure::Malformed(e)),
+                        Err(e) => return Err(Interrupt::Malformed(e)),
                     }
                 } else if job.tx.send(Ok(Frame::data(content))).await.is_err() {
-                    return Err(Failure::Gone);
+                    return Err(Interrupt::Gone);
                 }
             }
             codec::STDERR => {
@@ -932,17 +893,17 @@ async fn drain(mut body: Body, idle: Duration, until: Instant) {
     .await;
 }
 
-fn bad_gateway(why: &str) -> Response<Body> {
+fn bad_gateway(why: &str, started: Instant) -> Response<Body> {
     tracing::warn!("FastCGI: {why}");
-    body::text(StatusCode::BAD_GATEWAY, format!("{why}\n"))
+    Failure::BadGateway(why.to_owned()).answer(started)
 }
 
 /// The 502 for output that is not a CGI response: the details quote the application's
 /// output, which may be anything (a password in an error message), so the client gets a
 /// fixed text and the log the details.
-fn malformed(e: &cgi::HeadError) -> Response<Body> {
+fn malformed(e: &cgi::HeadError, started: Instant) -> Response<Body> {
     tracing::warn!("FastCGI: the application's response is not a CGI response, answering 502: {e}");
-    body::text(StatusCode::BAD_GATEWAY, cgi::MALFORMED)
+    Failure::Malformed.answer(started)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! application sends, and what a hostile one could.
 
 use super::*;
-use crate::cli::{parse, Action};
 use std::collections::HashMap;
 use tokio::net::UnixListener;
 
@@ -11,24 +10,16 @@ use tokio::net::UnixListener;
 const REQUEST_ID: u16 = 1;
 
 fn runner(sock: &std::path::Path, extra: &[(&str, &str)]) -> FastCgi {
-    let mut env: HashMap<String, String> = [
+    let sock = sock.display().to_string();
+    let mut env = vec![
         ("mode", "fastcgi"),
         ("exec_timeout", "2s"),
         ("pool_size", "2"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.insert("fastcgi_address".into(), sock.display().to_string());
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let Action::Run(raw) = parse(["fwatchdog".to_owned()], |k| env.get(k).cloned()).expect("parse")
-    else {
-        unreachable!()
-    };
-    let cfg = Config::from_raw(&raw).expect("config");
-    FastCgi::new(Arc::new(cfg), 8080).expect("runner")
+        ("fastcgi_address", sock.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let cfg = Config::from_env_pairs(&env).expect("config");
+    FastCgi::new(Arc::new(cfg), 8080, None)
 }
 
 fn sock_path(name: &str) -> std::path::PathBuf {
@@ -294,16 +285,8 @@ async fn no_server_is_a_502_naming_the_address() {
 fn fastcgi_addresses_parse() {
     use crate::config::FastCgiAddress;
     let r = |v: &str| {
-        let env: HashMap<String, String> = [("mode", "fastcgi"), ("fastcgi_address", v)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let Action::Run(raw) =
-            parse(["fwatchdog".to_owned()], |k| env.get(k).cloned()).expect("parse")
-        else {
-            unreachable!()
-        };
-        Config::from_raw(&raw).map(|c| c.fastcgi.address)
+        Config::from_env_pairs(&[("mode", "fastcgi"), ("fastcgi_address", v)])
+            .map(|c| c.fastcgi.address)
     };
     assert_eq!(
         r("127.0.0.1:9000"),

@@ -1,11 +1,5 @@
-//! http mode (§5): one long-running handler that is itself an HTTP server, and a
-//! reverse proxy in front of it.
-//!
-//! [`Upstream`] owns the handler process: it is started once, in its own process group,
-//! with its output going to the log; health stays red until it accepts connections (or
-//! answers 2xx on `ready_path`), and turns red again the moment it exits on its own. On
-//! shutdown it is stopped only after the in-flight requests have drained: SIGTERM to its
-//! group, SIGKILL 5 s later.
+//! http mode (§5): the reverse proxy in front of one long-running handler that is
+//! itself an HTTP server ([`crate::backend::upstream`] runs that handler).
 //!
 //! [`Http`] proxies each request over a pooled keep-alive client. Bodies are streamed in
 //! both directions frame by frame, so SSE and NDJSON reach the client as the upstream
@@ -21,8 +15,6 @@ use std::future::Future as _;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,22 +29,14 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nix::sys::signal::Signal;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-use super::pipe::{collect, log_output};
-use super::{body_failure, content_length, duration_header, too_large, Ctx};
+use super::failure::{duration_header, X_DURATION};
+use super::pipe::{collect, BodyEnd};
+use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, parse_duration, Config};
-use crate::os::process::{self, ExitStatus, Stderr};
-use crate::service::Shared;
 
-/// How long the upstream may take to exit after SIGTERM before it gets SIGKILL.
-const KILL_AFTER: Duration = Duration::from_secs(5);
-/// Readiness deadline when `exec_timeout` is 0 (no limit).
-const READY_DEFAULT: Duration = Duration::from_secs(30);
 /// Idle pooled connections are closed after this. Short, because upstream servers close
 /// idle keep-alive connections early (gunicorn after 2 s, node after 5 s) and a request
 /// sent on a connection the upstream is closing fails; under load no connection idles
@@ -61,7 +45,6 @@ const POOL_IDLE: Duration = Duration::from_secs(1);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
-static X_DURATION: HeaderName = HeaderName::from_static("x-duration-seconds");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -114,10 +97,10 @@ impl Http {
         let (mut parts, body) = req.into_parts();
         if let Some(max) = self.max_body {
             if content_length(&parts.headers).is_some_and(|n| n > max) {
-                return too_large(max);
+                return Failure::TooLarge(max).answer(started);
             }
         }
-        let (deadline, what, limit) = self.deadline(&parts.headers, ctx, started);
+        let deadline = self.deadline(&parts.headers, ctx, started);
         let upgrade = websocket(&parts.headers);
         let client_upgrade = upgrade
             .as_ref()
@@ -141,7 +124,7 @@ impl Http {
         // epoch. Always ours: a client's own X-Deadline-Ms is replaced.
         parts.headers.insert(
             HeaderName::from_static("x-deadline-ms"),
-            super::deadline_ms(deadline).into(),
+            super::deadline_ms(deadline.at).into(),
         );
         let method = parts.method.clone();
         let path = parts
@@ -153,16 +136,14 @@ impl Http {
             Ok(pq) => pq,
             Err(e) => {
                 tracing::info!("{method} {path}: {e}; answered 400");
-                return body::text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+                return Failure::BadRequest(e.to_string()).answer(started);
             }
         };
         parts.uri = match self.target(&resolved) {
             Ok(uri) => uri,
             Err(e) => {
-                return body::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot build the upstream URL: {e}\n"),
-                )
+                return Failure::BadRequest(format!("cannot build the upstream URL: {e}"))
+                    .answer(started)
             }
         };
         parts.version = Version::HTTP_11;
@@ -173,7 +154,7 @@ impl Http {
                     parts.headers.insert(header::CONTENT_LENGTH, total.into());
                     body::Chunks::new(chunks).boxed_unsync()
                 }
-                Err(end) => return body_failure(end, self.max_body),
+                Err(end) => return Failure::Body(end, self.max_body).answer(started),
             }
         } else if let Some(max) = self.max_body {
             http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
@@ -189,7 +170,7 @@ impl Http {
             armed: true,
         };
         let sent = tokio::time::timeout_at(
-            deadline.into(),
+            deadline.at.into(),
             self.client.request(Request::from_parts(parts, body)),
         )
         .await;
@@ -199,16 +180,11 @@ impl Http {
             Ok(Err(e)) => return self.failed(&e, &method, &path, started),
             Err(_) => {
                 tracing::info!(
-                    "upstream did not answer {method} {path} within {what} ({})",
-                    format_duration(limit)
+                    "upstream did not answer {method} {path} within {} ({})",
+                    deadline.what,
+                    format_duration(deadline.limit)
                 );
-                let mut resp = body::text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("{what} exceeded ({})\n", format_duration(limit)),
-                );
-                resp.headers_mut()
-                    .insert(X_DURATION.clone(), duration_header(started));
-                return resp;
+                return Failure::Timeout(deadline).answer(started);
             }
         };
 
@@ -249,20 +225,12 @@ impl Http {
 
     /// When the response head must have come: `exec_timeout`, shortened for this request
     /// by a valid `X-Timeout`, and never after the write deadline.
-    fn deadline(
-        &self,
-        headers: &HeaderMap,
-        ctx: &Ctx,
-        started: Instant,
-    ) -> (Instant, &'static str, Duration) {
+    fn deadline(&self, headers: &HeaderMap, ctx: &Ctx, started: Instant) -> Deadline {
         let mut limit = self.exec_timeout.map(|t| ("exec_timeout", t));
         if let Some(t) = x_timeout(headers, self.exec_timeout) {
             limit = Some(("X-Timeout", t));
         }
-        match limit {
-            Some((what, t)) if started + t <= ctx.write_deadline => (started + t, what, t),
-            _ => (ctx.write_deadline, "write_timeout", self.write_timeout),
-        }
+        Deadline::new(started, limit, ctx, self.write_timeout)
     }
 
     /// `upstream_url` + the request's path and query, without a doubled `/`.
@@ -310,13 +278,12 @@ impl Http {
             let too_large = std::iter::successors(Some(why), |e| e.source())
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             tracing::info!("{method} {path}: the request body failed: {cause}");
-            if too_large {
-                return super::too_large(self.max_body.unwrap_or(0));
-            }
-            return body::text(
-                StatusCode::BAD_REQUEST,
-                format!("request body could not be read: {cause}\n"),
-            );
+            let end = if too_large {
+                BodyEnd::TooLarge
+            } else {
+                BodyEnd::Failed(cause.to_string())
+            };
+            return Failure::Body(end, self.max_body).answer(started);
         }
         let msg = if e.is_connect() {
             format!("cannot connect to upstream {}: {cause}", self.url)
@@ -330,10 +297,7 @@ impl Http {
             "{method} {path}: {msg} (after {:.4}s)",
             started.elapsed().as_secs_f64()
         );
-        let mut resp = body::text(StatusCode::BAD_GATEWAY, msg + "\n");
-        resp.headers_mut()
-            .insert(X_DURATION.clone(), duration_header(started));
-        resp
+        Failure::BadGateway(msg).answer(started)
     }
 }
 
@@ -649,206 +613,6 @@ fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
     (!t.is_zero() && exec.map_or(true, |e| t <= e)).then_some(t)
 }
 
-/// The upstream process: started once, watched, and stopped last.
-pub struct Upstream {
-    pid: i32,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    /// Set once we asked it to stop, so its exit is not reported as a death.
-    stopping: Arc<AtomicBool>,
-    logs: Vec<JoinHandle<()>>,
-}
-
-impl Upstream {
-    /// Starts `fprocess` and waits until the upstream is ready, then marks it so for
-    /// health. Dropping the future (or the `Upstream`) kills the process group.
-    pub async fn start(cfg: &Config, shared: &Arc<Shared>) -> Result<Upstream, String> {
-        let mut up = Upstream::spawn(cfg, shared)?;
-        up.ready(cfg).await?;
-        shared.state.upstream_ready.store(true, Ordering::Release);
-        if up.exit.borrow().is_some() {
-            // It died between the probe and now.
-            shared.state.upstream_ready.store(false, Ordering::Release);
-        }
-        Ok(up)
-    }
-
-    fn spawn(cfg: &Config, shared: &Arc<Shared>) -> Result<Upstream, String> {
-        let cmd = shell_words::join(&cfg.fprocess);
-        let mut child = process::spawn(
-            &cfg.fprocess,
-            std::iter::empty::<(&str, &str)>(),
-            Stderr::Pipe,
-        )
-        .map_err(|e| format!("cannot start the upstream {cmd:?}: {e}"))?;
-        let pid = child.pid();
-        // A wrapper shell dies on SIGTERM at once; the server it started must still get
-        // its grace period, so the group is not killed when the leader exits.
-        child.keep_group_on_exit();
-        tracing::info!("Started upstream {cmd:?} (pid {pid})");
-        drop(child.stdin.take());
-        let logs = log_output(&mut child, cfg.log_buffer_size, cfg.prefix_logs);
-        let (tx, exit) = watch::channel(None);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let asked = stopping.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            shared.state.upstream_ready.store(false, Ordering::Release);
-            if asked.load(Ordering::Acquire) {
-                tracing::info!("Upstream (pid {pid}) exited: {status}");
-            } else {
-                tracing::error!(
-                    "upstream {cmd:?} (pid {pid}) exited on its own: {status}; health now fails, exiting once in-flight requests finish"
-                );
-            }
-            let _ = tx.send(Some(status));
-        });
-        Ok(Upstream {
-            pid,
-            exit,
-            stopping,
-            logs,
-        })
-    }
-
-    /// Polls until the upstream accepts TCP connections (and answers 2xx on
-    /// `ready_path`, if set), within `exec_timeout` or 30 s when that is 0.
-    async fn ready(&mut self, cfg: &Config) -> Result<(), String> {
-        let url = cfg.upstream_url.clone().unwrap_or_default();
-        let host = url
-            .host()
-            .unwrap_or("127.0.0.1")
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_owned();
-        let port = url.port_u16().unwrap_or(80);
-        let authority = url.authority().map(|a| a.as_str()).unwrap_or("127.0.0.1");
-        let host_header = HeaderValue::from_str(authority)
-            .unwrap_or_else(|_| HeaderValue::from_static("127.0.0.1"));
-        let ready_path = cfg.ready_path.as_ref().map(|p| {
-            let prefix = url.path().trim_end_matches('/');
-            format!("{prefix}{p}")
-        });
-        let within = cfg.exec_timeout.unwrap_or(READY_DEFAULT);
-        tracing::info!(
-            "Waiting up to {} for the upstream at {url} to {}",
-            format_duration(within),
-            match &ready_path {
-                Some(p) => format!("answer 2xx on GET {p}"),
-                None => "accept connections".into(),
-            }
-        );
-        let give_up = tokio::time::Instant::now() + within;
-        let mut last = String::from("no attempt finished");
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let attempt = probe(&host, port, &host_header, ready_path.as_deref());
-            tokio::select! {
-                r = attempt => match r {
-                    Ok(()) => {
-                        tracing::info!("Upstream is ready");
-                        return Ok(());
-                    }
-                    Err(why) => last = why,
-                },
-                status = self.exited() => {
-                    return Err(format!("the upstream exited before it became ready: {status}"));
-                }
-                _ = tokio::time::sleep_until(give_up) => {}
-            }
-            if tokio::time::Instant::now() >= give_up {
-                return Err(format!(
-                    "the upstream at {url} did not become ready within {} ({last}); exiting",
-                    format_duration(within)
-                ));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = tokio::time::sleep_until(give_up) => {}
-            }
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    /// Resolves when the upstream has exited; its status.
-    pub async fn exited(&mut self) -> ExitStatus {
-        match self.exit.wait_for(Option::is_some).await {
-            Ok(s) => (*s).unwrap_or(ExitStatus::Code(-1)),
-            Err(_) => ExitStatus::Code(-1),
-        }
-    }
-
-    /// SIGTERM to the upstream's group, SIGKILL if it is still alive 5 s later; then
-    /// lets its last log lines through.
-    pub async fn stop(&mut self) {
-        if self.exit.borrow().is_none() || process::group_alive(self.pid) {
-            self.stopping.store(true, Ordering::Release);
-            tracing::info!(
-                "Stopping the upstream (pid {}): SIGTERM to its process group",
-                self.pid
-            );
-            process::signal_group(self.pid, Signal::SIGTERM);
-            let pid = self.pid;
-            let group_gone = async {
-                while process::group_alive(pid) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            };
-            if tokio::time::timeout(KILL_AFTER, group_gone).await.is_err() {
-                tracing::info!(
-                    "upstream still running {} after SIGTERM: SIGKILL",
-                    format_duration(KILL_AFTER)
-                );
-                process::signal_group(self.pid, Signal::SIGKILL);
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.exited()).await;
-            }
-        }
-        for h in self.logs.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        process::signal_group(self.pid, Signal::SIGKILL);
-    }
-}
-
-/// One readiness check: a TCP connect, then `GET ready_path` when set.
-async fn probe(
-    host: &str,
-    port: u16,
-    host_header: &HeaderValue,
-    ready_path: Option<&str>,
-) -> Result<(), String> {
-    let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
-        let Some(path) = ready_path else {
-            return Ok(());
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let req = Request::get(path)
-            .header(header::HOST, host_header.clone())
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        tokio::select! {
-            r = sender.send_request(req) => match r {
-                Ok(resp) if resp.status().is_success() => Ok(()),
-                Ok(resp) => Err(format!("GET {path} answered {}", resp.status())),
-                Err(e) => Err(format!("GET {path}: {e}")),
-            },
-            r = conn => Err(format!("GET {path}: connection closed ({r:?})")),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 2s".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1067,17 +831,8 @@ mod tests {
     }
 
     fn http(url: &str) -> Http {
-        use crate::cli::{parse, Action};
         let env = [("fprocess", "cat"), ("mode", "http"), ("upstream_url", url)];
-        let Action::Run(raw) = parse(["fwatchdog".to_owned()], |k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .expect("parse") else {
-            unreachable!()
-        };
-        Http::new(&Config::from_raw(&raw).expect("config"))
+        Http::new(&Config::from_env_pairs(&env).expect("config"))
     }
 
     #[tokio::test]

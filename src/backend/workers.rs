@@ -28,17 +28,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+use super::{stop, Ready};
 use crate::config::{format_duration, Config};
 use crate::os::process::{self, Child, Program, Stderr, Stdin};
 use crate::runner::pipe;
-use crate::service::Shared;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A worker that dies sooner than this after its start is crashing, not recycling.
 const QUICK_DEATH: Duration = Duration::from_secs(1);
-/// How long workers may take to exit after SIGTERM.
-const KILL_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Workers {
     dir: PathBuf,
@@ -114,10 +112,10 @@ impl Workers {
 
     /// Starts every worker and a supervisor for each. Fails if the first cannot start
     /// (fprocess not found, not executable).
-    pub fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<(), String> {
+    pub fn start(self: &Arc<Self>, ready: &Ready) -> Result<(), String> {
         let mut first = Vec::with_capacity(self.count);
         for slot in 0..self.count {
-            match self.spawn(slot, shared) {
+            match self.spawn(slot, ready) {
                 Ok(Some(child)) => first.push(child),
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -135,13 +133,13 @@ impl Workers {
             self.socket.display()
         );
         for (slot, child) in first.into_iter().enumerate() {
-            tokio::spawn(self.clone().supervise(slot, child, shared.clone()));
+            tokio::spawn(self.clone().supervise(slot, child, ready.clone()));
         }
         Ok(())
     }
 
     /// Starts the worker of `slot`, unless we are stopping (`Ok(None)`).
-    fn spawn(&self, slot: usize, shared: &Arc<Shared>) -> std::io::Result<Option<Child>> {
+    fn spawn(&self, slot: usize, ready: &Ready) -> std::io::Result<Option<Child>> {
         let mut pids = self.pids();
         if self.stopping.load(Ordering::Acquire) {
             return Ok(None);
@@ -156,13 +154,13 @@ impl Workers {
         }
         drop(pids);
         self.alive.send_modify(|n| *n += 1);
-        shared.state.upstream_ready.store(true, Ordering::Release);
+        ready.set(true);
         pipe::log_output(&mut child, self.log_max, self.prefix);
         Ok(Some(child))
     }
 
     /// Waits for the worker of `slot` to exit and replaces it, until shutdown.
-    async fn supervise(self: Arc<Self>, slot: usize, mut child: Child, shared: Arc<Shared>) {
+    async fn supervise(self: Arc<Self>, slot: usize, mut child: Child, ready: Ready) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let started = Instant::now();
@@ -177,7 +175,7 @@ impl Workers {
                 left = *n;
             });
             if left == 0 {
-                shared.state.upstream_ready.store(false, Ordering::Release);
+                ready.set(false);
             }
             if self.stopping.load(Ordering::Acquire) {
                 tracing::info!("FastCGI worker (pid {pid}) exited: {status}");
@@ -210,7 +208,7 @@ impl Workers {
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                match self.spawn(slot, &shared) {
+                match self.spawn(slot, &ready) {
                     Ok(Some(c)) => {
                         child = c;
                         break;
@@ -277,24 +275,22 @@ impl Workers {
                 pids.len()
             );
         }
-        for pid in &pids {
-            process::signal_group(*pid, Signal::SIGTERM);
-        }
         let mut alive = self.alive.subscribe();
-        if tokio::time::timeout(KILL_AFTER, alive.wait_for(|n| *n == 0))
-            .await
-            .is_err()
-        {
-            tracing::info!(
-                "FastCGI workers still running {} after SIGTERM: SIGKILL",
-                format_duration(KILL_AFTER)
-            );
-            for pid in &pids {
-                process::signal_group(*pid, Signal::SIGKILL);
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), alive.wait_for(|n| *n == 0)).await;
-        }
+        let gone = async move {
+            let _ = alive.wait_for(|n| *n == 0).await;
+        };
+        stop::terminate("FastCGI workers", &pids, gone).await;
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl crate::runner::fastcgi::Pool for Workers {
+    fn socket(&self) -> &Path {
+        Workers::socket(self)
+    }
+
+    fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>) {
+        Workers::kill_peer(self, conn);
     }
 }
 

@@ -1,0 +1,163 @@
+//! Long-lived helpers a mode depends on: the http mode's upstream server
+//! ([`upstream`]), the FastCGI worker pool ([`workers`]) or an external FastCGI server.
+//!
+//! Each has one lifecycle, driven by the server: [`Backend::start`] (returns once it is
+//! ready), [`Backend::exited`] (resolves if it dies on its own), [`Backend::stop`]
+//! (after the drain). Health learns whether it is ready through a [`Ready`] handle the
+//! backend sets, so nothing here knows the request chain.
+
+pub mod stop;
+pub mod upstream;
+pub mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{format_duration, Config, FastCgiAddress, Mode};
+use crate::os::process::ExitStatus;
+use upstream::Upstream;
+use workers::Workers;
+
+/// Readiness deadline when `exec_timeout` is 0 (no limit).
+const READY_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Whether the backend can serve: set by the backend, read by health.
+#[derive(Debug, Clone)]
+pub struct Ready(watch::Sender<bool>);
+
+impl Ready {
+    pub fn new(ready: bool) -> Ready {
+        Ready(watch::channel(ready).0)
+    }
+
+    pub fn set(&self, ready: bool) {
+        self.0.send_replace(ready);
+    }
+
+    /// What health reads.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+}
+
+/// The backend of the configured mode.
+pub struct Backend {
+    cfg: Arc<Config>,
+    kind: Kind,
+    ready: Ready,
+}
+
+enum Kind {
+    /// The fork and static modes need none.
+    None,
+    /// http mode: `None` until started.
+    Upstream(Option<Upstream>),
+    /// fastcgi mode with spawned workers.
+    Workers(Arc<Workers>),
+    /// fastcgi mode with `fastcgi_address`.
+    External(FastCgiAddress),
+}
+
+impl Backend {
+    /// Prepares the backend; for spawned FastCGI workers, creates their socket. Nothing
+    /// runs until [`Backend::start`].
+    pub fn new(cfg: Arc<Config>) -> Result<Backend, String> {
+        let kind = match (cfg.mode, &cfg.fastcgi.address) {
+            (Mode::Http, _) => Kind::Upstream(None),
+            (Mode::FastCgi, Some(a)) => Kind::External(a.clone()),
+            (Mode::FastCgi, None) => Kind::Workers(Arc::new(Workers::new(&cfg)?)),
+            _ => Kind::None,
+        };
+        let ready = Ready::new(matches!(kind, Kind::None));
+        Ok(Backend { cfg, kind, ready })
+    }
+
+    /// Health's view of [`Ready`].
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.watch()
+    }
+
+    /// The spawned FastCGI workers, which the runner sends requests to.
+    pub fn workers(&self) -> Option<Arc<Workers>> {
+        match &self.kind {
+            Kind::Workers(w) => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the log calls it.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::None => "backend",
+            Kind::Upstream(_) => "upstream",
+            Kind::Workers(_) | Kind::External(_) => "FastCGI server",
+        }
+    }
+
+    /// Starts it and returns once it is ready. Dropping the future kills what it started.
+    pub async fn start(&mut self) -> Result<(), String> {
+        let within = self.cfg.exec_timeout.unwrap_or(READY_DEFAULT);
+        match &mut self.kind {
+            Kind::None => Ok(()),
+            Kind::Upstream(up) => {
+                *up = Some(Upstream::start(&self.cfg, within, &self.ready).await?);
+                Ok(())
+            }
+            Kind::Workers(w) => {
+                self.ready.set(false);
+                w.start(&self.ready)
+            }
+            Kind::External(address) => {
+                self.ready.set(false);
+                stop::until_ready(within, || connect(address))
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "the FastCGI server at {} did not accept connections within {}: {e}; exiting",
+                            show(address),
+                            format_duration(within)
+                        )
+                    })?;
+                tracing::info!("FastCGI server at {} is ready", show(address));
+                self.ready.set(true);
+                Ok(())
+            }
+        }
+    }
+
+    /// Resolves when the backend has died on its own; never for one that heals itself
+    /// (workers are replaced) or has no process.
+    pub async fn exited(&mut self) -> ExitStatus {
+        match &mut self.kind {
+            Kind::Upstream(Some(up)) => up.exited().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// After the drain: SIGTERM, SIGKILL 5 s later.
+    pub async fn stop(&mut self) {
+        match &mut self.kind {
+            Kind::Upstream(Some(up)) => up.stop().await,
+            Kind::Workers(w) => w.stop().await,
+            _ => {}
+        }
+    }
+}
+
+/// One readiness check of an external FastCGI server: it accepts a connection.
+async fn connect(address: &FastCgiAddress) -> Result<(), String> {
+    match address {
+        FastCgiAddress::Tcp(a) => tokio::net::TcpStream::connect(a.as_str()).await.map(drop),
+        FastCgiAddress::Unix(p) => tokio::net::UnixStream::connect(p).await.map(drop),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn show(address: &FastCgiAddress) -> String {
+    match address {
+        FastCgiAddress::Tcp(a) => a.clone(),
+        FastCgiAddress::Unix(p) => p.display().to_string(),
+    }
+}

@@ -1,0 +1,197 @@
+//! The one way a runner fails: a [`Failure`] answered by [`Failure::answer`], which
+//! picks the status and text and always says how long the request took
+//! (`X-Duration-Seconds`). The caller logs the cause, which it knows best.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+use super::cgi;
+use super::pipe::BodyEnd;
+use super::Ctx;
+use crate::body::{self, Body};
+use crate::config::format_duration;
+use crate::os::process::ExitStatus;
+
+pub static X_DURATION: HeaderName = HeaderName::from_static("x-duration-seconds");
+
+/// When a run must have answered, and which setting said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Instant,
+    /// The setting (or header) that set it: `exec_timeout`, `X-Timeout`, `write_timeout`.
+    pub what: &'static str,
+    pub limit: Duration,
+}
+
+impl Deadline {
+    /// `limit` (named by the first field) after `started`, but never after the
+    /// request's write deadline, which `write_timeout` set.
+    pub fn new(
+        started: Instant,
+        limit: Option<(&'static str, Duration)>,
+        ctx: &Ctx,
+        write_timeout: Duration,
+    ) -> Deadline {
+        match limit {
+            Some((what, t)) if started + t <= ctx.write_deadline => Deadline {
+                at: started + t,
+                what,
+                limit: t,
+            },
+            _ => Deadline {
+                at: ctx.write_deadline,
+                what: "write_timeout",
+                limit: write_timeout,
+            },
+        }
+    }
+
+    /// `exec_timeout exceeded (10s)`.
+    pub fn exceeded(&self) -> String {
+        format!("{} exceeded ({})", self.what, format_duration(self.limit))
+    }
+}
+
+/// Why a runner answers without the function's response.
+#[derive(Debug)]
+pub enum Failure {
+    /// The deadline came before the response head: 504.
+    Timeout(Deadline),
+    /// The upstream or FastCGI server gave no usable answer: 502 with this text.
+    BadGateway(String),
+    /// The handler's output is not a CGI response: 502 with a fixed text (the details
+    /// quote the handler's output and go to the log only).
+    Malformed,
+    /// The FastCGI server said it is overloaded: 503.
+    Overloaded,
+    /// The request body could not be read whole (with `max_body_bytes`): 413, 408, 400.
+    Body(BodyEnd, Option<u64>),
+    /// A body over `max_body_bytes` (the limit): 413.
+    TooLarge(u64),
+    /// A request that cannot be passed on: 400 with this text.
+    BadRequest(String),
+    /// The handler could not be started, or its pipes set up: 500 with this text.
+    Start(String),
+    /// The handler failed before any output: 500 naming its exit status.
+    Exit(ExitStatus),
+}
+
+impl Failure {
+    /// The response, with `X-Duration-Seconds` measured from `started`.
+    pub fn answer(self, started: Instant) -> Response<Body> {
+        let (status, text) = match self {
+            Failure::Timeout(d) => (StatusCode::GATEWAY_TIMEOUT, d.exceeded() + "\n"),
+            Failure::BadGateway(why) => (StatusCode::BAD_GATEWAY, why + "\n"),
+            Failure::Malformed => (StatusCode::BAD_GATEWAY, cgi::MALFORMED.to_owned()),
+            Failure::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the FastCGI server is overloaded\n".to_owned(),
+            ),
+            Failure::TooLarge(max) | Failure::Body(BodyEnd::TooLarge, Some(max)) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than max_body_bytes ({max} bytes)\n"),
+            ),
+            Failure::Body(BodyEnd::TooLarge, None) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body larger than max_body_bytes (0 bytes)\n".to_owned(),
+            ),
+            Failure::Body(BodyEnd::Idle, _) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body: client too slow (read_timeout)\n".to_owned(),
+            ),
+            Failure::Body(BodyEnd::Failed(why), _) => (
+                StatusCode::BAD_REQUEST,
+                format!("request body could not be read: {why}\n"),
+            ),
+            Failure::Body(BodyEnd::Done(_), _) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected end of body\n".to_owned(),
+            ),
+            Failure::BadRequest(why) => (StatusCode::BAD_REQUEST, why + "\n"),
+            Failure::Start(why) => (StatusCode::INTERNAL_SERVER_ERROR, why + "\n"),
+            Failure::Exit(status) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{status}\n")),
+        };
+        let mut resp = body::text(status, text);
+        resp.headers_mut()
+            .insert(X_DURATION.clone(), duration_header(started));
+        resp
+    }
+}
+
+/// `X-Duration-Seconds`: seconds since `started`, 6 decimals (integer formatting: no
+/// float rounding work on every response).
+pub fn duration_header(started: Instant) -> HeaderValue {
+    let micros = started.elapsed().as_micros();
+    let mut buf = [0u8; 48];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let n = cur.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_says_how_long_it_took() {
+        let ctx = Ctx {
+            write_deadline: Instant::now() + Duration::from_secs(60),
+            call_id: String::new(),
+            slot: None,
+        };
+        let started = Instant::now() - Duration::from_millis(1500);
+        let deadline = Deadline::new(
+            started,
+            Some(("exec_timeout", Duration::from_secs(1))),
+            &ctx,
+            Duration::from_secs(60),
+        );
+        let all = [
+            (Failure::Timeout(deadline), 504),
+            (Failure::BadGateway("x".into()), 502),
+            (Failure::Malformed, 502),
+            (Failure::Overloaded, 503),
+            (Failure::Body(BodyEnd::Idle, None), 408),
+            (Failure::Body(BodyEnd::TooLarge, Some(3)), 413),
+            (Failure::TooLarge(3), 413),
+            (Failure::BadRequest("x".into()), 400),
+            (Failure::Start("x".into()), 500),
+            (Failure::Exit(ExitStatus::Code(3)), 500),
+        ];
+        for (f, status) in all {
+            let what = format!("{f:?}");
+            let resp = f.answer(started);
+            assert_eq!(resp.status().as_u16(), status, "{what}");
+            let secs: f64 = resp.headers()[&X_DURATION]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+            assert!(secs >= 1.5, "{what}: {secs}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_never_passes_the_write_deadline() {
+        let now = Instant::now();
+        let ctx = Ctx {
+            write_deadline: now + Duration::from_secs(2),
+            call_id: String::new(),
+            slot: None,
+        };
+        let exec = Some(("exec_timeout", Duration::from_secs(5)));
+        let d = Deadline::new(now, exec, &ctx, Duration::from_secs(2));
+        assert_eq!((d.at, d.what), (ctx.write_deadline, "write_timeout"));
+        assert_eq!(d.exceeded(), "write_timeout exceeded (2s)");
+        let d = Deadline::new(
+            now,
+            Some(("X-Timeout", Duration::from_secs(1))),
+            &ctx,
+            Duration::from_secs(2),
+        );
+        assert_eq!((d.at, d.what), (now + Duration::from_secs(1), "X-Timeout"));
+    }
+}
