@@ -112,7 +112,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("api_key_forward", "api-key-forward", ["api_key_forward"], "false", Bool,
         "also pass the API key header on to the handler"),
     setting!("secret_reload_interval", "secret-reload-interval", ["secret_reload_interval"], "2s", Value,
-        "how often secret files are re-read for rotation; 0 = never"),
+        "how often secret files are re-read for rotation; 0 = never, else at least 1ms"),
     setting!("fastcgi_address", "fastcgi-address", ["fastcgi_address"], "— (spawn workers)", Value,
         "fastcgi mode: host:port or /path.sock of an external FastCGI server (e.g. php-fpm) instead of spawning fprocess"),
     setting!("pool_size", "pool-size", ["pool_size"], "number of CPUs", Value,

@@ -359,10 +359,17 @@ impl Config {
         let max_body_bytes =
             s.parse("max_body_bytes", body_default, |v| parse_size(v).map(Some))?;
 
+        // A reload reads every secret file on a blocking thread: an interval of a few
+        // nanoseconds would keep a core busy re-reading them, so 0 (never) or ≥ 1 ms.
         let secret_reload_interval = Some(s.parse(
             "secret_reload_interval",
             Duration::from_secs(2),
-            parse_duration,
+            |v| match parse_duration(v)? {
+                d if !d.is_zero() && d < Duration::from_millis(1) => {
+                    Err("expected 0 (never) or at least 1ms".to_owned())
+                }
+                d => Ok(d),
+            },
         )?)
         .filter(|d| !d.is_zero());
         let api_key_header = s.parse(
@@ -1071,6 +1078,18 @@ mod tests {
             .expect("in SETTINGS")
             .default;
         assert_eq!(shown, DEFAULT_MAX_CONNECTIONS.to_string());
+    }
+
+    #[test]
+    fn secret_reload_interval_is_never_or_at_least_a_millisecond() {
+        for v in ["1ns", "999us", "500µs"] {
+            let err = config(&[("fprocess", "cat"), ("secret_reload_interval", v)]).expect_err(v);
+            assert!(err.0.contains("secret_reload_interval"), "{v}: {err}");
+        }
+        let c = config(&[("fprocess", "cat"), ("secret_reload_interval", "0")]).expect("0");
+        assert_eq!(c.secret_reload_interval, None);
+        let c = config(&[("fprocess", "cat"), ("secret_reload_interval", "1ms")]).expect("1ms");
+        assert_eq!(c.secret_reload_interval, Some(Duration::from_millis(1)));
     }
 
     #[test]
