@@ -10,7 +10,7 @@
 //! that goes through costs one branch.
 //!
 //! The bound is on a stall, not on the whole response: the handler's own deadline
-//! already ends a run at `write_timeout` (§2), and a tunnelled upgrade (http mode
+//! already ends a run at `write_timeout`, and a tunnelled upgrade (http mode
 //! websockets) may live longer than `write_timeout` as long as its peer keeps reading.
 
 use std::future::Future;

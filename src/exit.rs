@@ -1,4 +1,4 @@
-//! Exit codes (§8.5): what an orchestrator or a shell learns from how we ended.
+//! Exit codes: what an orchestrator or a shell learns from how we ended.
 
 /// 0 clean shutdown · 1 runtime failure · 2 bad configuration or missing secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Prometheus metrics (§9.2): the OpenFaaS watchdogs' names, labels and help texts, so
+//! Prometheus metrics: the OpenFaaS watchdogs' names, labels and help texts, so
 //! existing dashboards keep working, plus fwatchdog's own counters.
 //!
 //! The exposition is Prometheus text format 0.0.4, byte for byte the shape the peers'

@@ -1,4 +1,4 @@
-//! The request chain: health → auth → limit → runner (§3).
+//! The request chain: health → auth → limit → runner.
 //!
 //! Each stage can answer early. `/_/health` and `/_/ready` are served here and are never
 //! subject to auth, the concurrency limit or metrics. Every function request is then
@@ -450,7 +450,7 @@ fn authority_is_the_host(req: &mut Request<Body>) {
     }
 }
 
-/// The 429 of §3.3.
+/// The 429 for a request over `max_inflight` (with no queue place left).
 fn too_many(max: usize) -> Response<Body> {
     let mut resp = body::text(
         StatusCode::TOO_MANY_REQUESTS,

@@ -1,4 +1,4 @@
-//! Booleans (`cgi_headers`, `suppress_lock`, ...; SPEC §2).
+//! Booleans (`cgi_headers`, `suppress_lock`, ...).
 //!
 //! Invariant: `parse_bool` accepts exactly true/false, 1/0, yes/no, on/off in any case
 //! and nothing else (the peers read typos as false). Through the whole configuration, a

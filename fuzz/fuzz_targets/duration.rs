@@ -1,4 +1,4 @@
-//! Durations (`read_timeout`, `exec_timeout`, ...; SPEC §2).
+//! Durations (`read_timeout`, `exec_timeout`, ...).
 //!
 //! Invariant: `parse_duration` never panics. Whatever it accepts, `format_duration`
 //! prints (as the startup log does) in a form `parse_duration` reads back as exactly the

@@ -1,4 +1,4 @@
-//! `fprocess` splitting (SPEC §2: split like a POSIX shell, quotes and backslashes
+//! `fprocess` splitting (split like a POSIX shell, quotes and backslashes
 //! honoured, no expansion).
 //!
 //! Invariant: the configuration either takes the words `shell_words::split` makes

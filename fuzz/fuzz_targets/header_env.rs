@@ -1,4 +1,4 @@
-//! The header → `Http_*` environment mapping (SPEC §4.2).
+//! The header → `Http_*` environment mapping.
 //!
 //! Input: a first byte of flags, a line `METHOD URI`, then `name: value` lines; whatever
 //! the `http` crate would not accept as a request is skipped, the rest becomes a request.

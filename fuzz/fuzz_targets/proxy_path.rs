@@ -1,4 +1,4 @@
-//! The http-mode path normaliser (SPEC §5): `runner::proxy::resolve_dots`, which removes
+//! The http-mode path normaliser: `runner::proxy::resolve_dots`, which removes
 //! dot-segments before the request path is joined to `upstream_url`'s.
 //!
 //! Input: a request target's path and query as raw bytes (a `/` is put in front);

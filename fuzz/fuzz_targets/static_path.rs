@@ -1,4 +1,4 @@
-//! The static-mode path resolver (SPEC §6), end to end through `runner::files::Files`:
+//! The static-mode path resolver, end to end through `runner::files::Files`:
 //! percent-decoding, `..` handling, symlink resolution and `ServeDir`.
 //!
 //! Input: the request target (`/path?query`) as raw bytes; anything `http` would not

@@ -1,4 +1,4 @@
-//! Logs on stderr, in the OpenFaaS shapes that tools grep for, or as JSON lines (§9.1).
+//! Logs on stderr, in the OpenFaaS shapes that tools grep for, or as JSON lines.
 //!
 //! Everything logs through `tracing`. One small layer renders each event either as
 //! `YYYY/MM/DD HH:MM:SS <msg>` (text, like Go's `log` package the peers use) or as one

@@ -1,7 +1,7 @@
 //! Handler processes: spawning into their own process group, killing the whole group,
 //! and reaping every child — our own handlers and the orphans that reparent to us.
 //!
-//! One owner does every wait (§8.4). Tokio's process driver is not used: a blind
+//! One owner does every wait. Tokio's process driver is not used: a blind
 //! `waitpid(-1)` that reaps orphans would steal the statuses its child handles wait for.
 //! Instead [`Reaper`] keeps a table of the leaders we started. On SIGCHLD it peeks at
 //! each exited child with `waitid(WNOWAIT)`: an orphan is reaped; a leader first has its

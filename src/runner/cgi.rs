@@ -36,7 +36,7 @@ pub struct Meta<'a> {
 /// refuses to run without it) and `REMOTE_PORT`.
 ///
 /// The script is mounted at the root: `SCRIPT_NAME` is empty and `PATH_INFO` is the whole
-/// decoded path. Request headers become `HTTP_<NAME>` (§4.1.18), several values joined by
+/// decoded path. Request headers become `HTTP_<NAME>` (RFC 3875 §4.1.18), several values joined by
 /// `, ` (cookies by `; `), except: `Proxy` (httpoxy: never `HTTP_PROXY`), the hidden API
 /// key header, `Content-Length` and `Content-Type` (they are `CONTENT_LENGTH` and
 /// `CONTENT_TYPE`), and names with characters other than letters, digits and `-`, which

@@ -1,4 +1,4 @@
-//! The environment a fork-mode handler gets (§4.2): `Http_*` variables, CGI style.
+//! The environment a fork-mode handler gets: `Http_*` variables, CGI style.
 //!
 //! Header names become `Http_<Canonical_Name>`. The names of the request-derived
 //! variables (`Http_Method`, `Http_Path`, `Http_Query`, ...) are reserved: a header that

@@ -1,4 +1,4 @@
-//! static mode (§6): serves the files under `static_path`.
+//! static mode: serves the files under `static_path`.
 //!
 //! tower-http's `ServeDir` does the HTTP work: `index.html` for folders (a folder asked
 //! for without its trailing `/` is redirected to it), `Range`, `If-Modified-Since` and

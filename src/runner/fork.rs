@@ -1,4 +1,4 @@
-//! The fork modes (§4): one handler process per request, body on stdin, answer on stdout.
+//! The fork modes: one handler process per request, body on stdin, answer on stdout.
 //!
 //! `streaming` holds the response head back until the handler writes its first byte or
 //! exits, so the status can be honest (500 for a failed start or exit, 504 for a

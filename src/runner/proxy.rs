@@ -1,4 +1,4 @@
-//! http mode (§5): the reverse proxy in front of one long-running handler that is
+//! http mode: the reverse proxy in front of one long-running handler that is
 //! itself an HTTP server ([`crate::backend::upstream`] runs that handler).
 //!
 //! [`Http`] proxies each request over a pooled keep-alive client. Bodies are streamed in
@@ -406,7 +406,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1, plus `Proxy-Authorization` and
-/// `Proxy-Authenticate`, which are meant for the proxy they reach first, §11.7): the fixed
+/// `Proxy-Authenticate`, which are meant for the proxy they reach first, RFC 9110 §11.7): the fixed
 /// list, every header named in `Connection`, and `also`. One scan finds whether there is anything to do,
 /// which is cheaper than a hashed removal per name for the usual head that has none.
 fn strip_hop_by_hop(headers: &mut HeaderMap, also: Option<&HeaderName>) {

@@ -61,7 +61,7 @@ pub fn abort_request(id: u16) -> [u8; HEADER_LEN] {
     header(ABORT_REQUEST, id, 0)
 }
 
-/// Appends a name-value pair in FastCGI's length-prefixed form (§3.4): lengths below
+/// Appends a name-value pair in FastCGI's length-prefixed form (FastCGI 1.0 specification, section 3.4): lengths below
 /// 128 take one byte, longer ones four with the top bit set. Lengths over 2³¹-1 cannot
 /// be encoded; such a pair is skipped (no environment string comes close).
 pub fn push_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -1,4 +1,4 @@
-//! fastcgi mode (issue 11): a pool of warm FastCGI 1.0 responders instead of one
+//! fastcgi mode: a pool of warm FastCGI 1.0 responders instead of one
 //! process per request.
 //!
 //! The server is either the backend's spawned pool ([`Pool`], spawn-fcgi
