@@ -29,7 +29,7 @@ mod pool;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -37,7 +37,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::cgi;
 use super::failure::{duration_header, X_DURATION};
@@ -47,7 +47,7 @@ use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
 use codec::{Decoder, End, Record};
-use pool::{lock, Io, PoolState};
+use pool::{Connections, Io};
 
 /// A chunked body (no `Content-Length`) is read whole to tell the application its
 /// `CONTENT_LENGTH`, as nginx does; this caps it when `max_body_bytes` is not set.
@@ -77,15 +77,13 @@ pub struct FastCgi {
 
 struct Inner {
     cfg: Arc<Config>,
-    target: Target,
     /// The spawned workers (not with `fastcgi_address`), to stop one still busy with a
     /// request at its deadline.
     workers: Option<Arc<dyn Pool>>,
     /// `SERVER_PORT`.
     port: u16,
-    pool: Mutex<PoolState>,
-    /// A connection went idle or closed.
-    freed: Notify,
+    /// The connections to the server, kept open between requests.
+    conns: Arc<Connections>,
 }
 
 impl FastCgi {
@@ -99,22 +97,20 @@ impl FastCgi {
             // Not a valid configuration: requests fail with 502.
             (None, None) => Target::Unix(PathBuf::new()),
         };
+        let conns = Arc::new(Connections::new(target, cfg.fastcgi.pool_size));
         FastCgi {
             inner: Arc::new(Inner {
                 cfg,
-                target,
                 workers,
                 port,
-                pool: Mutex::new(PoolState::default()),
-                freed: Notify::new(),
+                conns,
             }),
         }
     }
 
     /// After the drain, before the workers are stopped: closes idle connections.
     pub fn close_idle(&self) {
-        let idle = std::mem::take(&mut lock(&self.inner.pool).idle);
-        drop(idle);
+        self.inner.conns.close_idle();
     }
 
     /// Answers one request.
@@ -286,7 +282,7 @@ impl Job {
             // A client that leaves while its request waits for a connection: the request
             // is never sent.
             let mut lease = tokio::select! {
-                l = self.inner.checkout(self.deadline.at) => match l {
+                l = self.inner.conns.checkout(self.deadline.at) => match l {
                     Ok(l) => l,
                     Err(f) => break Err(f),
                 },

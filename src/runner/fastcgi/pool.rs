@@ -1,20 +1,34 @@
-//! The connection pool: connections to the FastCGI server kept open between requests.
+//! The connection pool: connections to the FastCGI server kept open between requests,
+//! never more than `pool_size` at once, each with its own request ids. A request checks
+//! a connection out ([`Connections::checkout`]) and gives it back ([`Lease::keep`]) only
+//! when its exchange ended cleanly; anything else drops it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
 
-use super::{Inner, Interrupt, Target};
+use super::{Interrupt, Target};
 
-#[derive(Default)]
-pub(super) struct PoolState {
-    pub(super) idle: Vec<Conn>,
-    /// Connections open, idle or in use.
-    pub(super) open: usize,
+/// The connections to one FastCGI server.
+pub(super) struct Connections {
+    target: Target,
+    /// `pool_size`: the most connections open at once.
+    max: usize,
+    state: Mutex<State>,
+    /// A connection went idle or closed.
+    freed: Notify,
 }
 
-pub(super) fn lock(m: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
+#[derive(Default)]
+struct State {
+    idle: Vec<Conn>,
+    /// Connections open, idle or in use.
+    open: usize,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -67,7 +81,7 @@ impl Conn {
 /// [`Lease::keep`] puts the connection back for the next request instead.
 pub(super) struct Lease {
     pub(super) conn: Option<Conn>,
-    inner: Arc<Inner>,
+    pool: Arc<Connections>,
     pub(super) reused: bool,
     /// Back in the pool: dropping frees nothing.
     kept: bool,
@@ -77,9 +91,9 @@ impl Lease {
     pub(super) fn keep(mut self) {
         if let Some(c) = self.conn.take() {
             // Counted as open while idle: the place stays taken.
-            lock(&self.inner.pool).idle.push(c);
+            lock(&self.pool.state).idle.push(c);
             self.kept = true;
-            self.inner.freed.notify_one();
+            self.pool.freed.notify_one();
         }
     }
 }
@@ -88,23 +102,45 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if !self.kept {
             drop(self.conn.take());
-            lock(&self.inner.pool).open -= 1;
-            self.inner.freed.notify_one();
+            lock(&self.pool.state).open -= 1;
+            self.pool.freed.notify_one();
         }
     }
 }
 
-impl Inner {
+impl Connections {
+    /// At most `max` connections to `target`.
+    pub(super) fn new(target: Target, max: usize) -> Connections {
+        Connections {
+            target,
+            max,
+            state: Mutex::new(State::default()),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Closes the idle connections (those in use are closed when their request ends).
+    pub(super) fn close_idle(&self) {
+        let idle = std::mem::take(&mut lock(&self.state).idle);
+        drop(idle);
+    }
+
+    /// Connections open, idle or in use.
+    #[cfg(test)]
+    pub(super) fn open(&self) -> usize {
+        lock(&self.state).open
+    }
+
     /// An idle connection, or a new one while fewer than `pool_size` are open; else
     /// waits for one to be freed, until `deadline`.
     pub(super) async fn checkout(self: &Arc<Self>, deadline: Instant) -> Result<Lease, Interrupt> {
-        let max = self.cfg.fastcgi.pool_size;
+        let max = self.max;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             let fresh = {
-                let mut pool = lock(&self.pool);
+                let mut pool = lock(&self.state);
                 let mut found = None;
                 while let Some(c) = pool.idle.pop() {
                     if c.usable() {
@@ -117,7 +153,7 @@ impl Inner {
                     Some(c) => {
                         return Ok(Lease {
                             conn: Some(c),
-                            inner: self.clone(),
+                            pool: self.clone(),
                             reused: true,
                             kept: false,
                         })
@@ -133,7 +169,7 @@ impl Inner {
                 // Dropped on any failure (or if this future is dropped), it frees the place.
                 let mut lease = Lease {
                     conn: None,
-                    inner: self.clone(),
+                    pool: self.clone(),
                     reused: false,
                     kept: false,
                 };
