@@ -203,55 +203,20 @@ impl Fork {
         self.metrics.handler_exit(status.code());
     }
 
+    /// Streaming mode: the response head waits for the handler's first output (or its
+    /// exit), then the body is streamed as the handler writes it.
     async fn streaming(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let te_trailers = parts.headers.get_all(http::header::TE).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-        });
+        let te_trailers = wants_trailers(&parts.headers);
         let started = Instant::now();
         let deadline = self.deadline(ctx, started);
-        let stdin_len = content_length(&parts.headers);
-        let mut child = match self.start(&parts, None, stdin_len, deadline, Stderr::Pipe) {
-            Ok(c) => c,
+        let run = match self.launch(&parts, body, ctx, deadline) {
+            Ok(run) => run,
             Err(f) => return f.answer(started),
         };
-        let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (mut run, stdin) = match Run::new(child, stderr_done, self.stdout_log(ctx)) {
-            Ok(r) => r,
-            Err(f) => return f.answer(started),
-        };
-        run.pump = Some(tokio::spawn(body_to_stdin(
-            body,
-            stdin,
-            self.cfg.read_timeout,
-            self.cfg.max_body_bytes,
-        )));
-
-        // Hold the head back until the first byte of output (with --cgi: the end of the
-        // header block), EOF, or a failure.
-        let mut head = None;
-        let step = if self.cfg.cgi {
-            match run.cgi_head(deadline.at).await {
-                Ok((step, h)) => {
-                    head = h;
-                    step
-                }
-                Err(e) => return bad_cgi(run.child.pid(), &e, started),
-            }
-        } else {
-            run.step(deadline.at).await
-        };
-        let first = match step {
-            Step::Data(data) => Some(data),
-            Step::Eof => None,
-            Step::Deadline => return self.timed_out(run, deadline, started),
-            Step::Body(end) => {
-                run.child.kill();
-                return Failure::Body(end, self.cfg.max_body_bytes).answer(started);
-            }
+        let (run, first, head) = match self.opening(run, deadline, started).await {
+            Ok(opened) => opened,
+            Err(resp) => return resp,
         };
         let mut builder = Response::builder().header(&X_DURATION, duration_header(started));
         if let Some(ct) = &self.cfg.content_type {
@@ -261,96 +226,19 @@ impl Fork {
             builder = with_head(builder, head);
         }
         let Some(first) = first else {
-            // Exited (or closed stdout) without output: the status decides.
-            let status = match run.wait(deadline.at).await {
-                Some(s) => s,
-                None => return self.timed_out(run, deadline, started),
-            };
-            self.exited(status);
-            if status.success() && self.cfg.cgi {
-                return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started);
-            }
-            if status.success() {
-                return builder
-                    .body(body::empty())
-                    .unwrap_or_else(|_| Response::new(body::empty()));
-            }
-            return Failure::Exit(status).answer(started);
+            return self.silent_end(run, builder, deadline, started).await;
         };
 
         let (tx, rx) = body::Channel::new(2);
-        let metrics = self.metrics.clone();
-        let grace = self.cfg.exec_kill_grace;
-        tokio::spawn(async move {
-            // With --cgi the header block may have been all there was so far.
-            if !first.is_empty() && tx.send(Ok(Frame::data(first))).await.is_err() {
-                return; // client gone; dropping `run` kills the group
-            }
-            let fail =
-                |msg: String| -> Result<Frame<Bytes>, BoxError> { Err(Box::new(Abort(msg))) };
-            loop {
-                let step = tokio::select! {
-                    s = run.step(deadline.at) => s,
-                    _ = tx.closed() => return,
-                };
-                match step {
-                    Step::Data(data) => {
-                        tokio::select! {
-                            r = tx.send(Ok(Frame::data(data))) => if r.is_err() { return },
-                            _ = tokio::time::sleep_until(deadline.at.into()) => {
-                                metrics.handler_timeouts.inc();
-                                run.expire(grace);
-                                // Not `try_send`: with the channel full (a slow reader)
-                                // it would fail, and dropping `tx` ends the body cleanly,
-                                // a truncated 200. This waits until the client reads or
-                                // the stalled connection is cut (crate::conn).
-                                let _ = tx.send(fail(format!("{} exceeded", deadline.what))).await;
-                                return;
-                            }
-                        }
-                    }
-                    Step::Eof => break,
-                    Step::Deadline => {
-                        run.expire(grace);
-                        metrics.handler_timeouts.inc();
-                        tracing::info!(
-                            "handler killed after output started: {}",
-                            deadline.exceeded()
-                        );
-                        let _ = tx.send(fail(format!("{} exceeded", deadline.what))).await;
-                        return;
-                    }
-                    Step::Body(end) => {
-                        run.child.kill();
-                        let _ = tx.send(fail(format!("request body: {end:?}"))).await;
-                        return;
-                    }
-                }
-            }
-            let status = tokio::select! {
-                s = run.wait(deadline.at) => s,
-                _ = tx.closed() => return,
-            };
-            match status {
-                Some(s) if s.success() => metrics.handler_exit(0),
-                Some(s) => {
-                    metrics.handler_exit(s.code());
-                    tracing::info!("handler failed after output started: {s}");
-                    if te_trailers {
-                        let mut trailers = HeaderMap::new();
-                        trailers.insert("x-exit-code", HeaderValue::from(s.code()));
-                        let _ = tx.send(Ok(Frame::trailers(trailers))).await;
-                    } else {
-                        let _ = tx.send(fail(s.to_string())).await;
-                    }
-                }
-                None => {
-                    run.expire(grace);
-                    metrics.handler_timeouts.inc();
-                    let _ = tx.send(fail(format!("{} exceeded", deadline.what))).await;
-                }
-            }
-        });
+        let stream = BodyStream {
+            run,
+            tx,
+            deadline,
+            metrics: self.metrics.clone(),
+            grace: self.cfg.exec_kill_grace,
+            te_trailers,
+        };
+        tokio::spawn(stream.run(first));
         let mut resp = builder
             .body(http_body_util::BodyExt::boxed_unsync(rx))
             .unwrap_or_else(|_| Response::new(body::empty()));
@@ -361,6 +249,88 @@ impl Fork {
             );
         }
         resp
+    }
+
+    /// Starts a streaming run: the handler, its stderr log, and the copy of the request
+    /// body to its stdin.
+    fn launch(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+        ctx: &Ctx,
+        deadline: Deadline,
+    ) -> Result<Run, Failure> {
+        let stdin_len = content_length(&parts.headers);
+        let mut child = self.start(parts, None, stdin_len, deadline, Stderr::Pipe)?;
+        let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
+        let (mut run, stdin) = Run::new(child, stderr_done, self.stdout_log(ctx))?;
+        run.pump = Some(tokio::spawn(body_to_stdin(
+            body,
+            stdin,
+            self.cfg.read_timeout,
+            self.cfg.max_body_bytes,
+        )));
+        Ok(run)
+    }
+
+    /// Holds the head back until the first byte of output (with --cgi: the end of the
+    /// header block), EOF, or a failure. Decides whether the answer is a failure (504 on
+    /// the deadline, 502 for a bad CGI head, the body's 4xx/5xx) or a response whose head
+    /// can be sent: then returns the first output (`None` at EOF) and any CGI head.
+    async fn opening(
+        &self,
+        mut run: Run,
+        deadline: Deadline,
+        started: Instant,
+    ) -> Result<(Run, Option<Bytes>, Option<cgi::Head>), Response<Body>> {
+        let mut head = None;
+        let step = if self.cfg.cgi {
+            match run.cgi_head(deadline.at).await {
+                Ok((step, h)) => {
+                    head = h;
+                    step
+                }
+                Err(e) => return Err(bad_cgi(run.child.pid(), &e, started)),
+            }
+        } else {
+            run.step(deadline.at).await
+        };
+        let first = match step {
+            Step::Data(data) => Some(data),
+            Step::Eof => None,
+            Step::Deadline => return Err(self.timed_out(run, deadline, started)),
+            Step::Body(end) => {
+                run.child.kill();
+                return Err(Failure::Body(end, self.cfg.max_body_bytes).answer(started));
+            }
+        };
+        Ok((run, first, head))
+    }
+
+    /// The answer for a run that exited (or closed stdout) without output: the exit
+    /// status decides between the empty 200 in `builder`, a 500, and a 504 if it hangs
+    /// on past the deadline. With --cgi no output is a malformed response (502).
+    async fn silent_end(
+        &self,
+        mut run: Run,
+        builder: http::response::Builder,
+        deadline: Deadline,
+        started: Instant,
+    ) -> Response<Body> {
+        let status = match run.wait(deadline.at).await {
+            Some(s) => s,
+            None => return self.timed_out(run, deadline, started),
+        };
+        self.exited(status);
+        if status.success() && self.cfg.cgi {
+            return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started);
+        }
+        if status.success() {
+            return builder
+                .body(body::empty())
+                .unwrap_or_else(|_| Response::new(body::empty()));
+        }
+        Failure::Exit(status).answer(started)
     }
 
     async fn serializing(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
@@ -664,6 +634,123 @@ impl Run {
             .ok()?;
         self.status = Some(s);
         Some(s)
+    }
+}
+
+/// Whether the client accepts trailers (`TE: trailers`), so a failure after the head can
+/// be told in an `X-Exit-Code` trailer.
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    })
+}
+
+/// An abort of a streaming body: the client sees the response cut off.
+fn fail(msg: String) -> Result<Frame<Bytes>, BoxError> {
+    Err(Box::new(Abort(msg)))
+}
+
+/// The body of a streaming response once its head is decided: the handler's output,
+/// then an end that says how the run ended.
+struct BodyStream {
+    run: Run,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    deadline: Deadline,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    te_trailers: bool,
+}
+
+impl BodyStream {
+    /// Sends `first`, the output read before the head, then the rest.
+    async fn run(self, first: Bytes) {
+        // With --cgi the header block may have been all there was so far.
+        if !first.is_empty() && self.tx.send(Ok(Frame::data(first))).await.is_err() {
+            return; // client gone; dropping `run` kills the group
+        }
+        if let Some(stream) = self.copy().await {
+            stream.finish().await;
+        }
+    }
+
+    /// Copies output until EOF, then hands itself back for [`BodyStream::finish`]. On
+    /// the deadline or a request-body failure it ends the run and aborts the body; it
+    /// stops, too, when the client is gone (dropping the run kills the group).
+    async fn copy(mut self) -> Option<BodyStream> {
+        loop {
+            let step = tokio::select! {
+                s = self.run.step(self.deadline.at) => s,
+                _ = self.tx.closed() => return None,
+            };
+            match step {
+                Step::Data(data) => {
+                    tokio::select! {
+                        r = self.tx.send(Ok(Frame::data(data))) => if r.is_err() { return None },
+                        _ = tokio::time::sleep_until(self.deadline.at.into()) => {
+                            self.metrics.handler_timeouts.inc();
+                            self.run.expire(self.grace);
+                            // Not `try_send`: with the channel full (a slow reader)
+                            // it would fail, and dropping `tx` ends the body cleanly,
+                            // a truncated 200. This waits until the client reads or
+                            // the stalled connection is cut (crate::conn).
+                            let msg = format!("{} exceeded", self.deadline.what);
+                            let _ = self.tx.send(fail(msg)).await;
+                            return None;
+                        }
+                    }
+                }
+                Step::Eof => return Some(self),
+                Step::Deadline => {
+                    self.run.expire(self.grace);
+                    self.metrics.handler_timeouts.inc();
+                    tracing::info!(
+                        "handler killed after output started: {}",
+                        self.deadline.exceeded()
+                    );
+                    let msg = format!("{} exceeded", self.deadline.what);
+                    let _ = self.tx.send(fail(msg)).await;
+                    return None;
+                }
+                Step::Body(end) => {
+                    self.run.child.kill();
+                    let _ = self.tx.send(fail(format!("request body: {end:?}"))).await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// After EOF the exit status ends the body: cleanly on success; on a failure with an
+    /// `X-Exit-Code` trailer when the client accepts trailers, else by an abort; if the
+    /// run outlives the deadline, it is ended and the body aborted.
+    async fn finish(mut self) {
+        let status = tokio::select! {
+            s = self.run.wait(self.deadline.at) => s,
+            _ = self.tx.closed() => return,
+        };
+        match status {
+            Some(s) if s.success() => self.metrics.handler_exit(0),
+            Some(s) => {
+                self.metrics.handler_exit(s.code());
+                tracing::info!("handler failed after output started: {s}");
+                if self.te_trailers {
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("x-exit-code", HeaderValue::from(s.code()));
+                    let _ = self.tx.send(Ok(Frame::trailers(trailers))).await;
+                } else {
+                    let _ = self.tx.send(fail(s.to_string())).await;
+                }
+            }
+            None => {
+                self.run.expire(self.grace);
+                self.metrics.handler_timeouts.inc();
+                let msg = format!("{} exceeded", self.deadline.what);
+                let _ = self.tx.send(fail(msg)).await;
+            }
+        }
     }
 }
 

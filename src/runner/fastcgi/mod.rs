@@ -24,11 +24,12 @@
 //! never a panic.
 
 pub mod codec;
+mod pool;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -36,8 +37,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::cgi;
 use super::failure::{duration_header, X_DURATION};
@@ -47,6 +47,7 @@ use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{format_duration, Config, FastCgiAddress};
 use crate::logging;
 use codec::{Decoder, End, Record};
+use pool::{Connections, Io};
 
 /// A chunked body (no `Content-Length`) is read whole to tell the application its
 /// `CONTENT_LENGTH`, as nginx does; this caps it when `max_body_bytes` is not set.
@@ -76,22 +77,13 @@ pub struct FastCgi {
 
 struct Inner {
     cfg: Arc<Config>,
-    target: Target,
     /// The spawned workers (not with `fastcgi_address`), to stop one still busy with a
     /// request at its deadline.
     workers: Option<Arc<dyn Pool>>,
     /// `SERVER_PORT`.
     port: u16,
-    pool: Mutex<PoolState>,
-    /// A connection went idle or closed.
-    freed: Notify,
-}
-
-#[derive(Default)]
-struct PoolState {
-    idle: Vec<Conn>,
-    /// Connections open, idle or in use.
-    open: usize,
+    /// The connections to the server, kept open between requests.
+    conns: Arc<Connections>,
 }
 
 impl FastCgi {
@@ -105,22 +97,20 @@ impl FastCgi {
             // Not a valid configuration: requests fail with 502.
             (None, None) => Target::Unix(PathBuf::new()),
         };
+        let conns = Arc::new(Connections::new(target, cfg.fastcgi.pool_size));
         FastCgi {
             inner: Arc::new(Inner {
                 cfg,
-                target,
                 workers,
                 port,
-                pool: Mutex::new(PoolState::default()),
-                freed: Notify::new(),
+                conns,
             }),
         }
     }
 
     /// After the drain, before the workers are stopped: closes idle connections.
     pub fn close_idle(&self) {
-        let idle = std::mem::take(&mut lock(&self.inner.pool).idle);
-        drop(idle);
+        self.inner.conns.close_idle();
     }
 
     /// Answers one request.
@@ -225,152 +215,6 @@ impl Target {
     }
 }
 
-fn lock(m: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A connection to the FastCGI server, and the id of its last request: each exchange on
-/// a connection has its own id, so a record left over from an earlier one is told apart
-/// (and the connection dropped) instead of being taken for the answer to this one.
-struct Conn {
-    io: Io,
-    last_id: u16,
-}
-
-enum Io {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    async fn connect(target: &Target) -> std::io::Result<Conn> {
-        let io = match target {
-            Target::Unix(p) => Io::Unix(UnixStream::connect(p).await?),
-            Target::Tcp(a) => {
-                let s = TcpStream::connect(a.as_str()).await?;
-                let _ = s.set_nodelay(true);
-                Io::Tcp(s)
-            }
-        };
-        Ok(Conn { io, last_id: 0 })
-    }
-
-    /// The id for the next exchange: 1, 2, ... 65535, 1, ... (0 is for management
-    /// records).
-    fn next_id(&mut self) -> u16 {
-        self.last_id = self.last_id.checked_add(1).unwrap_or(1);
-        self.last_id
-    }
-
-    /// Whether an idle connection still looks usable: nothing to read, not closed.
-    fn usable(&self) -> bool {
-        let mut b = [0u8; 1];
-        let r = match &self.io {
-            Io::Unix(s) => s.try_read(&mut b),
-            Io::Tcp(s) => s.try_read(&mut b),
-        };
-        matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    }
-}
-
-/// A place in the pool, with its connection once connected. Dropped, the connection is
-/// closed and the place freed (also when dropped half-way through connecting);
-/// [`Lease::keep`] puts the connection back for the next request instead.
-struct Lease {
-    conn: Option<Conn>,
-    inner: Arc<Inner>,
-    reused: bool,
-    /// Back in the pool: dropping frees nothing.
-    kept: bool,
-}
-
-impl Lease {
-    fn keep(mut self) {
-        if let Some(c) = self.conn.take() {
-            // Counted as open while idle: the place stays taken.
-            lock(&self.inner.pool).idle.push(c);
-            self.kept = true;
-            self.inner.freed.notify_one();
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if !self.kept {
-            drop(self.conn.take());
-            lock(&self.inner.pool).open -= 1;
-            self.inner.freed.notify_one();
-        }
-    }
-}
-
-impl Inner {
-    /// An idle connection, or a new one while fewer than `pool_size` are open; else
-    /// waits for one to be freed, until `deadline`.
-    async fn checkout(self: &Arc<Self>, deadline: Instant) -> Result<Lease, Interrupt> {
-        let max = self.cfg.fastcgi.pool_size;
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let fresh = {
-                let mut pool = lock(&self.pool);
-                let mut found = None;
-                while let Some(c) = pool.idle.pop() {
-                    if c.usable() {
-                        found = Some(c);
-                        break;
-                    }
-                    pool.open -= 1;
-                }
-                match found {
-                    Some(c) => {
-                        return Ok(Lease {
-                            conn: Some(c),
-                            inner: self.clone(),
-                            reused: true,
-                            kept: false,
-                        })
-                    }
-                    None if pool.open < max => {
-                        pool.open += 1;
-                        true
-                    }
-                    None => false,
-                }
-            };
-            if fresh {
-                // Dropped on any failure (or if this future is dropped), it frees the place.
-                let mut lease = Lease {
-                    conn: None,
-                    inner: self.clone(),
-                    reused: false,
-                    kept: false,
-                };
-                let connect = tokio::time::timeout_at(deadline.into(), Conn::connect(&self.target));
-                return match connect.await {
-                    Ok(Ok(c)) => {
-                        lease.conn = Some(c);
-                        Ok(lease)
-                    }
-                    Ok(Err(e)) => Err(Interrupt::Worker(format!(
-                        "cannot connect to the FastCGI server at {}: {e}",
-                        self.target.show()
-                    ))),
-                    Err(_) => Err(Interrupt::TimedOut),
-                };
-            }
-            if tokio::time::timeout_at(deadline.into(), freed)
-                .await
-                .is_err()
-            {
-                return Err(Interrupt::TimedOut);
-            }
-        }
-    }
-}
-
 /// The request body as it goes to `STDIN`.
 enum Input {
     Empty,
@@ -438,7 +282,7 @@ impl Job {
             // A client that leaves while its request waits for a connection: the request
             // is never sent.
             let mut lease = tokio::select! {
-                l = self.inner.checkout(self.deadline.at) => match l {
+                l = self.inner.conns.checkout(self.deadline.at) => match l {
                     Ok(l) => l,
                     Err(f) => break Err(f),
                 },

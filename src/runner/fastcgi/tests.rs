@@ -167,7 +167,7 @@ async fn a_cgi_response_in_records_becomes_the_http_response_and_the_connection_
         assert_eq!(headers["x-script"], "/srv/index.php");
         assert_eq!(body.expect("complete"), "body more");
     }
-    assert_eq!(lock(&r.inner.pool).open, 1, "one connection, reused");
+    assert_eq!(r.inner.conns.open(), 1, "one connection, reused");
 }
 
 #[tokio::test]
@@ -265,11 +265,7 @@ async fn a_worker_that_closes_mid_body_aborts_the_response() {
     let (status, _, body) = get(&r, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.is_err(), "{body:?}");
-    assert_eq!(
-        lock(&r.inner.pool).open,
-        0,
-        "a broken connection is not kept"
-    );
+    assert_eq!(r.inner.conns.open(), 0, "a broken connection is not kept");
 }
 
 #[tokio::test]
