@@ -251,6 +251,9 @@ pub async fn run(cfg: Config) -> Exit {
 
     tracing::info!("fwatchdog version: {}", env!("CARGO_PKG_VERSION"));
     tracing::info!("Config: {}", cfg.summary());
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if let Some(keys) = &cfg.api_keys {
         for (name, path) in keys.sources() {
             tracing::info!("API key secret {name}: loaded from {}", path.display());
@@ -329,6 +332,20 @@ pub async fn run(cfg: Config) -> Exit {
             },
             sig = stop_signals.recv() => {
                 tracing::info!("Received {sig} before the upstream was ready: exiting");
+                return Exit::Clean;
+            }
+        }
+    }
+
+    // jwt_auth: health and function requests answer 503 until the issuer's keys are in.
+    if let Some(jwt) = shared.auth.jwt() {
+        tokio::select! {
+            r = jwt.start() => if let Err(e) = r {
+                tracing::error!("{e}");
+                return Exit::Runtime;
+            },
+            sig = stop_signals.recv() => {
+                tracing::info!("Received {sig} before the token issuer's keys were fetched: exiting");
                 return Exit::Clean;
             }
         }

@@ -14,6 +14,7 @@ mod files;
 mod handler;
 mod hostile;
 mod http;
+mod jwt;
 mod lifecycle;
 mod observability;
 mod queue;
