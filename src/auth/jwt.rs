@@ -190,33 +190,42 @@ impl Jwt {
         let deadline = Instant::now() + self.inner.settings.timeout;
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0u32;
+        let mut last: Option<String> = None;
         loop {
-            attempts += 1;
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(left.min(FETCH_TIMEOUT), self.fetch()).await;
-            let why = match attempt {
+            if left.is_zero() {
+                return Err(format!(
+                    "jwt_auth: no keys from the token issuer at {} within jwt_auth_timeout={} ({attempts} attempts); last error: {}",
+                    self.url(),
+                    crate::config::format_duration(self.inner.settings.timeout),
+                    last.as_deref().unwrap_or("none finished")
+                ));
+            }
+            attempts += 1;
+            let limit = left.min(FETCH_TIMEOUT);
+            match tokio::time::timeout(limit, self.fetch()).await {
                 Ok(Ok(set)) => {
                     self.store(set);
                     break;
                 }
-                Ok(Err(why)) => why,
-                Err(_) => format!(
-                    "no answer within {}",
-                    crate::config::format_duration(left.min(FETCH_TIMEOUT))
-                ),
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(format!(
-                    "jwt_auth: no keys from the token issuer at {} within jwt_auth_timeout={} ({attempts} attempts); last error: {why}",
-                    self.url(),
-                    crate::config::format_duration(self.inner.settings.timeout)
-                ));
+                Ok(Err(why)) => last = Some(why),
+                // An attempt cut short by the deadline says less than the one before it.
+                Err(_) if limit < FETCH_TIMEOUT && last.is_some() => {}
+                Err(_) => {
+                    last = Some(format!(
+                        "{}: no answer within {}",
+                        self.url(),
+                        crate::config::format_duration(limit)
+                    ))
+                }
             }
             if attempts == 1 {
-                tracing::info!("jwt_auth: waiting for the token issuer: {why}");
+                if let Some(why) = &last {
+                    tracing::info!("jwt_auth: waiting for the token issuer: {why}");
+                }
             }
-            tokio::time::sleep(wait.min(deadline - now)).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(wait.min(left)).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
         let me = self.clone();

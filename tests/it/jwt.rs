@@ -490,7 +490,11 @@ fn an_issuer_that_never_answers_is_exit_1_naming_the_url() {
         out.contains(&url) && out.contains("jwt_auth_timeout=2s"),
         "{out}"
     );
-    assert!(out.contains("last error"), "{out}");
+    // The last error is the real one, not an attempt cut short by the deadline.
+    assert!(
+        out.contains("last error: ") && out.contains("Connection refused"),
+        "{out}"
+    );
     assert!(!out.contains("Listening on port"), "{out}");
 }
 
