@@ -147,6 +147,7 @@ struct FunctionClaim {
 
 impl Jwt {
     pub fn new(settings: JwtSettings) -> Jwt {
+        verify::install();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
@@ -527,6 +528,129 @@ fn client_error(e: &hyper_util::client::legacy::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// Signature verification for jsonwebtoken, on RustCrypto, and nothing else.
+///
+/// jsonwebtoken's bundled RustCrypto provider links every signer too (RSA private-key
+/// operations, ECDSA and Ed25519 signing, HMAC), about half a megabyte of the static
+/// binary that a watchdog never calls. This provider verifies the asymmetric algorithms
+/// with the same crates and refuses everything else; it is installed as the process
+/// default before the first token is checked.
+mod verify {
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{Error, ErrorKind};
+    use jsonwebtoken::signature::{self, Verifier};
+    use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
+    use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
+    use rsa::{BoxedUint, Pkcs1v15Sign, Pss};
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: no_signer,
+        verifier_factory: verifier,
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    /// Makes this the provider jsonwebtoken uses; later calls are no-ops.
+    pub fn install() {
+        let _ = PROVIDER.install_default();
+    }
+
+    fn no_signer(_: &Algorithm, _: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
+        Err(ErrorKind::InvalidAlgorithm.into())
+    }
+
+    enum Key {
+        Rsa(rsa::PublicKey),
+        P256(p256::ecdsa::VerifyingKey),
+        P384(p384::ecdsa::VerifyingKey),
+        Ed25519(ed25519_dalek::VerifyingKey),
+    }
+
+    struct Checker {
+        alg: Algorithm,
+        key: Key,
+    }
+
+    fn bad_key() -> Error {
+        ErrorKind::InvalidKeyFormat.into()
+    }
+
+    fn raw(key: &DecodingKey) -> Result<&[u8], Error> {
+        match key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => Ok(bytes),
+            DecodingKeyKind::RsaModulusExponent { .. } => Err(bad_key()),
+        }
+    }
+
+    fn verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
+        use Algorithm::*;
+        let key = match alg {
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => match key.kind() {
+                DecodingKeyKind::RsaModulusExponent { n, e } => Key::Rsa(
+                    rsa::PublicKey::new(
+                        BoxedUint::from_be_slice_vartime(n),
+                        BoxedUint::from_be_slice_vartime(e),
+                    )
+                    .map_err(|_| bad_key())?,
+                ),
+                DecodingKeyKind::SecretOrDer(_) => return Err(bad_key()),
+            },
+            ES256 => Key::P256(
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(raw(key)?).map_err(|_| bad_key())?,
+            ),
+            ES384 => Key::P384(
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(raw(key)?).map_err(|_| bad_key())?,
+            ),
+            EdDSA => {
+                let bytes: &[u8; 32] = raw(key)?.try_into().map_err(|_| bad_key())?;
+                Key::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| bad_key())?)
+            }
+            _ => return Err(ErrorKind::InvalidAlgorithm.into()),
+        };
+        Ok(Box::new(Checker { alg: *alg, key }))
+    }
+
+    impl Verifier<Vec<u8>> for Checker {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+            use Algorithm::*;
+            let fail = |_| signature::Error::new();
+            match (&self.key, self.alg) {
+                (Key::Rsa(k), RS256) => {
+                    k.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), sig)
+                }
+                (Key::Rsa(k), RS384) => {
+                    k.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(msg), sig)
+                }
+                (Key::Rsa(k), RS512) => {
+                    k.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(msg), sig)
+                }
+                (Key::Rsa(k), PS256) => k.verify(Pss::<Sha256>::new(), &Sha256::digest(msg), sig),
+                (Key::Rsa(k), PS384) => k.verify(Pss::<Sha384>::new(), &Sha384::digest(msg), sig),
+                (Key::Rsa(k), PS512) => k.verify(Pss::<Sha512>::new(), &Sha512::digest(msg), sig),
+                (Key::P256(k), ES256) => {
+                    let sig = p256::ecdsa::Signature::from_slice(sig).map_err(fail)?;
+                    return k.verify(msg, &sig);
+                }
+                (Key::P384(k), ES384) => {
+                    let sig = p384::ecdsa::Signature::from_slice(sig).map_err(fail)?;
+                    return k.verify(msg, &sig);
+                }
+                (Key::Ed25519(k), EdDSA) => {
+                    let sig = ed25519_dalek::Signature::from_slice(sig).map_err(fail)?;
+                    return k.verify_strict(msg, &sig).map_err(fail);
+                }
+                _ => return Err(signature::Error::new()),
+            }
+            .map_err(|_| signature::Error::new())
+        }
+    }
+
+    impl JwtVerifier for Checker {
+        fn algorithm(&self) -> Algorithm {
+            self.alg
+        }
+    }
 }
 
 #[cfg(test)]

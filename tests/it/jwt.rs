@@ -209,8 +209,12 @@ fn gateway_tokens_pass_with_rsa_ec_and_ed25519_keys() {
     for spec in [
         json!({ "kid": "rsa1" }),
         json!({ "kid": "rsa1", "alg": "RS512" }),
+        json!({ "kid": "rsa1", "alg": "RS384" }),
         json!({ "kid": "rsa1", "alg": "PS256" }),
+        json!({ "kid": "rsa1", "alg": "PS384" }),
+        json!({ "kid": "rsa1", "alg": "PS512" }),
         json!({ "kid": "ec1" }),
+        json!({ "kid": "ec384" }),
         json!({ "kid": "ed1" }),
     ] {
         let token = issuer.token(spec.clone());
@@ -288,6 +292,14 @@ fn every_bad_token_gets_the_peers_401_and_the_handler_never_runs() {
         (
             "ES256 token naming the RSA key",
             json!({ "kid": "rsa1", "signer": "ec1" }),
+        ),
+        (
+            "ES384 token naming the P-256 key",
+            json!({ "kid": "ec1", "signer": "ec384" }),
+        ),
+        (
+            "RS256 token naming the Ed25519 key",
+            json!({ "kid": "ed1", "signer": "rsa1" }),
         ),
     ];
     for (case, spec) in &tokens {

@@ -15,11 +15,12 @@ ISS = "http://127.0.0.1:%d" % port
 keys = {
     "rsa1": ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
     "ec1": ("ES256", ec.generate_private_key(ec.SECP256R1())),
+    "ec384": ("ES384", ec.generate_private_key(ec.SECP384R1())),
     "ed1": ("EdDSA", ed25519.Ed25519PrivateKey.generate()),
     "rsa2": ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
     "ghost": ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
 }
-published = ["rsa1", "ec1", "ed1"]
+published = ["rsa1", "ec1", "ec384", "ed1"]
 fetches = {"jwks": 0, "config": 0}
 lock = threading.Lock()
 
@@ -29,7 +30,7 @@ def jwk(kid):
     pub = priv.public_key()
     if alg == "EdDSA":
         d = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(pub))
-    elif alg == "ES256":
+    elif alg in ("ES256", "ES384"):
         d = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(pub))
     else:
         d = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(pub))
