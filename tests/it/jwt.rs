@@ -397,6 +397,38 @@ fn permissions_and_function_audience_decide_403_or_200() {
 }
 
 #[test]
+fn a_token_that_worked_is_refused_once_it_expires() {
+    if !have_pyjwt("a_token_that_worked_is_refused_once_it_expires") {
+        return;
+    }
+    let issuer = Issuer::start();
+    let handler = Handler::new();
+    let w = protected(&issuer, &handler).start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = bearer(&issuer.token(json!({ "kid": "ec1", "claims": { "exp": now + 2 } })));
+    for _ in 0..3 {
+        assert_eq!(call(w.port, Some(&token)).status, 200);
+    }
+    // exp, plus the 1 s leeway, plus a second for the clock's granularity.
+    std::thread::sleep(
+        Duration::from_secs(now + 2 + 2).saturating_sub(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock"),
+        ) + Duration::from_millis(200),
+    );
+    assert_401(
+        &call(w.port, Some(&token)),
+        "failed to verify JWT token",
+        "expired after use",
+    );
+    assert_eq!(handler.runs(), 3);
+}
+
+#[test]
 fn a_key_added_later_works_and_unknown_kids_refetch_at_most_every_10s() {
     if !have_pyjwt("a_key_added_later_works_and_unknown_kids_refetch_at_most_every_10s") {
         return;
