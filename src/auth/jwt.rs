@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::body::Body;
 use crate::config::JwtSettings;
 
 /// The algorithms a function token may use: asymmetric only, so a public key can never
@@ -97,7 +98,8 @@ struct Algorithmic {
 
 struct Inner {
     settings: JwtSettings,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    /// The same client type as the http mode's, so the binary carries one copy of it.
+    client: Client<HttpConnector, Body>,
     keys: RwLock<Option<Arc<KeySet>>>,
     /// When the last fetch triggered by an unknown key id (or the periodic refresh)
     /// started; held across the fetch so concurrent requests share it.
@@ -151,6 +153,8 @@ impl Jwt {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
             .build(HttpConnector::new());
         Jwt {
             inner: Arc::new(Inner {
@@ -334,7 +338,7 @@ impl Jwt {
         let req = Request::get(url.clone())
             .header(http::header::USER_AGENT, "fwatchdog")
             .header(http::header::ACCEPT, "application/json")
-            .body(Empty::new())
+            .body(crate::body::empty())
             .map_err(|e| format!("{url}: {e}"))?;
         let fetch = async {
             let resp = self
