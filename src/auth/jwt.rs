@@ -393,7 +393,10 @@ impl Jwt {
             Ok(d) => d.claims,
             Err(e) => {
                 if self.inner.settings.debug {
-                    tracing::info!("jwt_auth: token rejected: {e} (key id {kid})");
+                    tracing::info!(
+                        "jwt_auth: token rejected: {} (key id {kid})",
+                        reason(e.kind())
+                    );
                 }
                 return Err(Denied::Invalid);
             }
@@ -429,6 +432,18 @@ impl Jwt {
         self.refresh().await;
         drop(last);
         self.current().filter(|s| find(s, kid))
+    }
+}
+
+/// Why the library refused a token, without any of the token's content (a JSON error
+/// would quote the claim it choked on).
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match kind {
+        Json(_) | InvalidClaimFormat(_) => "malformed claims".into(),
+        Base64(_) | Utf8(_) => "malformed encoding".into(),
+        MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+        other => format!("{other:?}"),
     }
 }
 

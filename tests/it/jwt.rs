@@ -397,6 +397,40 @@ fn permissions_and_function_audience_decide_403_or_200() {
 }
 
 #[test]
+fn debug_logs_reasons_and_key_ids_but_nothing_of_a_token() {
+    if !have_pyjwt("debug_logs_reasons_and_key_ids_but_nothing_of_a_token") {
+        return;
+    }
+    let issuer = Issuer::start();
+    let handler = Handler::new();
+    let w = protected(&issuer, &handler)
+        .env("jwt_auth_debug", "true")
+        .start();
+    let expired = issuer.token(json!({ "claims": { "exp": 1000 } }));
+    let odd = issuer.token(json!({ "claims": { "function": "marker-in-a-claim" } }));
+    let good = issuer.token(json!({ "kid": "ed1" }));
+    assert_eq!(call(w.port, Some(&bearer(&expired))).status, 401);
+    assert_eq!(call(w.port, Some(&bearer(&odd))).status, 401);
+    assert_eq!(call(w.port, Some(&bearer(&good))).status, 200);
+    let log = w.log();
+    assert!(
+        log.contains("token rejected: ExpiredSignature (key id rsa1)"),
+        "{log}"
+    );
+    assert!(log.contains("token rejected: malformed claims"), "{log}");
+    assert!(log.contains("key id ed1"), "{log}");
+    for secret in [&expired, &odd, &good] {
+        assert!(!log.contains(secret.as_str()), "a token was logged:\n{log}");
+        let signature = secret.rsplit('.').next().expect("signature");
+        assert!(!log.contains(signature), "a signature was logged:\n{log}");
+    }
+    assert!(
+        !log.contains("marker-in-a-claim"),
+        "a claim was logged:\n{log}"
+    );
+}
+
+#[test]
 fn a_token_that_worked_is_refused_once_it_expires() {
     if !have_pyjwt("a_token_that_worked_is_refused_once_it_expires") {
         return;
