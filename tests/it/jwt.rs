@@ -116,6 +116,17 @@ impl Issuer {
         assert_eq!(r.status, 200);
     }
 
+    fn unpublish(&self, kid: &str) {
+        let r = request(
+            self.port,
+            "POST",
+            "/_unpublish",
+            &[],
+            json!({ "kid": kid }).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    }
+
     fn jwks_fetches(&self) -> u64 {
         let r = request(self.port, "GET", "/_count", &[], b"");
         crate::util::json(&r)["jwks"].as_u64().expect("count")
@@ -428,6 +439,30 @@ fn debug_logs_reasons_and_key_ids_but_nothing_of_a_token() {
         !log.contains("marker-in-a-claim"),
         "a claim was logged:\n{log}"
     );
+}
+
+#[test]
+fn a_key_removed_from_the_set_stops_working_at_the_next_fetch() {
+    if !have_pyjwt("a_key_removed_from_the_set_stops_working_at_the_next_fetch") {
+        return;
+    }
+    let issuer = Issuer::start();
+    let handler = Handler::new();
+    let w = protected(&issuer, &handler).start();
+    let token = bearer(&issuer.token(json!({ "kid": "ec1" })));
+    assert_eq!(call(w.port, Some(&token)).status, 200);
+    assert_eq!(call(w.port, Some(&token)).status, 200);
+    issuer.unpublish("ec1");
+    // An unknown key id makes the refetch that learns of the removal.
+    let ghost = bearer(&issuer.token(json!({ "kid": "ghost" })));
+    assert_eq!(call(w.port, Some(&ghost)).status, 401);
+    assert_eq!(issuer.jwks_fetches(), 2);
+    assert_401(
+        &call(w.port, Some(&token)),
+        "failed to verify JWT token",
+        "key removed",
+    );
+    assert_eq!(handler.runs(), 2);
 }
 
 #[test]

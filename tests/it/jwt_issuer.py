@@ -111,6 +111,10 @@ class H(BaseHTTPRequestHandler):
             with lock:
                 published.append(req["kid"])
             self.reply(200, "{}")
+        elif self.path == "/_unpublish":
+            with lock:
+                published.remove(req["kid"])
+            self.reply(200, "{}")
         else:
             self.reply(404, "{}")
 
