@@ -13,7 +13,8 @@
 //! flood of made-up key ids cannot turn into a flood of fetches. A failed refresh keeps
 //! the last good keys. Nothing of a token is ever logged.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::body::Body;
 use crate::config::JwtSettings;
@@ -53,6 +55,8 @@ const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
 const REFRESH: Duration = Duration::from_secs(600);
 /// Seconds of clock skew allowed on `exp` and `nbf`, as the peers allow.
 const LEEWAY: u64 = 1;
+/// Verified tokens remembered per key set (see [`KeySet::verified`]).
+const VERIFIED_MAX: usize = 1024;
 
 /// Why a request was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,12 @@ struct KeySet {
     rsa: Validation,
     ec: Validation,
     ed: Validation,
+    /// Tokens this set has verified, by SHA-256 of the token, with their `exp` and
+    /// whether they grant this function: a client sends the same token until it expires,
+    /// and a signature check costs more than the rest of a proxied request. Bounded;
+    /// an entry ends at its token's `exp`; a refetched set starts empty, so a removed or
+    /// replaced key stops counting at once.
+    verified: Mutex<HashMap<[u8; 32], (u64, bool)>>,
 }
 
 impl KeySet {
@@ -137,6 +147,8 @@ struct Claims {
     iss: Option<String>,
     #[serde(default)]
     aud: Option<serde_json::Value>,
+    #[serde(default)]
+    exp: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -330,6 +342,7 @@ impl Jwt {
             ed: validation(AlgorithmFamily::Ed),
             issuer: config.issuer,
             keys,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -369,6 +382,23 @@ impl Jwt {
             return Err(Denied::NotReady);
         };
         let token = bearer(headers)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        let seen = set
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            .copied();
+        if let Some((exp, granted)) = seen {
+            if now <= exp.saturating_add(LEEWAY) {
+                return if granted {
+                    Ok(())
+                } else {
+                    Err(Denied::Forbidden)
+                };
+            }
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denied::Invalid)?;
         let kid = header.kid.as_deref().ok_or(Denied::Invalid)?;
         let set = match find(&set, kid) {
@@ -411,7 +441,18 @@ impl Jwt {
                     .unwrap_or_else(|| "-".into())
             );
         }
-        if granted(&claims.function, self.function()) {
+        let granted = granted(&claims.function, self.function());
+        if let Some(exp) = claims.exp.filter(|e| e.is_finite() && *e >= 0.0) {
+            let mut verified = set.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= VERIFIED_MAX {
+                verified.retain(|_, (e, _)| now <= e.saturating_add(LEEWAY));
+                if verified.len() >= VERIFIED_MAX {
+                    verified.clear();
+                }
+            }
+            verified.insert(digest, (exp as u64, granted));
+        }
+        if granted {
             Ok(())
         } else {
             Err(Denied::Forbidden)
