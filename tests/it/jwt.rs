@@ -423,6 +423,12 @@ fn debug_logs_reasons_and_key_ids_but_nothing_of_a_token() {
     assert_eq!(call(w.port, Some(&bearer(&expired))).status, 401);
     assert_eq!(call(w.port, Some(&bearer(&odd))).status, 401);
     assert_eq!(call(w.port, Some(&bearer(&good))).status, 200);
+    // Log lines are written by a background writer; wait for the last one expected.
+    assert!(
+        w.wait_log("key id ed1", Duration::from_secs(5)),
+        "{}",
+        w.log()
+    );
     let log = w.log();
     assert!(
         log.contains("token rejected: ExpiredSignature (key id rsa1)"),
