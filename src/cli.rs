@@ -113,6 +113,16 @@ pub const SETTINGS: &[Setting] = &[
         "also pass the API key header on to the handler"),
     setting!("secret_reload_interval", "secret-reload-interval", ["secret_reload_interval"], "2s", Value,
         "how often secret files are re-read for rotation; 0 = never, else at least 1ms"),
+    setting!("jwt_auth", "jwt-auth", ["jwt_auth"], "false", Bool,
+        "OpenFaaS IAM: every function request needs a function token (Authorization: Bearer) from the gateway"),
+    setting!("jwt_auth_local", "jwt-auth-local", ["jwt_auth_local"], "false", Bool,
+        "the token issuer is a gateway at http://127.0.0.1:8000 (port-forwarded)"),
+    setting!("jwt_auth_debug", "jwt-auth-debug", ["jwt_auth_debug"], "false", Bool,
+        "log key ids and each token's issuer and audience (never a token)"),
+    setting!("jwt_auth_url", "jwt-auth-url", ["jwt_auth_url"], "—", Value,
+        "the issuer's OpenID configuration URL (http://); overrides jwt_auth_local and the in-cluster gateway"),
+    setting!("jwt_auth_timeout", "jwt-auth-timeout", ["jwt_auth_timeout"], "30s", Value,
+        "how long startup waits for the token issuer's keys before exit 1; > 0"),
     setting!("fastcgi_address", "fastcgi-address", ["fastcgi_address"], "— (spawn workers)", Value,
         "fastcgi mode: host:port or /path.sock of an external FastCGI server (e.g. php-fpm) instead of spawning fprocess"),
     setting!("pool_size", "pool-size", ["pool_size"], "number of CPUs", Value,
@@ -121,6 +131,29 @@ pub const SETTINGS: &[Setting] = &[
         "fastcgi mode: workers get PHP_FCGI_MAX_REQUESTS=N (up to 2147483647) and exit after N requests, then are replaced; 0 = never"),
     setting!("script_filename", "script-filename", ["script_filename", "SCRIPT_FILENAME"], "—", Value,
         "fastcgi mode: the SCRIPT_FILENAME param (the script php-cgi or php-fpm runs)"),
+];
+
+/// Environment variables that are not settings but that a setting needs: the function's
+/// name and namespace, which OpenFaaS gives every function (`jwt_auth` checks tokens
+/// against them).
+pub const CONTEXT_ENV: &[&str] = &["OPENFAAS_NAME", "OPENFAAS_NAMESPACE"];
+
+/// Settings the OpenFaaS watchdogs read (or document) that fwatchdog does not honour,
+/// with what to do instead. None of them would weaken protection when ignored; each is
+/// warned about at startup when set, never silently dropped.
+pub const IGNORED_ENV: &[(&str, &str)] = &[
+    (
+        "debug_headers",
+        "the classic watchdog's header dump is not implemented (it would log Authorization and API key headers); use log_format=json and the request log",
+    ),
+    (
+        "read_debug",
+        "request bodies are never logged; write_debug logs handler stdout",
+    ),
+    (
+        "shutdown_timeout",
+        "never part of a watchdog release; the drain is healthcheck_interval, then up to write_timeout",
+    ),
 ];
 
 /// Where a raw value came from, so an error can name it the way the user wrote it.
@@ -150,6 +183,10 @@ pub struct RawValue {
 #[derive(Debug, Default)]
 pub struct Raw {
     values: Vec<(&'static str, RawValue)>,
+    /// Set, non-empty [`CONTEXT_ENV`] variables.
+    context: Vec<(&'static str, String)>,
+    /// Set, non-empty [`IGNORED_ENV`] variables, with the advice for each.
+    ignored: Vec<(&'static str, &'static str)>,
 }
 
 impl Raw {
@@ -160,6 +197,19 @@ impl Raw {
     /// Every setting given, by id.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &RawValue)> {
         self.values.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// A [`CONTEXT_ENV`] variable, when set and non-empty.
+    pub fn context(&self, name: &str) -> Option<&str> {
+        self.context
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The peers' settings that were set but are not honoured, with advice.
+    pub fn ignored(&self) -> &[(&'static str, &'static str)] {
+        &self.ignored
     }
 }
 
@@ -349,6 +399,16 @@ where
         };
         if let Some(v) = value {
             raw.values.push((s.id, v));
+        }
+    }
+    for name in CONTEXT_ENV {
+        if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+            raw.context.push((name, v));
+        }
+    }
+    for (name, advice) in IGNORED_ENV {
+        if env(name).is_some_and(|v| !v.is_empty()) {
+            raw.ignored.push((name, advice));
         }
     }
     if matches.get_flag("run_healthcheck") {

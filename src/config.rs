@@ -145,9 +145,30 @@ pub struct Config {
     /// Where the API-key secrets are looked up, in order.
     pub secrets_dirs: Vec<PathBuf>,
     pub secret_reload_interval: Option<Duration>,
+    /// OpenFaaS IAM function tokens, when `jwt_auth` is on.
+    pub jwt: Option<JwtSettings>,
+    /// Settings that were given but have no effect; logged at startup.
+    pub warnings: Vec<String>,
     /// fastcgi mode: the workers and how to reach them.
     pub fastcgi: FastCgiConfig,
 }
+
+/// Where the token issuer is and which function we are (`jwt_auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// The issuer's OpenID configuration, an http:// URL.
+    pub url: String,
+    /// How long startup waits for the keys.
+    pub timeout: Duration,
+    /// Log key ids and token issuer/audience.
+    pub debug: bool,
+    /// `<namespace>:<name>`, what a token's permissions must grant.
+    pub function: String,
+}
+
+/// Where OpenFaaS on Kubernetes puts the function's namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Where an external FastCGI server listens (`fastcgi_address`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,6 +419,13 @@ impl Config {
             None => None,
         };
 
+        let mut warnings: Vec<String> = raw
+            .ignored()
+            .iter()
+            .map(|(name, advice)| format!("{name} is set but not read by fwatchdog: {advice}"))
+            .collect();
+        let jwt = jwt_settings(&s, raw, &mut warnings)?;
+
         Ok(Config {
             mode,
             fprocess,
@@ -434,6 +462,8 @@ impl Config {
             api_keys,
             secrets_dirs,
             secret_reload_interval,
+            jwt,
+            warnings,
             fastcgi,
         })
     }
@@ -538,7 +568,91 @@ impl Config {
                     .map_or_else(|| "0 (never)".to_owned(), format_duration),
             ));
         }
+        if let Some(jwt) = &self.jwt {
+            out.push_str(&format!(
+                " jwt_auth=true jwt_auth_url={} jwt_auth_timeout={} function={}",
+                jwt.url,
+                format_duration(jwt.timeout),
+                jwt.function
+            ));
+        }
         out
+    }
+}
+
+/// `jwt_auth` and its companions. With `jwt_auth` on, the function's name must be known
+/// (exit 2 otherwise: a token check that cannot tell which function it guards cannot
+/// grant anything). Without it, its companions are warned about, not silently dropped.
+fn jwt_settings(
+    s: &Settings<'_>,
+    raw: &Raw,
+    warnings: &mut Vec<String>,
+) -> Result<Option<JwtSettings>, ConfigError> {
+    let on = s.parse("jwt_auth", false, parse_bool)?;
+    let local = s.parse("jwt_auth_local", false, parse_bool)?;
+    let debug = s.parse("jwt_auth_debug", false, parse_bool)?;
+    let timeout = s.parse("jwt_auth_timeout", Duration::from_secs(30), parse_positive)?;
+    let url = match s.get("jwt_auth_url") {
+        Some((v, src)) => Some(parse_jwt_url(v.trim()).map_err(|e| invalid(src, v, &e))?),
+        None => None,
+    };
+    if !on {
+        for id in [
+            "jwt_auth_local",
+            "jwt_auth_debug",
+            "jwt_auth_url",
+            "jwt_auth_timeout",
+        ] {
+            if let Some((_, src)) = s.get(id) {
+                warnings.push(format!("{src} has no effect without jwt_auth=true"));
+            }
+        }
+        return Ok(None);
+    }
+    let url = url.unwrap_or_else(|| {
+        if local {
+            "http://127.0.0.1:8000/.well-known/openid-configuration".to_owned()
+        } else {
+            "http://gateway.openfaas:8080/.well-known/openid-configuration".to_owned()
+        }
+    });
+    let Some(name) = raw.context("OPENFAAS_NAME") else {
+        return Err(ConfigError(
+            "jwt_auth=true needs the function's name in OPENFAAS_NAME (OpenFaaS sets it; set it yourself elsewhere)".into(),
+        ));
+    };
+    let namespace = match raw.context("OPENFAAS_NAMESPACE") {
+        Some(ns) => ns.to_owned(),
+        None => match std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE) {
+            Ok(ns) if !ns.trim().is_empty() => ns.trim().to_owned(),
+            Ok(_) => {
+                return Err(ConfigError(format!(
+                    "jwt_auth=true needs the function's namespace: OPENFAAS_NAMESPACE is not set and {SERVICE_ACCOUNT_NAMESPACE} is empty"
+                )))
+            }
+            Err(e) => {
+                return Err(ConfigError(format!(
+                    "jwt_auth=true needs the function's namespace: OPENFAAS_NAMESPACE is not set and {SERVICE_ACCOUNT_NAMESPACE} cannot be read: {e}"
+                )))
+            }
+        },
+    };
+    Ok(Some(JwtSettings {
+        url,
+        timeout,
+        debug,
+        function: format!("{namespace}:{name}"),
+    }))
+}
+
+fn parse_jwt_url(v: &str) -> Result<String, String> {
+    let uri: http::Uri = v.parse().map_err(|_| "not a URL".to_owned())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(v.to_owned()),
+        (Some("https"), _) => Err(
+            "https is not supported: fwatchdog fetches the issuer's keys over plain http inside the cluster".into(),
+        ),
+        _ => Err("expected an http:// URL, e.g. http://gateway.openfaas:8080/.well-known/openid-configuration".into()),
     }
 }
 

@@ -434,6 +434,9 @@ pub async fn run(cfg: Config) -> Exit {
 
     tracing::info!("fwatchdog version: {}", env!("CARGO_PKG_VERSION"));
     tracing::info!("Config: {}", cfg.summary());
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if let Some(keys) = &cfg.api_keys {
         for (name, path) in keys.sources() {
             tracing::info!("API key secret {name}: loaded from {}", path.display());
@@ -535,6 +538,20 @@ pub async fn run(cfg: Config) -> Exit {
     let accept = tokio::spawn(accept_loop(listener, main_port, serve, async move {
         until_set(&mut stop_rx).await
     }));
+
+    // jwt_auth: health and function requests answer 503 until the issuer's keys are in.
+    if let Some(jwt) = shared.auth.jwt() {
+        tokio::select! {
+            r = jwt.start() => if let Err(e) = r {
+                tracing::error!("{e}");
+                return Exit::Runtime;
+            },
+            sig = stop_signals.recv() => {
+                tracing::info!("Received {sig} before the token issuer's keys were fetched: exiting");
+                return Exit::Clean;
+            }
+        }
+    }
 
     // The backend (http upstream, FastCGI workers or server) is ready before the lock
     // file is written; health answers 503 meanwhile.

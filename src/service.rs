@@ -100,6 +100,8 @@ pub struct Shared {
     pub state: State,
     pub runner: Runner,
     ready: ReadyRun,
+    /// The checks every function request passes.
+    pub auth: crate::auth::Chain,
 }
 
 impl Shared {
@@ -117,7 +119,9 @@ impl Shared {
     ) -> Arc<Shared> {
         let queue = (cfg.max_inflight > 0 && cfg.max_queue > 0)
             .then(|| crate::queue::Queue::new(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout));
+        let auth = crate::auth::Chain::new(&cfg);
         Arc::new(Shared {
+            auth,
             cfg,
             metrics,
             state: State {
@@ -137,6 +141,7 @@ impl Shared {
         self.state.accepting.load(Ordering::Acquire)
             && !self.state.starting.load(Ordering::Acquire)
             && *self.state.backend_ready.borrow()
+            && self.auth.ready()
             && (self.cfg.suppress_lock || self.cfg.lock_path.exists())
     }
 
@@ -225,26 +230,11 @@ impl Shared {
         remote: Option<SocketAddr>,
         done: &mut Done,
     ) -> Result<Request<Body>, Response<Body>> {
-        if let Some(keys) = &self.cfg.api_keys {
-            if !keys.check(req.headers()) {
+        if let Err(refusal) = self.auth.check(req.headers_mut()).await {
+            if refusal.is_failure() {
                 self.metrics.auth_failures.inc();
-                let mut resp = body::text(StatusCode::UNAUTHORIZED, "Access denied!\n");
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain"),
-                );
-                let challenge = format!(
-                    "ApiKey header=\"{}\"",
-                    crate::header::canonical(keys.header().as_str())
-                );
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
-                    resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
-                }
-                return Err(resp);
             }
-            if !keys.forward() {
-                req.headers_mut().remove(keys.header());
-            }
+            return Err(self.auth.response(refusal));
         }
         let max = self.cfg.max_inflight;
         if max > 0 {

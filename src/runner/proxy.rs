@@ -610,7 +610,7 @@ fn forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
 fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
     let v = headers.get(&X_TIMEOUT)?.to_str().ok()?;
     let t = parse_duration(v.trim()).ok()?;
-    (!t.is_zero() && exec.map_or(true, |e| t <= e)).then_some(t)
+    (!t.is_zero() && exec.is_none_or(|e| t <= e)).then_some(t)
 }
 
 #[cfg(test)]

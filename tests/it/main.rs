@@ -16,6 +16,7 @@ mod files;
 mod handler;
 mod hostile;
 mod http;
+mod jwt;
 mod lifecycle;
 mod observability;
 mod queue;

@@ -1,0 +1,812 @@
+//! OpenFaaS IAM function tokens (`jwt_auth`).
+//!
+//! With OpenFaaS IAM the gateway issues short-lived tokens that name the functions their
+//! bearer may invoke, and publishes the keys that sign them as an OpenID configuration
+//! and a JWKS. A function request must carry `Authorization: Bearer <token>`; the token
+//! must be signed with an asymmetric algorithm by a key of that set, be issued by and for
+//! the gateway, be within its validity window, and grant `<namespace>:<name>`.
+//!
+//! The keys are fetched in the background over the hyper client the http mode already
+//! uses: at startup (retrying until `jwt_auth_timeout`; function requests get 503 until
+//! then), every ten minutes, and when a token names a key id we have not seen, at most
+//! once every ten seconds, so a key the gateway adds later works without a restart and a
+//! flood of made-up key ids cannot turn into a flood of fetches. A failed refresh keeps
+//! the last good keys. Nothing of a token is ever logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::body::Body;
+use crate::config::JwtSettings;
+
+/// The algorithms a function token may use: asymmetric only, so a public key can never
+/// be used as an HMAC secret, and never `none`.
+const ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Each issuer document (configuration, key set) may be this large.
+const MAX_DOCUMENT: usize = 1 << 20;
+/// One fetch of one document may take this long.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A token naming an unknown key id refetches the set at most this often.
+const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
+/// The set is refetched this often anyway, so removed keys stop working.
+const REFRESH: Duration = Duration::from_secs(600);
+/// Seconds of clock skew allowed on `exp` and `nbf`, as the peers allow.
+const LEEWAY: u64 = 1;
+/// Verified tokens remembered per key set (see [`KeySet::verified`]).
+const VERIFIED_MAX: usize = 1024;
+
+/// Why a request was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No `Authorization: Bearer …` at all.
+    NoBearer,
+    /// A token that does not verify, for whatever reason (never told to the client).
+    Invalid,
+    /// A valid token that does not grant this function.
+    Forbidden,
+    /// The keys have not been fetched yet.
+    NotReady,
+}
+
+/// The issuer's keys as last fetched.
+struct KeySet {
+    issuer: String,
+    keys: Vec<(String, Algorithmic)>,
+    /// One per key family: the library insists that every algorithm a `Validation`
+    /// allows belongs to the key's family.
+    rsa: Validation,
+    ec: Validation,
+    ed: Validation,
+    /// Tokens this set has verified, by SHA-256 of the token, with their `exp` and
+    /// whether they grant this function: a client sends the same token until it expires,
+    /// and a signature check costs more than the rest of a proxied request. Bounded;
+    /// an entry ends at its token's `exp`; a refetched set starts empty, so a removed or
+    /// replaced key stops counting at once.
+    verified: Mutex<HashMap<[u8; 32], (u64, bool)>>,
+}
+
+impl KeySet {
+    fn validation(&self, family: AlgorithmFamily) -> Option<&Validation> {
+        match family {
+            AlgorithmFamily::Rsa => Some(&self.rsa),
+            AlgorithmFamily::Ec => Some(&self.ec),
+            AlgorithmFamily::Ed => Some(&self.ed),
+            _ => None,
+        }
+    }
+}
+
+/// A verification key and what it may verify.
+struct Algorithmic {
+    key: DecodingKey,
+    /// The JWK's own `alg`, when it names one: the token must use exactly that.
+    alg: Option<String>,
+}
+
+struct Inner {
+    settings: JwtSettings,
+    /// The same client type as the http mode's, so the binary carries one copy of it.
+    client: Client<HttpConnector, Body>,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// When the last fetch triggered by an unknown key id (or the periodic refresh)
+    /// started; held across the fetch so concurrent requests share it.
+    gate: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// The token check. Cheap to clone.
+#[derive(Clone)]
+pub struct Jwt {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwt")
+            .field("url", &self.inner.settings.url)
+            .field("function", &self.inner.settings.function)
+            .finish()
+    }
+}
+
+/// The OpenID configuration fields we use.
+#[derive(Deserialize)]
+struct OpenIdConfiguration {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// The claims we read beyond the registered ones the library checks.
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    function: FunctionClaim,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+    #[serde(default)]
+    exp: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionClaim {
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
+    audience: Vec<String>,
+}
+
+impl Jwt {
+    pub fn new(settings: JwtSettings) -> Jwt {
+        verify::install();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(HttpConnector::new());
+        Jwt {
+            inner: Arc::new(Inner {
+                settings,
+                client,
+                keys: RwLock::new(None),
+                gate: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The OpenID configuration URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.inner.settings.url
+    }
+
+    /// `<namespace>:<name>`.
+    pub fn function(&self) -> &str {
+        &self.inner.settings.function
+    }
+
+    /// True once a key set has been fetched.
+    pub fn ready(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn current(&self) -> Option<Arc<KeySet>> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Fetches the keys, retrying with backoff until `jwt_auth_timeout`; then keeps them
+    /// fresh in the background. The error names the URL and the last failure.
+    pub async fn start(&self) -> Result<(), String> {
+        let deadline = Instant::now() + self.inner.settings.timeout;
+        let mut wait = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        let mut last: Option<String> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "jwt_auth: no keys from the token issuer at {} within jwt_auth_timeout={} ({attempts} attempts); last error: {}",
+                    self.url(),
+                    crate::config::format_duration(self.inner.settings.timeout),
+                    last.as_deref().unwrap_or("none finished")
+                ));
+            }
+            attempts += 1;
+            let limit = left.min(FETCH_TIMEOUT);
+            match tokio::time::timeout(limit, self.fetch()).await {
+                Ok(Ok(set)) => {
+                    self.store(set);
+                    break;
+                }
+                Ok(Err(why)) => last = Some(why),
+                // An attempt cut short by the deadline says less than the one before it.
+                Err(_) if limit < FETCH_TIMEOUT && last.is_some() => {}
+                Err(_) => {
+                    last = Some(format!(
+                        "{}: no answer within {}",
+                        self.url(),
+                        crate::config::format_duration(limit)
+                    ))
+                }
+            }
+            if attempts == 1 {
+                if let Some(why) = &last {
+                    tracing::info!("jwt_auth: waiting for the token issuer: {why}");
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(wait.min(left)).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH).await;
+                let mut last = me.inner.gate.lock().await;
+                *last = Some(Instant::now());
+                me.refresh().await;
+            }
+        });
+        Ok(())
+    }
+
+    /// One refetch; a failure keeps the last good keys.
+    async fn refresh(&self) {
+        match tokio::time::timeout(FETCH_TIMEOUT * 2, self.fetch()).await {
+            Ok(Ok(set)) => self.store(set),
+            Ok(Err(why)) => tracing::warn!(
+                "jwt_auth: refreshing the keys from {} failed: {why}; keeping the last good keys",
+                self.url()
+            ),
+            Err(_) => tracing::warn!(
+                "jwt_auth: refreshing the keys from {} timed out; keeping the last good keys",
+                self.url()
+            ),
+        }
+    }
+
+    fn store(&self, set: KeySet) {
+        let ids: Vec<&str> = set.keys.iter().map(|(k, _)| k.as_str()).collect();
+        let previous = self.current();
+        let changed = previous.as_ref().is_none_or(|p| {
+            p.issuer != set.issuer
+                || p.keys
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .ne(ids.iter().copied())
+        });
+        if changed {
+            tracing::info!(
+                "jwt_auth: {} key(s) from issuer {} for function {} (key ids: {})",
+                ids.len(),
+                set.issuer,
+                self.function(),
+                ids.join(", ")
+            );
+        }
+        *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
+    }
+
+    async fn fetch(&self) -> Result<KeySet, String> {
+        let url: Uri = self
+            .inner
+            .settings
+            .url
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let body = self.get(&url).await?;
+        let config: OpenIdConfiguration = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url}: not an OpenID configuration: {e}"))?;
+        let jwks_uri: Uri = config
+            .jwks_uri
+            .parse()
+            .map_err(|_| format!("{url}: jwks_uri {:?} is not a URL", config.jwks_uri))?;
+        if jwks_uri.scheme_str() != Some("http") {
+            return Err(format!(
+                "{url}: jwks_uri {jwks_uri} is not an http:// URL (keys are fetched over plain http inside the cluster)"
+            ));
+        }
+        if self.inner.settings.debug {
+            tracing::info!("jwt_auth: issuer {} jwks_uri {jwks_uri}", config.issuer);
+        }
+        let body = self.get(&jwks_uri).await?;
+        let keys = parse_jwks(&body).map_err(|e| format!("{jwks_uri}: {e}"))?;
+        if keys.is_empty() {
+            return Err(format!("{jwks_uri}: no usable signing key"));
+        }
+        let validation = |family: AlgorithmFamily| {
+            let mut v = Validation::new(Algorithm::RS256);
+            v.algorithms = ALGORITHMS
+                .iter()
+                .copied()
+                .filter(|a| a.family() == family)
+                .collect();
+            v.leeway = LEEWAY;
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.set_issuer(&[&config.issuer]);
+            v.set_audience(&[&config.issuer]);
+            v.set_required_spec_claims(&["exp", "iss", "aud"]);
+            v
+        };
+        Ok(KeySet {
+            rsa: validation(AlgorithmFamily::Rsa),
+            ec: validation(AlgorithmFamily::Ec),
+            ed: validation(AlgorithmFamily::Ed),
+            issuer: config.issuer,
+            keys,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// GET one document: 200, at most `MAX_DOCUMENT` bytes, within `FETCH_TIMEOUT`.
+    async fn get(&self, url: &Uri) -> Result<Bytes, String> {
+        let req = Request::get(url.clone())
+            .header(http::header::USER_AGENT, "fwatchdog")
+            .header(http::header::ACCEPT, "application/json")
+            .body(crate::body::empty())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let fetch = async {
+            let resp = self
+                .inner
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("{url}: {}", client_error(&e)))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_DOCUMENT)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: reading the body: {e}"))?
+                .to_bytes();
+            if status != StatusCode::OK {
+                return Err(format!("{url}: status {status}"));
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, fetch)
+            .await
+            .map_err(|_| format!("{url}: no answer within 10s"))?
+    }
+
+    /// Checks a function request's token. `Ok` means the request may go on.
+    pub async fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        let Some(set) = self.current() else {
+            return Err(Denied::NotReady);
+        };
+        let token = bearer(headers)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        let seen = set
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            .copied();
+        if let Some((exp, granted)) = seen {
+            if now <= exp.saturating_add(LEEWAY) {
+                return if granted {
+                    Ok(())
+                } else {
+                    Err(Denied::Forbidden)
+                };
+            }
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Denied::Invalid)?;
+        let kid = header.kid.as_deref().ok_or(Denied::Invalid)?;
+        let set = match find(&set, kid) {
+            true => set,
+            false => self.refetch_for(kid).await.ok_or(Denied::Invalid)?,
+        };
+        let Some((_, key)) = set.keys.iter().find(|(id, _)| id == kid) else {
+            return Err(Denied::Invalid);
+        };
+        if !ALGORITHMS.contains(&header.alg)
+            || key.key.family() != header.alg.family()
+            || key
+                .alg
+                .as_deref()
+                .is_some_and(|a| a != format!("{:?}", header.alg))
+        {
+            return Err(Denied::Invalid);
+        }
+        let validation = set.validation(key.key.family()).ok_or(Denied::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation);
+        let claims = match data {
+            Ok(d) => d.claims,
+            Err(e) => {
+                if self.inner.settings.debug {
+                    tracing::info!(
+                        "jwt_auth: token rejected: {} (key id {kid})",
+                        reason(e.kind())
+                    );
+                }
+                return Err(Denied::Invalid);
+            }
+        };
+        if self.inner.settings.debug {
+            tracing::info!(
+                "jwt_auth: token: issuer {} audience {} key id {kid}",
+                claims.iss.as_deref().unwrap_or("-"),
+                claims
+                    .aud
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        let granted = granted(&claims.function, self.function());
+        if let Some(exp) = claims.exp.filter(|e| e.is_finite() && *e >= 0.0) {
+            let mut verified = set.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= VERIFIED_MAX {
+                verified.retain(|_, (e, _)| now <= e.saturating_add(LEEWAY));
+                if verified.len() >= VERIFIED_MAX {
+                    verified.clear();
+                }
+            }
+            verified.insert(digest, (exp as u64, granted));
+        }
+        if granted {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden)
+        }
+    }
+
+    /// A token named a key id we do not have: refetch, at most once per
+    /// `UNKNOWN_KID_REFETCH`; requests arriving meanwhile share that fetch.
+    async fn refetch_for(&self, kid: &str) -> Option<Arc<KeySet>> {
+        let mut last = self.inner.gate.lock().await;
+        if let Some(set) = self.current().filter(|s| find(s, kid)) {
+            return Some(set);
+        }
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        self.refresh().await;
+        drop(last);
+        self.current().filter(|s| find(s, kid))
+    }
+}
+
+/// Why the library refused a token, without any of the token's content (a JSON error
+/// would quote the claim it choked on).
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match kind {
+        Json(_) | InvalidClaimFormat(_) => "malformed claims".into(),
+        Base64(_) | Utf8(_) => "malformed encoding".into(),
+        MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn find(set: &KeySet, kid: &str) -> bool {
+    set.keys.iter().any(|(id, _)| id == kid)
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme in any case). A missing header
+/// or another scheme is `NoBearer`; a repeated header is `Invalid`.
+fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(Denied::NoBearer),
+        (Some(v), None) => v,
+        (Some(_), Some(_)) => return Err(Denied::Invalid),
+    };
+    let bytes = value.as_bytes();
+    const SCHEME: &[u8] = b"bearer ";
+    if bytes.len() <= SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return Err(Denied::NoBearer);
+    }
+    let token = std::str::from_utf8(&bytes[SCHEME.len()..])
+        .map_err(|_| Denied::Invalid)?
+        .trim();
+    if token.is_empty() {
+        return Err(Denied::NoBearer);
+    }
+    Ok(token)
+}
+
+/// The signing keys of a JWKS document: keys with a `kid`, not marked for encryption,
+/// of a type we verify. Keys we cannot use are skipped, not fatal, so one exotic key
+/// does not take the others down.
+fn parse_jwks(body: &[u8]) -> Result<Vec<(String, Algorithmic)>, String> {
+    #[derive(Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut out = Vec::new();
+    for value in set.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_))
+        ) {
+            continue;
+        }
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        if key.family() == AlgorithmFamily::Hmac {
+            continue;
+        }
+        let alg = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+        out.push((kid, Algorithmic { key, alg }));
+    }
+    Ok(out)
+}
+
+/// Whether the token's `function` claim grants `function` (`<namespace>:<name>`): one of
+/// its permissions must match, and so must one of its audiences when it lists any.
+fn granted(claim: &FunctionClaim, function: &str) -> bool {
+    let any = |patterns: &[String]| patterns.iter().any(|p| matches(p, function));
+    any(&claim.permissions) && (claim.audience.is_empty() || any(&claim.audience))
+}
+
+/// `*` matches any run of characters; everything else matches itself; the whole value
+/// must match.
+fn matches(pattern: &str, value: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = value.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*`: an exact match.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+fn client_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Signature verification for jsonwebtoken, on RustCrypto, and nothing else.
+///
+/// jsonwebtoken's bundled RustCrypto provider links every signer too (RSA private-key
+/// operations, ECDSA and Ed25519 signing, HMAC), about half a megabyte of the static
+/// binary that a watchdog never calls. This provider verifies the asymmetric algorithms
+/// with the same crates and refuses everything else; it is installed as the process
+/// default before the first token is checked.
+mod verify {
+    use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+    use jsonwebtoken::errors::{Error, ErrorKind};
+    use jsonwebtoken::signature::{self, Verifier};
+    use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
+    use rsa::sha2::{Digest, Sha256, Sha384, Sha512};
+    use rsa::{BoxedUint, Pkcs1v15Sign, Pss};
+
+    static PROVIDER: CryptoProvider = CryptoProvider {
+        signer_factory: no_signer,
+        verifier_factory: verifier,
+        key_utils: KeyUtils::new_unimplemented(),
+    };
+
+    /// Makes this the provider jsonwebtoken uses; later calls are no-ops.
+    pub fn install() {
+        let _ = PROVIDER.install_default();
+    }
+
+    fn no_signer(_: &Algorithm, _: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
+        Err(ErrorKind::InvalidAlgorithm.into())
+    }
+
+    enum Key {
+        Rsa(rsa::PublicKey),
+        P256(p256::ecdsa::VerifyingKey),
+        P384(p384::ecdsa::VerifyingKey),
+        Ed25519(ed25519_dalek::VerifyingKey),
+    }
+
+    struct Checker {
+        alg: Algorithm,
+        key: Key,
+    }
+
+    fn bad_key() -> Error {
+        ErrorKind::InvalidKeyFormat.into()
+    }
+
+    fn raw(key: &DecodingKey) -> Result<&[u8], Error> {
+        match key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => Ok(bytes),
+            DecodingKeyKind::RsaModulusExponent { .. } => Err(bad_key()),
+        }
+    }
+
+    fn verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
+        use Algorithm::*;
+        let key = match alg {
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => match key.kind() {
+                DecodingKeyKind::RsaModulusExponent { n, e } => Key::Rsa(
+                    rsa::PublicKey::new(
+                        BoxedUint::from_be_slice_vartime(n),
+                        BoxedUint::from_be_slice_vartime(e),
+                    )
+                    .map_err(|_| bad_key())?,
+                ),
+                DecodingKeyKind::SecretOrDer(_) => return Err(bad_key()),
+            },
+            ES256 => Key::P256(
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(raw(key)?).map_err(|_| bad_key())?,
+            ),
+            ES384 => Key::P384(
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(raw(key)?).map_err(|_| bad_key())?,
+            ),
+            EdDSA => {
+                let bytes: &[u8; 32] = raw(key)?.try_into().map_err(|_| bad_key())?;
+                Key::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| bad_key())?)
+            }
+            _ => return Err(ErrorKind::InvalidAlgorithm.into()),
+        };
+        Ok(Box::new(Checker { alg: *alg, key }))
+    }
+
+    impl Verifier<Vec<u8>> for Checker {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+            use Algorithm::*;
+            let fail = |_| signature::Error::new();
+            match (&self.key, self.alg) {
+                (Key::Rsa(k), RS256) => {
+                    k.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), sig)
+                }
+                (Key::Rsa(k), RS384) => {
+                    k.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(msg), sig)
+                }
+                (Key::Rsa(k), RS512) => {
+                    k.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(msg), sig)
+                }
+                (Key::Rsa(k), PS256) => k.verify(Pss::<Sha256>::new(), &Sha256::digest(msg), sig),
+                (Key::Rsa(k), PS384) => k.verify(Pss::<Sha384>::new(), &Sha384::digest(msg), sig),
+                (Key::Rsa(k), PS512) => k.verify(Pss::<Sha512>::new(), &Sha512::digest(msg), sig),
+                (Key::P256(k), ES256) => {
+                    let sig = p256::ecdsa::Signature::from_slice(sig).map_err(fail)?;
+                    return k.verify(msg, &sig);
+                }
+                (Key::P384(k), ES384) => {
+                    let sig = p384::ecdsa::Signature::from_slice(sig).map_err(fail)?;
+                    return k.verify(msg, &sig);
+                }
+                (Key::Ed25519(k), EdDSA) => {
+                    let sig = ed25519_dalek::Signature::from_slice(sig).map_err(fail)?;
+                    return k.verify_strict(msg, &sig).map_err(fail);
+                }
+                _ => return Err(signature::Error::new()),
+            }
+            .map_err(|_| signature::Error::new())
+        }
+    }
+
+    impl JwtVerifier for Checker {
+        fn algorithm(&self) -> Algorithm {
+            self.alg
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(v).expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        assert_eq!(bearer(&auth("Bearer a.b.c")), Ok("a.b.c"));
+        assert_eq!(bearer(&auth("bearer a.b.c")), Ok("a.b.c"));
+        assert_eq!(bearer(&auth("BEARER  a.b.c ")), Ok("a.b.c"));
+        assert_eq!(bearer(&auth("Basic dXNlcjpwdw==")), Err(Denied::NoBearer));
+        assert_eq!(bearer(&auth("a.b.c")), Err(Denied::NoBearer));
+        assert_eq!(bearer(&auth("Bearer ")), Err(Denied::NoBearer));
+        assert_eq!(bearer(&auth("Bearer    ")), Err(Denied::NoBearer));
+        assert_eq!(bearer(&HeaderMap::new()), Err(Denied::NoBearer));
+        let mut two = auth("Bearer a.b.c");
+        two.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer d.e.f"),
+        );
+        assert_eq!(bearer(&two), Err(Denied::Invalid));
+    }
+
+    #[test]
+    fn patterns_are_anchored_with_star_wildcards() {
+        let f = "openfaas-fn:protected";
+        for yes in [
+            "openfaas-fn:protected",
+            "*",
+            "openfaas-fn:*",
+            "*:protected",
+            "openfaas-fn:prot*ted",
+            "*fn:*ted",
+            "**",
+            "openfaas-fn:protected*",
+        ] {
+            assert!(matches(yes, f), "{yes}");
+        }
+        for no in [
+            "protected",
+            "openfaas-fn:protectedapi",
+            "openfaas-fn:prot",
+            "fn:protected",
+            "other:*",
+            "*:other",
+            "",
+            "openfaas-fn:protected:x",
+            "openfaas-fn:*x*",
+        ] {
+            assert!(!matches(no, f), "{no}");
+        }
+        assert!(!matches(
+            "openfaas-fn:protected",
+            "openfaas-fn:protectedapi"
+        ));
+        assert!(!matches("ab*ba", "aba"), "overlapping prefix and suffix");
+    }
+
+    #[test]
+    fn permissions_required_audience_when_listed() {
+        let claim = |p: &[&str], a: &[&str]| FunctionClaim {
+            permissions: p.iter().map(|s| s.to_string()).collect(),
+            audience: a.iter().map(|s| s.to_string()).collect(),
+        };
+        let f = "ns:fn";
+        assert!(granted(&claim(&["ns:fn"], &[]), f));
+        assert!(granted(&claim(&["ns:*"], &["*"]), f));
+        assert!(!granted(&claim(&[], &["ns:fn"]), f));
+        assert!(!granted(&claim(&["ns:*"], &["ns:other"]), f));
+        assert!(granted(&claim(&["other:x", "ns:*"], &["x:y", "ns:f*"]), f));
+    }
+
+    #[test]
+    fn jwks_skips_keys_it_cannot_use() {
+        let body = br#"{"keys":[
+            {"kty":"oct","kid":"hmac","k":"c2VjcmV0"},
+            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            {"kty":"OKP","crv":"Ed25519","kid":"enc","use":"enc","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            {"kty":"weird","kid":"w"},
+            {"kty":"OKP","crv":"Ed25519","kid":"ed","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+        ]}"#;
+        let keys = parse_jwks(body).expect("parse");
+        let ids: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(ids, ["ed"]);
+        assert_eq!(keys[0].1.alg.as_deref(), Some("EdDSA"));
+        assert!(parse_jwks(b"[]").is_err());
+    }
+}
