@@ -77,6 +77,8 @@ pub const SETTINGS: &[Setting] = &[
         "with max_inflight reached, up to this many requests wait in line (FIFO) for a slot instead of a 429; 0 = no queue"),
     setting!("queue_timeout", "queue-timeout", ["queue_timeout"], "10s", Value,
         "longest wait in the max_queue line before a 429; > 0"),
+    setting!("threads", "threads", ["threads"], "1", Value,
+        "threads serving requests; auto = the CPU quota of the container (cgroup cpu.max), else the CPU count"),
     setting!("prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
         "prefix handler output lines with date, time and stdout:/stderr:"),
     setting!("log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,

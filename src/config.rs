@@ -98,6 +98,8 @@ pub struct Config {
     pub max_queue: usize,
     /// The longest such wait.
     pub queue_timeout: Duration,
+    /// Runtime worker threads; 1 = everything on the main thread.
+    pub threads: usize,
     pub prefix_logs: bool,
     /// `None` = no limit.
     pub log_buffer_size: Option<usize>,
@@ -269,6 +271,7 @@ impl Config {
             ));
         }
         let queue_timeout = s.parse("queue_timeout", Duration::from_secs(10), parse_positive)?;
+        let threads = s.parse("threads", 1usize, parse_threads)?;
         let prefix_logs = s.parse("prefix_logs", true, parse_bool)?;
         let log_buffer_size = s.parse("log_buffer_size", Some(65536usize), |v| {
             if v == "-1" {
@@ -377,6 +380,7 @@ impl Config {
             max_inflight,
             max_queue,
             queue_timeout,
+            threads,
             prefix_logs,
             log_buffer_size,
             log_callid,
@@ -446,6 +450,9 @@ impl Config {
                 self.max_queue,
                 format_duration(self.queue_timeout)
             ));
+        }
+        if self.threads > 1 {
+            out.push_str(&format!(" threads={}", self.threads));
         }
         if !self.exec_kill_grace.is_zero() {
             out.push_str(&format!(
@@ -544,6 +551,25 @@ fn parse_fastcgi_address(v: &str) -> Result<FastCgiAddress, String> {
             Ok(FastCgiAddress::Tcp(v.to_owned()))
         }
         _ => Err("expected host:port (e.g. 127.0.0.1:9000) or a Unix socket path".into()),
+    }
+}
+
+/// Most worker threads accepted.
+const MAX_THREADS: usize = 256;
+
+/// `threads`: a count, or `auto` for what the process may use: the cgroup CPU quota
+/// (`cpu.max`) rounded down, else the CPUs it may run on (the standard library reads
+/// both).
+fn parse_threads(v: &str) -> Result<usize, String> {
+    if v.eq_ignore_ascii_case("auto") {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        return Ok(n.clamp(1, MAX_THREADS));
+    }
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {MAX_THREADS}, or auto"
+        )),
     }
 }
 
@@ -777,6 +803,18 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_a_count_or_auto() {
+        assert_eq!(parse_threads("1"), Ok(1));
+        assert_eq!(parse_threads("4"), Ok(4));
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(parse_threads("auto"), Ok(cpus.min(MAX_THREADS)));
+        assert_eq!(parse_threads("AUTO"), Ok(cpus.min(MAX_THREADS)));
+        for v in ["0", "-1", "257", "two", "", "1.5"] {
+            assert!(parse_threads(v).is_err(), "{v:?} should be refused");
+        }
+    }
+
+    #[test]
     fn booleans_accept_the_documented_words_only() {
         for v in ["true", "TRUE", "1", "yes", "On"] {
             assert_eq!(parse_bool(v), Ok(true));
@@ -797,6 +835,7 @@ mod tests {
             ("exec_timeout", "-3s"),
             ("write_timeout", "0"),
             ("max_inflight", "-1"),
+            ("threads", "0"),
             ("log_format", "xml"),
             ("mode", "fastest"),
             ("metrics_port", "70000"),
