@@ -58,8 +58,15 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// The handler's stdout or stderr; our end of a pipe from [`process`], already
+/// non-blocking, so the checks (three syscalls per pipe) are skipped.
 fn reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(fd)
+    pipe::Receiver::from_owned_fd_unchecked(fd)
+}
+
+/// The handler's stdin, as [`reader`].
+fn writer(fd: OwnedFd) -> std::io::Result<pipe::Sender> {
+    pipe::Sender::from_owned_fd_unchecked(fd)
 }
 
 impl Fork {
@@ -229,7 +236,7 @@ impl Fork {
         };
         let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
         let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
+            child.stdin.take().map(writer),
             child.stdout.take().map(reader),
         ) {
             (Some(Ok(i)), Some(Ok(o))) => (i, o),
@@ -451,7 +458,7 @@ impl Fork {
         };
         let _stderr_done = self.stderr_logger(child.stderr.take(), ctx);
         let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
+            child.stdin.take().map(writer),
             child.stdout.take().map(reader),
         ) {
             (Some(Ok(i)), Some(Ok(o))) => (i, o),
