@@ -89,3 +89,10 @@ fn become_reaper() -> nix::Result<()> {
     }
     nix::sys::prctl::set_child_subreaper(true)
 }
+
+/// The static (musl) builds use mimalloc: musl's own malloc unmaps a large block as soon
+/// as it is freed, so every 64 KiB of a streamed body cost an mmap, a munmap and a page
+/// fault per page, and its small allocations are slow too. glibc builds keep glibc's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
