@@ -300,7 +300,7 @@ impl Config {
         };
         let cgi_headers = s.parse("cgi_headers", true, parse_bool)?;
         let cgi = s.parse("cgi", false, parse_bool)?;
-        let fastcgi = fastcgi_settings(&s)?;
+        let fastcgi = fastcgi_settings(&s, mode)?;
         if cgi && !mode.is_fork() {
             let (v, src) = s
                 .get("cgi")
@@ -515,12 +515,17 @@ impl<'a> Settings<'a> {
 }
 
 /// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename` (issue 11).
-fn fastcgi_settings(s: &Settings<'_>) -> Result<FastCgiConfig, ConfigError> {
+fn fastcgi_settings(s: &Settings<'_>, mode: Mode) -> Result<FastCgiConfig, ConfigError> {
     let address = match s.get("fastcgi_address") {
         None => None,
         Some((v, src)) => Some(parse_fastcgi_address(v.trim()).map_err(|e| invalid(src, v, &e))?),
     };
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    // The CPU count reads cgroup files: only fastcgi mode needs it.
+    let cpus = if mode == Mode::FastCgi {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    };
     let pool_size = s.parse("pool_size", cpus, |v| match v.parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err("expected a number of workers from 1 to 1024".into()),
