@@ -73,16 +73,19 @@ ARG BUILDARCH
 # installed under its triplet name, so these linkers are the native gcc when the two
 # architectures match, and the cross gcc installed below when they differ (same as the
 # repo's .cargo/config.toml, which the build context does not include).
+# The same gcc compiles mimalloc (C), the allocator of these builds.
 ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=x86_64-linux-gnu-gcc \
-    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+    CC_x86_64_unknown_linux_musl=x86_64-linux-gnu-gcc \
+    CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
 RUN case "${TARGETARCH:-amd64}" in \
-      amd64) target=x86_64-unknown-linux-musl; gcc=gcc-x86-64-linux-gnu ;; \
-      arm64) target=aarch64-unknown-linux-musl; gcc=gcc-aarch64-linux-gnu ;; \
+      amd64) target=x86_64-unknown-linux-musl; gcc="gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;; \
+      arm64) target=aarch64-unknown-linux-musl; gcc="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;; \
       *) echo "fwatchdog: no Rust target for TARGETARCH=${TARGETARCH} (amd64, arm64)" >&2; exit 1 ;; \
     esac \
  && if [ "${TARGETARCH:-amd64}" != "${BUILDARCH:-amd64}" ]; then \
       apt-get update \
-      && apt-get install -y --no-install-recommends "$gcc" \
+      && apt-get install -y --no-install-recommends $gcc \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && echo "$target" > /rust-target \

@@ -81,6 +81,8 @@ pub const SETTINGS: &[Setting] = &[
         "longest wait in the max_queue line before a 429; > 0"),
     setting!("max_connections", "max-connections", ["max_connections"], "512", Value,
         "open client connections allowed; more are closed at once and counted (fwatchdog_connections_rejected_total)"),
+    setting!("threads", "threads", ["threads"], "1", Value,
+        "threads serving requests; auto = the CPU quota of the container (cgroup cpu.max), else the CPU count"),
     setting!("prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
         "prefix handler output lines with date, time and stdout:/stderr:"),
     setting!("log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,

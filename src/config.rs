@@ -128,6 +128,8 @@ pub struct Config {
     pub queue_timeout: Duration,
     /// Client connections open at once on the function port; more are closed at once.
     pub max_connections: usize,
+    /// Runtime worker threads; 1 = everything on the main thread.
+    pub threads: usize,
     pub prefix_logs: bool,
     /// `None` = no limit.
     pub log_buffer_size: Option<usize>,
@@ -338,6 +340,7 @@ impl Config {
                     _ => Err("expected a number of connections, at least 1".into()),
                 },
             )?;
+        let threads = s.parse("threads", 1usize, parse_threads)?;
         let prefix_logs = s.parse("prefix_logs", true, parse_bool)?;
         let log_buffer_size = s.parse("log_buffer_size", Some(65536usize), |v| {
             if v == "-1" {
@@ -360,7 +363,7 @@ impl Config {
         };
         let cgi_headers = s.parse("cgi_headers", true, parse_bool)?;
         let cgi = s.parse("cgi", false, parse_bool)?;
-        let fastcgi = fastcgi_settings(&s)?;
+        let fastcgi = fastcgi_settings(&s, mode)?;
         if cgi && !mode.is_fork() {
             let (v, src) = s
                 .get("cgi")
@@ -448,6 +451,7 @@ impl Config {
             max_queue,
             queue_timeout,
             max_connections,
+            threads,
             prefix_logs,
             log_buffer_size,
             log_callid,
@@ -525,6 +529,9 @@ impl Config {
                 self.max_queue,
                 format_duration(self.queue_timeout)
             ));
+        }
+        if self.threads > 1 {
+            out.push_str(&format!(" threads={}", self.threads));
         }
         if !self.exec_kill_grace.is_zero() {
             out.push_str(&format!(
@@ -680,12 +687,17 @@ impl<'a> Settings<'a> {
 }
 
 /// `fastcgi_address`, `pool_size`, `pool_max_requests`, `script_filename`.
-fn fastcgi_settings(s: &Settings<'_>) -> Result<FastCgiConfig, ConfigError> {
+fn fastcgi_settings(s: &Settings<'_>, mode: Mode) -> Result<FastCgiConfig, ConfigError> {
     let address = match s.get("fastcgi_address") {
         None => None,
         Some((v, src)) => Some(parse_fastcgi_address(v.trim()).map_err(|e| invalid(src, v, &e))?),
     };
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    // The CPU count reads cgroup files: only fastcgi mode needs it.
+    let cpus = if mode == Mode::FastCgi {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    };
     let pool_size = s.parse("pool_size", cpus, |v| match v.parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err("expected a number of workers from 1 to 1024".into()),
@@ -818,6 +830,25 @@ fn find_program(program: &str) -> Result<PathBuf, String> {
                 path.to_string_lossy()
             )
         })
+}
+
+/// Most worker threads accepted.
+const MAX_THREADS: usize = 256;
+
+/// `threads`: a count, or `auto` for what the process may use: the cgroup CPU quota
+/// (`cpu.max`) rounded down, else the CPUs it may run on (the standard library reads
+/// both).
+fn parse_threads(v: &str) -> Result<usize, String> {
+    if v.eq_ignore_ascii_case("auto") {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        return Ok(n.clamp(1, MAX_THREADS));
+    }
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {MAX_THREADS}, or auto"
+        )),
+    }
 }
 
 fn invalid(src: crate::cli::Source, value: &str, why: &str) -> ConfigError {
@@ -1058,6 +1089,18 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_a_count_or_auto() {
+        assert_eq!(parse_threads("1"), Ok(1));
+        assert_eq!(parse_threads("4"), Ok(4));
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(parse_threads("auto"), Ok(cpus.min(MAX_THREADS)));
+        assert_eq!(parse_threads("AUTO"), Ok(cpus.min(MAX_THREADS)));
+        for v in ["0", "-1", "257", "two", "", "1.5"] {
+            assert!(parse_threads(v).is_err(), "{v:?} should be refused");
+        }
+    }
+
+    #[test]
     fn booleans_accept_the_documented_words_only() {
         for v in ["true", "TRUE", "1", "yes", "On"] {
             assert_eq!(parse_bool(v), Ok(true));
@@ -1078,6 +1121,7 @@ mod tests {
             ("exec_timeout", "-3s"),
             ("write_timeout", "0"),
             ("max_inflight", "-1"),
+            ("threads", "0"),
             ("log_format", "xml"),
             ("mode", "fastest"),
             ("metrics_port", "70000"),

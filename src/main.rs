@@ -53,14 +53,22 @@ fn main() -> ExitCode {
     if let Err(e) = become_reaper() {
         tracing::warn!("cannot become a child subreaper: {e}; orphans of handlers may linger");
     }
-    // One thread: a watchdog's own work is small next to its handlers', and a single
-    // thread avoids the cross-thread wakeups that cost more CPU per request than the
-    // work itself, and keeps idle memory down. Blocking work (secret reloads, file
-    // reads in static mode) goes to tokio's blocking pool.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread by default: a watchdog's own work is small next to its handlers', and a
+    // single thread avoids the cross-thread wakeups that cost more CPU per request than
+    // the work itself, and keeps idle memory down. `threads` > 1 is for http mode on
+    // several cores, where the proxying itself is the work. Blocking work (secret
+    // reloads, file reads in static mode) goes to tokio's blocking pool either way.
+    // The reaper and the stop signals hold with any number of workers: spawning and
+    // reaping share one lock (process.rs), and tokio delivers each signal to its
+    // listener whichever thread the kernel interrupted.
+    let mut builder = if cfg.threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.threads);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");
@@ -80,3 +88,10 @@ fn become_reaper() -> nix::Result<()> {
     }
     nix::sys::prctl::set_child_subreaper(true)
 }
+
+/// The static (musl) builds use mimalloc: musl's own malloc unmaps a large block as soon
+/// as it is freed, so every 64 KiB of a streamed body cost an mmap, a munmap and a page
+/// fault per page, and its small allocations are slow too. glibc builds keep glibc's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -137,7 +137,7 @@ fn reap() {
 }
 
 /// A started handler: its pipes and its exit status to come. Dropping it before the
-/// status arrived kills the whole group.
+/// status arrived kills the whole group. Our ends of the pipes are non-blocking.
 pub struct Child {
     pid: i32,
     pub stdin: Option<OwnedFd>,
@@ -331,19 +331,18 @@ impl Program {
     {
         let path = self.path()?;
         let envp = environment(env)?;
-        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
         let (stdin_r, stdin_w) = match stdin {
             Stdin::Pipe => {
-                let (r, w) = nix::unistd::pipe2(cloexec)?;
+                let (r, w) = pipe(Ours::Write)?;
                 (StdinEnd::Owned(r), Some(w))
             }
             // dup2 onto fd 0 gives the child a copy without FD_CLOEXEC; ours keeps it.
             Stdin::Fd(fd) => (StdinEnd::Shared(fd), None),
         };
-        let (stdout_r, stdout_w) = nix::unistd::pipe2(cloexec)?;
+        let (stdout_r, stdout_w) = pipe(Ours::Read)?;
         let (stderr_r, stderr_w) = match stderr {
             Stderr::Pipe => {
-                let (r, w) = nix::unistd::pipe2(cloexec)?;
+                let (r, w) = pipe(Ours::Read)?;
                 (Some(r), w)
             }
             Stderr::Stdout => (None, stdout_w.try_clone()?),
@@ -401,6 +400,28 @@ impl Program {
             exit: Some(rx),
         })
     }
+}
+
+/// Which end of a handler's pipe is ours.
+enum Ours {
+    Read,
+    Write,
+}
+
+/// A close-on-exec pipe whose end of ours is non-blocking, as tokio wants it (so the
+/// runners can skip the checks of `from_owned_fd`), and whose handler end is blocking,
+/// as programs expect their stdio. Returns (read end, write end).
+fn pipe(ours: Ours) -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // O_NONBLOCK belongs to each end's open file, so clearing it on one end leaves the
+    // other as it is. The access mode is not changed by F_SETFL.
+    let theirs = match ours {
+        Ours::Read => &w,
+        Ours::Write => &r,
+    };
+    fcntl(theirs.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok((r, w))
 }
 
 /// What a handler's fd 0 is.

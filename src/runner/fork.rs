@@ -60,8 +60,15 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// The handler's stdout or stderr; our end of a pipe from [`process`], already
+/// non-blocking, so the checks (three syscalls per pipe) are skipped.
 fn reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(fd)
+    pipe::Receiver::from_owned_fd_unchecked(fd)
+}
+
+/// The handler's stdin, as [`reader`].
+fn writer(fd: OwnedFd) -> std::io::Result<pipe::Sender> {
+    pipe::Sender::from_owned_fd_unchecked(fd)
 }
 
 impl Fork {
@@ -521,7 +528,7 @@ impl Run {
         stdout_log: Option<StdoutLog>,
     ) -> Result<(Run, pipe::Sender), Failure> {
         let (stdin, stdout) = match (
-            child.stdin.take().map(pipe::Sender::from_owned_fd),
+            child.stdin.take().map(writer),
             child.stdout.take().map(reader),
         ) {
             (Some(Ok(i)), Some(Ok(o))) => (i, o),

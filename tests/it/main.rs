@@ -25,4 +25,5 @@ mod serializing;
 mod startup;
 mod streaming;
 mod templates;
+mod threads;
 mod timing;
