@@ -10,8 +10,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::auth::jwt::JwtSettings;
 use crate::auth::ApiKeys;
 use crate::cli::{Raw, RawValue};
+pub use crate::duration::format_duration;
 
 /// Fork-per-request and long-running modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,19 +155,6 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// fastcgi mode: the workers and how to reach them.
     pub fastcgi: FastCgiConfig,
-}
-
-/// Where the token issuer is and which function we are (`jwt_auth`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtSettings {
-    /// The issuer's OpenID configuration, an http:// URL.
-    pub url: String,
-    /// How long startup waits for the keys.
-    pub timeout: Duration,
-    /// Log key ids and token issuer/audience.
-    pub debug: bool,
-    /// `<namespace>:<name>`, what a token's permissions must grant.
-    pub function: String,
 }
 
 /// Where OpenFaaS on Kubernetes puts the function's namespace.
@@ -412,12 +401,10 @@ impl Config {
         let api_keys = match raw.get("api_key_secret") {
             Some(RawValue { values, source }) => {
                 check_secret_names(values, source)?;
-                Some(ApiKeys::load(
-                    values,
-                    &secrets_dirs,
-                    api_key_header,
-                    api_key_forward,
-                )?)
+                Some(
+                    ApiKeys::load(values, &secrets_dirs, api_key_header, api_key_forward)
+                        .map_err(|e| ConfigError(e.0))?,
+                )
             }
             None => None,
         };
@@ -966,43 +953,6 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         rest = tail;
     }
     Ok(Duration::from_nanos(total as u64))
-}
-
-/// Formats like Go's `time.Duration.String()`: `30s`, `1m30s`, `500ms`, `1.5s`, `2h0m0s`.
-pub fn format_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    fn frac(v: u128, unit: u128) -> String {
-        let int = v / unit;
-        let rem = v % unit;
-        if rem == 0 {
-            return int.to_string();
-        }
-        let width = unit.ilog10() as usize;
-        let digits = format!("{rem:0width$}");
-        format!("{int}.{}", digits.trim_end_matches('0'))
-    }
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}µs", frac(ns, 1_000));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}ms", frac(ns, 1_000_000));
-    }
-    let secs_ns = ns % 60_000_000_000;
-    let mins = ns / 60_000_000_000;
-    let s = format!("{}s", frac(secs_ns, 1_000_000_000));
-    if mins == 0 {
-        s
-    } else if mins < 60 {
-        format!("{mins}m{s}")
-    } else {
-        format!("{}h{}m{s}", mins / 60, mins % 60)
-    }
 }
 
 #[cfg(test)]

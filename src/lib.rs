@@ -15,7 +15,8 @@
 //! backend's death drains, stops the backend, and returns an [`exit::Exit`] code.
 //!
 //! Imports run one way: [`server`] → [`service`] → [`runner`] → the leaf modules
-//! ([`body`], [`header`], [`os`], [`queue`], [`config`], ...), and [`server`] →
+//! ([`body`], [`header`], [`os`], [`queue`], [`config`] → [`auth`]'s key loader, ...),
+//! and [`server`] →
 //! [`backend`] → [`runner`]'s pipes and its [`runner::fastcgi::Pool`] view of the
 //! workers. Nothing below `service` knows it, and no runner knows the backend: health
 //! learns that the backend is ready through a [`backend::Ready`] handle whose receiver
@@ -27,6 +28,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod duration;
 pub mod exit;
 pub mod header;
 pub mod healthcheck;
@@ -37,3 +39,77 @@ pub mod queue;
 pub mod runner;
 pub mod server;
 pub mod service;
+
+/// Imports run one way: a test, so a new circle fails here instead of in a review.
+#[cfg(test)]
+mod layering {
+    use std::path::Path;
+
+    /// The `crate::<module>` paths a file under `src/` uses, comments and tests left out.
+    fn uses(file: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(file).expect("read source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        code.lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .flat_map(|l| l.match_indices("crate::").map(move |(i, _)| &l[i + 7..]))
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn lower_modules_never_import_the_ones_above_them() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // module (file or folder) → modules it must not import
+        let rules: &[(&str, &[&str])] = &[
+            (
+                "auth",
+                &["config", "service", "server", "runner", "backend"],
+            ),
+            ("runner", &["service", "server", "backend"]),
+            ("backend", &["service", "server"]),
+            ("os", &["service", "server", "runner", "backend", "auth"]),
+            ("config", &["service", "server", "runner", "backend", "os"]),
+            ("queue.rs", &["service", "server"]),
+            ("header.rs", &["service", "server", "runner", "config"]),
+            ("duration.rs", &["config"]),
+        ];
+        let mut broken = Vec::new();
+        for (module, banned) in rules {
+            let mut list = Vec::new();
+            let path = src.join(module);
+            if path.is_dir() {
+                files(&path, &mut list);
+            } else if path.exists() {
+                list.push(path);
+            } else {
+                list.push(src.join(format!("{module}.rs")));
+            }
+            for file in list {
+                for used in uses(&file) {
+                    if banned.contains(&used.as_str()) {
+                        broken.push(format!("{} uses crate::{used}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            broken.is_empty(),
+            "imports against the layering: {broken:#?}"
+        );
+    }
+}

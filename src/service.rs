@@ -119,7 +119,7 @@ impl Shared {
     ) -> Arc<Shared> {
         let queue = (cfg.max_inflight > 0 && cfg.max_queue > 0)
             .then(|| crate::queue::Queue::new(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout));
-        let auth = crate::auth::Chain::new(&cfg);
+        let auth = crate::auth::Chain::new(cfg.api_keys.clone(), cfg.jwt.clone());
         Arc::new(Shared {
             auth,
             cfg,

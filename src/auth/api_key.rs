@@ -24,13 +24,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+/// Why the secrets could not be loaded at startup: every path tried, never a key.
+/// Configuration turns it into its own error (exit 2); auth knows nothing of that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
-
-use crate::config::ConfigError;
 
 type Digest = [u8; 32];
 
@@ -198,13 +209,13 @@ fn read_at_startup(path: &Path) -> Result<Snapshot, String> {
             Ok(Err(Unread::Changing)) => {
                 return Err(format!(
                     "kept changing while being read for {}",
-                    crate::config::format_duration(READ_DEADLINE)
+                    crate::duration::format_duration(READ_DEADLINE)
                 ))
             }
             Err(_) => {
                 return Err(format!(
                     "could not be read within {}",
-                    crate::config::format_duration(READ_DEADLINE)
+                    crate::duration::format_duration(READ_DEADLINE)
                 ))
             }
         }
@@ -219,10 +230,10 @@ impl ApiKeys {
         dirs: &[PathBuf],
         header: HeaderName,
         forward: bool,
-    ) -> Result<ApiKeys, ConfigError> {
+    ) -> Result<ApiKeys, LoadError> {
         let mut mac_key = [0u8; 32];
         getrandom::getrandom(&mut mac_key).map_err(|e| {
-            ConfigError(format!(
+            LoadError(format!(
                 "cannot get random bytes for the API key check: {e}"
             ))
         })?;
@@ -288,7 +299,7 @@ impl ApiKeys {
             } else {
                 "secrets must exist when the function is deployed"
             };
-            return Err(ConfigError(format!(
+            return Err(LoadError(format!(
                 "{}; {advice} (refusing to start unprotected)",
                 failures.join("; ")
             )));
@@ -476,7 +487,7 @@ where
                 if !was_stuck {
                     tracing::warn!(
                         "reloading the API key secrets has not finished within {} (a file that blocks its reader?); keeping the last good keys",
-                        crate::config::format_duration(deadline)
+                        crate::duration::format_duration(deadline)
                     );
                 }
                 stuck = Some(job);
@@ -520,7 +531,7 @@ mod tests {
         u64::from_le_bytes(b)
     }
 
-    fn keys(dir: &Path, names: &[&str]) -> Result<ApiKeys, ConfigError> {
+    fn keys(dir: &Path, names: &[&str]) -> Result<ApiKeys, LoadError> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         ApiKeys::load(
             &names,

@@ -29,7 +29,19 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::body::Body;
-use crate::config::JwtSettings;
+
+/// Where the token issuer is and which function we are (`jwt_auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// The issuer's OpenID configuration, an http:// URL.
+    pub url: String,
+    /// How long startup waits for the keys.
+    pub timeout: Duration,
+    /// Log key ids and token issuer/audience.
+    pub debug: bool,
+    /// `<namespace>:<name>`, what a token's permissions must grant.
+    pub function: String,
+}
 
 /// The algorithms a function token may use: asymmetric only, so a public key can never
 /// be used as an HMAC secret, and never `none`.
@@ -214,7 +226,7 @@ impl Jwt {
                 return Err(format!(
                     "jwt_auth: no keys from the token issuer at {} within jwt_auth_timeout={} ({attempts} attempts); last error: {}",
                     self.url(),
-                    crate::config::format_duration(self.inner.settings.timeout),
+                    crate::duration::format_duration(self.inner.settings.timeout),
                     last.as_deref().unwrap_or("none finished")
                 ));
             }
@@ -232,7 +244,7 @@ impl Jwt {
                     last = Some(format!(
                         "{}: no answer within {}",
                         self.url(),
-                        crate::config::format_duration(limit)
+                        crate::duration::format_duration(limit)
                     ))
                 }
             }

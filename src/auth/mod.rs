@@ -15,7 +15,6 @@ pub use jwt::Jwt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::body::{self, Body};
-use crate::config::Config;
 
 /// The checks a function request must pass.
 #[derive(Debug, Default)]
@@ -34,10 +33,11 @@ pub enum Refusal {
 }
 
 impl Chain {
-    pub fn new(cfg: &Config) -> Chain {
+    /// The checks configured: API keys from mounted secrets, function tokens, or both.
+    pub fn new(api_keys: Option<ApiKeys>, jwt: Option<jwt::JwtSettings>) -> Chain {
         Chain {
-            api_keys: cfg.api_keys.clone(),
-            jwt: cfg.jwt.clone().map(Jwt::new),
+            api_keys,
+            jwt: jwt.map(Jwt::new),
         }
     }
 
