@@ -2,13 +2,14 @@
 //! probes, the metrics port, descriptor exhaustion, connection floods, startup races.
 //! Each test names the reproduction it guards against.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    connect, eventually, have, read_response, request, send_head, skip, watchdog, TempDir, BIN,
+    connect, eventually, have, read_response, read_to_close, request, send_head, skip, watchdog,
+    TempDir, BIN,
 };
 
 const KEY: &str = "adversarial-test-key-8f3e1";
@@ -32,24 +33,6 @@ fn metric(text: &str, series: &str) -> u64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
-/// Reads until EOF, an error, or `limit`. Returns what came and whether it ended.
-fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + limit;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
-        match s.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return (out, true),
-        }
-    }
-    (out, false)
 }
 
 /// CPU time (user + system) the process has used so far.

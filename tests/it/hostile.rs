@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{
     assert_group_ends, assert_handler_group_ends, eventually, fd_count, pid_in, read_response,
-    request, send_head, watchdog, zombie_children, Rng, TempDir, Watchdog,
+    read_to_close, request, send_head, watchdog, zombie_children, Rng, TempDir, Watchdog,
 };
 
 /// Descriptors of an idle watchdog: counted before any connection, then checked to be
@@ -23,24 +23,6 @@ fn baseline_fds(w: &Watchdog) -> usize {
         fd_count(w.pid())
     );
     before
-}
-
-/// Reads until EOF, an error, or `limit`. Returns what came and whether it ended.
-fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + limit;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        match s.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return (out, true),
-        }
-    }
-    (out, false)
 }
 
 /// Whether a chunked response (head included) ends with its final chunk.

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -648,4 +648,22 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Reads until EOF, an error, or `limit`. Returns what came and whether it ended.
+pub fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
 }
