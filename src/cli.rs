@@ -63,7 +63,7 @@ pub const SETTINGS: &[Setting] = &[
         "fork modes: on timeout SIGTERM the handler group, SIGKILL it this much later; 0 = SIGKILL at once"),
     setting!("healthcheck_interval", "healthcheck-interval", ["healthcheck_interval"], "write_timeout", Value,
         "on SIGTERM, how long to keep serving with health failing before draining; 0 = no wait"),
-    setting!("content_type", "content-type", ["content_type"], "application/octet-stream", Value,
+    setting!("content_type", "content-type", ["content_type"], "application/octet-stream (classic: the request's)", Value,
         "Content-Type of fork-mode responses (classic: echo the request's when unset)"),
     setting!("static_path", "static-path", ["static_path"], "/home/app/public", Value,
         "folder served in static mode"),

@@ -61,9 +61,9 @@ fn main() -> ExitCode {
     // The reaper and the stop signals hold with any number of workers: spawning and
     // reaping share one lock (process.rs), and tokio delivers each signal to its
     // listener whichever thread the kernel interrupted.
-    let mut builder = if cfg.threads > 1 {
+    let mut builder = if cfg.listen.threads > 1 {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cfg.threads);
+        b.worker_threads(cfg.listen.threads);
         b
     } else {
         tokio::runtime::Builder::new_current_thread()

@@ -86,7 +86,7 @@ fn conn_builder(cfg: &Config) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.read_timeout)
+        .header_read_timeout(cfg.timeouts.read)
         .keep_alive(true)
         .max_buf_size(256 * 1024)
         // Room for a 64 KiB URI plus headers; also keeps every header under the
@@ -102,7 +102,7 @@ pub async fn serve_io<I>(io: I, shared: Arc<Shared>, peer: Option<SocketAddr>) -
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = crate::conn::Stream::new(io, shared.cfg.write_timeout);
+    let io = crate::conn::Stream::new(io, shared.cfg.timeouts.write);
     let builder = conn_builder(&shared.cfg);
     let svc = service(
         move |req| {
@@ -211,7 +211,7 @@ impl Port {
             }),
             max,
             metrics,
-            write_timeout: cfg.write_timeout,
+            write_timeout: cfg.timeouts.write,
         }
     }
 
@@ -437,22 +437,22 @@ pub async fn run(cfg: Config) -> Exit {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    if let Some(keys) = &cfg.api_keys {
+    if let Some(keys) = &cfg.auth.api_keys {
         for (name, path) in keys.sources() {
             tracing::info!("API key secret {name}: loaded from {}", path.display());
         }
     }
 
-    if !cfg.suppress_lock && cfg.lock_path.exists() {
+    if let Some(lock) = cfg.lock_file.as_ref().filter(|p| p.exists()) {
         // Another instance sharing $TMPDIR would remove this file when it stops, and our
         // health would fail with it; say so now rather than then.
         tracing::warn!(
             "lock file {} already exists: another fwatchdog shares this TMPDIR (its shutdown would make this one unhealthy) or a previous one did not stop cleanly; give each instance its own TMPDIR",
-            cfg.lock_path.display()
+            lock.display()
         );
     }
 
-    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let addr = SocketAddr::new(cfg.listen.bind, cfg.listen.port);
     let listener = match bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -460,11 +460,14 @@ pub async fn run(cfg: Config) -> Exit {
             return Exit::Runtime;
         }
     };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(cfg.port);
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(cfg.listen.port);
 
     let metrics = Metrics::new();
-    if let Some(mport) = cfg.metrics_port {
-        let maddr = SocketAddr::new(cfg.bind, mport);
+    if let Some(mport) = cfg.listen.metrics_port {
+        let maddr = SocketAddr::new(cfg.listen.bind, mport);
         match bind(maddr) {
             Ok(l) => {
                 let real = l.local_addr().map(|a| a.port()).unwrap_or(mport);
@@ -516,14 +519,14 @@ pub async fn run(cfg: Config) -> Exit {
     let shared = Shared::with_backend(cfg.clone(), metrics, runner, backend.ready());
     shared.state.starting.store(true, Ordering::Release);
 
-    if let (Some(keys), Some(every)) = (&cfg.api_keys, cfg.secret_reload_interval) {
+    if let (Some(keys), Some(every)) = (&cfg.auth.api_keys, cfg.auth.secret_reload_interval) {
         keys.spawn_reloader(every);
     }
 
     let main_port = Arc::new(Port::new(
         Kind::Main,
         &cfg,
-        cfg.max_connections,
+        cfg.listen.max_connections,
         shared.metrics.clone(),
     ));
     let conns = main_port.conns.clone();
@@ -568,15 +571,15 @@ pub async fn run(cfg: Config) -> Exit {
         }
     }
 
-    if !cfg.suppress_lock {
-        if let Err(e) = std::fs::write(&cfg.lock_path, b"") {
+    if let Some(lock) = &cfg.lock_file {
+        if let Err(e) = std::fs::write(lock, b"") {
             tracing::error!(
                 "cannot write lock file {}: {e} (set suppress_lock=true to run without it)",
-                cfg.lock_path.display()
+                lock.display()
             );
             return Exit::Runtime;
         }
-        tracing::info!("Writing lock-file to: {}", cfg.lock_path.display());
+        tracing::info!("Writing lock-file to: {}", lock.display());
     }
 
     tracing::info!("Listening on port: {port}");
@@ -590,11 +593,11 @@ pub async fn run(cfg: Config) -> Exit {
     // stop routing here, so only SIGTERM keeps serving for `healthcheck_interval`.
     let (died, grace) = tokio::select! {
         sig = stop_signals.recv() => {
-            let grace = if sig == "SIGTERM" { cfg.healthcheck_interval } else { Duration::ZERO };
+            let grace = if sig == "SIGTERM" { cfg.timeouts.healthcheck_interval } else { Duration::ZERO };
             tracing::info!(
                 "Received {sig}, shutting down: health now fails, serving for {}",
                 if sig == "SIGTERM" {
-                    format!("healthcheck_interval={}", crate::config::format_duration(grace))
+                    format!("healthcheck_interval={}", crate::duration::format_duration(grace))
                 } else {
                     "0s (no healthcheck_interval wait on SIGINT)".to_owned()
                 }
@@ -604,8 +607,8 @@ pub async fn run(cfg: Config) -> Exit {
         _ = backend.exited() => (true, Duration::ZERO),
     };
     shared.state.accepting.store(false, Ordering::Release);
-    if !cfg.suppress_lock {
-        let _ = std::fs::remove_file(&cfg.lock_path);
+    if let Some(lock) = &cfg.lock_file {
+        let _ = std::fs::remove_file(lock);
     }
 
     let drain = async {
@@ -615,7 +618,7 @@ pub async fn run(cfg: Config) -> Exit {
         let _ = conns.closing.send(true);
         let open = conns.open.load(Ordering::Acquire);
         tracing::info!("No longer accepting connections; draining {open} open connection(s) for up to write_timeout={}",
-            crate::config::format_duration(cfg.write_timeout));
+            crate::duration::format_duration(cfg.timeouts.write));
         let wait_closed = async {
             loop {
                 let notified = conns.all_closed.notified();
@@ -625,7 +628,7 @@ pub async fn run(cfg: Config) -> Exit {
                 notified.await;
             }
         };
-        if tokio::time::timeout(cfg.write_timeout, wait_closed)
+        if tokio::time::timeout(cfg.timeouts.write, wait_closed)
             .await
             .is_err()
         {

@@ -117,9 +117,14 @@ impl Shared {
         runner: Runner,
         backend_ready: watch::Receiver<bool>,
     ) -> Arc<Shared> {
-        let queue = (cfg.max_inflight > 0 && cfg.max_queue > 0)
-            .then(|| crate::queue::Queue::new(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout));
-        let auth = crate::auth::Chain::new(cfg.api_keys.clone(), cfg.jwt.clone());
+        let l = &cfg.limits;
+        let queue = match l.max_inflight {
+            Some(max) if l.max_queue > 0 => {
+                Some(crate::queue::Queue::new(max, l.max_queue, l.queue_timeout))
+            }
+            _ => None,
+        };
+        let auth = crate::auth::Chain::new(cfg.auth.api_keys.clone(), cfg.auth.jwt.clone());
         Arc::new(Shared {
             auth,
             cfg,
@@ -142,7 +147,7 @@ impl Shared {
             && !self.state.starting.load(Ordering::Acquire)
             && *self.state.backend_ready.borrow()
             && self.auth.ready()
-            && (self.cfg.suppress_lock || self.cfg.lock_path.exists())
+            && self.cfg.lock_file.as_ref().is_none_or(|p| p.exists())
     }
 
     /// Answers one request.
@@ -171,7 +176,9 @@ impl Shared {
             Some(id) => id.to_owned(),
             // JSON handler lines carry an id to tie them to their request line; text
             // lines keep the peers' `[none]`.
-            None if self.cfg.log_format == crate::config::LogFormat::Json => logging::new_call_id(),
+            None if self.cfg.logs.format == crate::config::LogFormat::Json => {
+                logging::new_call_id()
+            }
             None => String::new(),
         };
         let done = Done {
@@ -192,12 +199,12 @@ impl Shared {
             Err(resp) => resp,
             Ok(req) => {
                 let ctx = Ctx {
-                    write_deadline: started + self.cfg.write_timeout,
+                    write_deadline: started + self.cfg.timeouts.write,
                     call_id,
                     slot: done.slot.clone(),
                 };
                 // Only JSON lines show a span's call id.
-                let span = match self.cfg.log_format {
+                let span = match self.cfg.logs.format {
                     crate::config::LogFormat::Json => logging::request_span(&ctx.call_id),
                     crate::config::LogFormat::Text => tracing::Span::none(),
                 };
@@ -236,8 +243,7 @@ impl Shared {
             }
             return Err(self.auth.response(refusal));
         }
-        let max = self.cfg.max_inflight;
-        if max > 0 {
+        if let Some(max) = self.cfg.limits.max_inflight {
             let permit = match &self.state.queue {
                 None => {
                     if self.state.inflight.fetch_add(1, Ordering::AcqRel) >= max {
@@ -248,7 +254,7 @@ impl Shared {
                 }
                 Some(queue) => {
                     // The wait counts against write_timeout, not exec_timeout.
-                    let until = done.started + self.cfg.write_timeout;
+                    let until = done.started + self.cfg.timeouts.write;
                     let permit = queue
                         .slot(until, &self.metrics)
                         .await
@@ -278,8 +284,8 @@ impl Shared {
         if req.uri().path() == "/_/health" {
             return body::text(StatusCode::OK, "OK");
         }
-        let max = self.cfg.max_inflight;
-        if max > 0 && self.state.inflight.load(Ordering::Acquire) >= max {
+        let full = self.cfg.limits.max_inflight;
+        if full.is_some_and(|max| self.state.inflight.load(Ordering::Acquire) >= max) {
             return body::text(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Concurrent request limit reached\n",
@@ -328,7 +334,7 @@ impl Shared {
     async fn ask_ready(&self, path: &str) -> ReadyAnswer {
         let inner = Request::get(path).body(body::empty()).unwrap_or_default();
         let ctx = Ctx {
-            write_deadline: Instant::now() + self.cfg.write_timeout,
+            write_deadline: Instant::now() + self.cfg.timeouts.write,
             call_id: String::new(),
             slot: None,
         };
@@ -365,7 +371,7 @@ impl Shared {
                 body,
             }
         };
-        match tokio::time::timeout(self.cfg.write_timeout, run).await {
+        match tokio::time::timeout(self.cfg.timeouts.write, run).await {
             Ok(a) => a,
             Err(_) => ReadyAnswer::failed(StatusCode::GATEWAY_TIMEOUT),
         }
@@ -487,7 +493,7 @@ impl Drop for Done {
                 self.bytes,
                 took,
                 &self.call_id,
-                self.shared.cfg.log_callid,
+                self.shared.cfg.logs.callid,
             );
         }
     }

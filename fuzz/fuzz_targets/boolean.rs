@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 parse_bool(s.trim()).ok()
             };
-            assert_eq!(Some(cfg.cgi_headers), want, "{s:?}");
+            assert_eq!(Some(cfg.fork_io.cgi_headers), want, "{s:?}");
         }
         Err(e) => {
             assert!(e.0.contains("cgi_headers"), "{e}");

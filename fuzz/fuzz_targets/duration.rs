@@ -5,7 +5,8 @@
 //! same value; a bare run of digits is that many seconds; nothing negative is accepted.
 #![no_main]
 
-use fwatchdog::config::{format_duration, parse_duration};
+use fwatchdog::config::parse_duration;
+use fwatchdog::duration::format_duration;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{format_duration, Config, FastCgiAddress, Mode};
+use crate::config::{Config, FastCgiAddress, Mode};
+use crate::duration::format_duration;
 use crate::os::process::ExitStatus;
 use upstream::Upstream;
 use workers::Workers;
@@ -98,7 +99,7 @@ impl Backend {
 
     /// Starts it and returns once it is ready. Dropping the future kills what it started.
     pub async fn start(&mut self) -> Result<(), String> {
-        let within = self.cfg.exec_timeout.unwrap_or(READY_DEFAULT);
+        let within = self.cfg.timeouts.exec.unwrap_or(READY_DEFAULT);
         match &mut self.kind {
             Kind::None => Ok(()),
             Kind::Upstream(up) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::config::format_duration;
+use crate::duration::format_duration;
 use crate::os::process;
 
 /// How long a backend's processes may take to exit after SIGTERM before they get SIGKILL.

@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{stop, Ready};
-use crate::config::{format_duration, Config};
+use crate::config::Config;
+use crate::duration::format_duration;
 use crate::os::process::{self, ExitStatus, Stderr};
 use crate::runner::pipe::log_output;
 
@@ -58,7 +59,7 @@ impl Upstream {
         child.keep_group_on_exit();
         tracing::info!("Started upstream {cmd:?} (pid {pid})");
         drop(child.stdin.take());
-        let logs = log_output(&mut child, cfg.log_buffer_size, cfg.prefix_logs);
+        let logs = log_output(&mut child, cfg.logs.buffer_size, cfg.logs.prefix);
         let (tx, exit) = watch::channel(None);
         let stopping = Arc::new(AtomicBool::new(false));
         let asked = stopping.clone();
@@ -86,7 +87,7 @@ impl Upstream {
     /// Polls until the upstream accepts TCP connections (and answers 2xx on
     /// `ready_path`, if set), within `within`.
     async fn ready(&mut self, cfg: &Config, within: Duration) -> Result<(), String> {
-        let url = cfg.upstream_url.clone().unwrap_or_default();
+        let url = cfg.proxy.upstream_url.clone().unwrap_or_default();
         let host = url
             .host()
             .unwrap_or("127.0.0.1")

@@ -29,7 +29,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use super::{stop, Ready};
-use crate::config::{format_duration, Config};
+use crate::config::Config;
+use crate::duration::format_duration;
 use crate::os::process::{self, Child, Program, Stderr, Stdin};
 use crate::runner::pipe;
 
@@ -94,8 +95,8 @@ impl Workers {
             env,
             count: cfg.fastcgi.pool_size,
             max_requests,
-            log_max: cfg.log_buffer_size,
-            prefix: cfg.prefix_logs,
+            log_max: cfg.logs.buffer_size,
+            prefix: cfg.logs.prefix,
             alive: watch::channel(0).0,
             pids: Mutex::new(vec![0; cfg.fastcgi.pool_size]),
             stopping: AtomicBool::new(false),

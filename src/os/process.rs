@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::libc;
 use std::sync::{Mutex, OnceLock};
@@ -241,6 +241,52 @@ pub fn exec_tied_if_asked() {
     fail(format!("{}", explain(e, &path)));
 }
 
+/// The folders `execvp` searches: `PATH`, or its default when `PATH` is unset.
+fn search_path() -> std::ffi::OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
+fn executable(p: &Path) -> bool {
+    p.metadata().is_ok_and(|m| m.is_file())
+        && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// The first executable file called `name` in a [`search_path`] folder, an empty entry
+/// being the current folder: the file `execvp` would run.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&search_path())
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+            .join(name)
+        })
+        .find(|p| executable(p))
+}
+
+/// Where `program` would be run from: itself when it names a path (it has a `/`), else
+/// what [`Program`] will find on `PATH` when it starts it. The error says why not, for
+/// a configuration error at startup instead of a 500 on every request.
+pub fn find_program(program: &str) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return match p.metadata() {
+            Err(e) => Err(format!("program {program}: {e}")),
+            Ok(m) if !m.is_file() => Err(format!("program {program} is not a file")),
+            Ok(_) if !executable(&p) => Err(format!("program {program} is not executable")),
+            Ok(_) => Ok(p),
+        };
+    }
+    which(program).ok_or_else(|| {
+        format!(
+            "program {program} not found (or not executable) on PATH={}",
+            search_path().to_string_lossy()
+        )
+    })
+}
+
 impl Program {
     pub fn new(argv: &[String]) -> io::Result<Program> {
         let name = argv
@@ -280,20 +326,7 @@ impl Program {
         let found = if self.name.contains('/') {
             Some(PathBuf::from(&self.name))
         } else {
-            let search =
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-            std::env::split_paths(&search)
-                .map(|dir| {
-                    if dir.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        dir
-                    }
-                    .join(&self.name)
-                })
-                .find(|p| {
-                    p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
-                })
+            which(&self.name)
         };
         let found =
             found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not found on PATH"))?;

@@ -11,7 +11,7 @@ use super::cgi;
 use super::pipe::BodyEnd;
 use super::Ctx;
 use crate::body::{self, Body};
-use crate::config::format_duration;
+use crate::duration::format_duration;
 use crate::os::process::ExitStatus;
 
 pub static X_DURATION: HeaderName = HeaderName::from_static("x-duration-seconds");

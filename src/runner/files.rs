@@ -27,7 +27,7 @@ pub struct Files {
 
 impl Files {
     pub fn new(cfg: &Config) -> Files {
-        let root = cfg.static_path.clone();
+        let root = cfg.static_files.path.clone();
         match root.canonicalize() {
             Ok(real) if real.is_dir() => {
                 tracing::info!("Serving static files from {}", real.display())
@@ -40,7 +40,7 @@ impl Files {
         Files {
             dir: ServeDir::new(&root),
             root,
-            hidden_files: cfg.static_hidden_files,
+            hidden_files: cfg.static_files.hidden_files,
         }
     }
 

@@ -73,7 +73,7 @@ fn writer(fd: OwnedFd) -> std::io::Result<pipe::Sender> {
 
 impl Fork {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Fork {
-        let port = cfg.port;
+        let port = cfg.listen.port;
         let program = process::Program::new(&cfg.fprocess).ok();
         Fork {
             cfg,
@@ -89,7 +89,7 @@ impl Fork {
     }
 
     pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
-        if let Some(max) = self.cfg.max_body_bytes {
+        if let Some(max) = self.cfg.limits.max_body_bytes {
             if content_length(req.headers()).is_some_and(|n| n > max) {
                 return Failure::TooLarge(max).answer(Instant::now());
             }
@@ -102,15 +102,15 @@ impl Fork {
 
     /// When a run must end: `exec_timeout` from now, and never after the write deadline.
     fn deadline(&self, ctx: &Ctx, started: Instant) -> Deadline {
-        let exec = self.cfg.exec_timeout.map(|t| ("exec_timeout", t));
-        Deadline::new(started, exec, ctx, self.cfg.write_timeout)
+        let exec = self.cfg.timeouts.exec.map(|t| ("exec_timeout", t));
+        Deadline::new(started, exec, ctx, self.cfg.timeouts.write)
     }
 
     fn stderr_logger(&self, fd: Option<OwnedFd>, ctx: &Ctx) -> Option<oneshot::Sender<()>> {
         let rx = reader(fd?).ok()?;
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let max = self.cfg.log_buffer_size;
-        let prefix = self.cfg.prefix_logs;
+        let max = self.cfg.logs.buffer_size;
+        let prefix = self.cfg.logs.prefix;
         let call_id = ctx.call_id.clone();
         tokio::spawn(async move {
             let log = lines(rx, max, |l| {
@@ -129,9 +129,9 @@ impl Fork {
     }
 
     fn stdout_log(&self, ctx: &Ctx) -> Option<StdoutLog> {
-        self.cfg.write_debug.then(|| StdoutLog {
-            split: LineSplitter::new(self.cfg.log_buffer_size),
-            prefix: self.cfg.prefix_logs,
+        self.cfg.fork_io.write_debug.then(|| StdoutLog {
+            split: LineSplitter::new(self.cfg.logs.buffer_size),
+            prefix: self.cfg.logs.prefix,
             call_id: ctx.call_id.clone(),
         })
     }
@@ -148,6 +148,7 @@ impl Fork {
     ) -> Result<process::Child, Failure> {
         let hidden = self
             .cfg
+            .auth
             .api_keys
             .as_ref()
             .filter(|k| !k.forward())
@@ -155,12 +156,12 @@ impl Fork {
         let mut env = handler_env(
             parts,
             &EnvOptions {
-                cgi_headers: self.cfg.cgi_headers,
+                cgi_headers: self.cfg.fork_io.cgi_headers,
                 content_length,
                 hidden,
             },
         );
-        if self.cfg.cgi {
+        if self.cfg.fork_io.cgi {
             env.extend(cgi::meta_variables(
                 parts,
                 &cgi::Meta {
@@ -202,7 +203,7 @@ impl Fork {
             run.child.pid(),
             deadline.exceeded()
         );
-        run.expire(self.cfg.exec_kill_grace);
+        run.expire(self.cfg.timeouts.exec_kill_grace);
         Failure::Timeout(deadline).answer(started)
     }
 
@@ -226,7 +227,7 @@ impl Fork {
             Err(resp) => return resp,
         };
         let mut builder = Response::builder().header(&X_DURATION, duration_header(started));
-        if let Some(ct) = &self.cfg.content_type {
+        if let Some(ct) = &self.cfg.fork_io.content_type {
             builder = builder.header(http::header::CONTENT_TYPE, ct.as_str());
         }
         if let Some(head) = head {
@@ -242,7 +243,7 @@ impl Fork {
             tx,
             deadline,
             metrics: self.metrics.clone(),
-            grace: self.cfg.exec_kill_grace,
+            grace: self.cfg.timeouts.exec_kill_grace,
             te_trailers,
         };
         tokio::spawn(stream.run(first));
@@ -274,8 +275,8 @@ impl Fork {
         run.pump = Some(tokio::spawn(body_to_stdin(
             body,
             stdin,
-            self.cfg.read_timeout,
-            self.cfg.max_body_bytes,
+            self.cfg.timeouts.read,
+            self.cfg.limits.max_body_bytes,
         )));
         Ok(run)
     }
@@ -291,7 +292,7 @@ impl Fork {
         started: Instant,
     ) -> Result<(Run, Option<Bytes>, Option<cgi::Head>), Response<Body>> {
         let mut head = None;
-        let step = if self.cfg.cgi {
+        let step = if self.cfg.fork_io.cgi {
             match run.cgi_head(deadline.at).await {
                 Ok((step, h)) => {
                     head = h;
@@ -308,7 +309,7 @@ impl Fork {
             Step::Deadline => return Err(self.timed_out(run, deadline, started)),
             Step::Body(end) => {
                 run.child.kill();
-                return Err(Failure::Body(end, self.cfg.max_body_bytes).answer(started));
+                return Err(Failure::Body(end, self.cfg.limits.max_body_bytes).answer(started));
             }
         };
         Ok((run, first, head))
@@ -329,7 +330,7 @@ impl Fork {
             None => return self.timed_out(run, deadline, started),
         };
         self.exited(status);
-        if status.success() && self.cfg.cgi {
+        if status.success() && self.cfg.fork_io.cgi {
             return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started);
         }
         if status.success() {
@@ -358,16 +359,18 @@ impl Fork {
         let begun = Instant::now();
         let (parts, body) = req.into_parts();
         let (chunks, total) =
-            match collect(body, self.cfg.read_timeout, self.cfg.max_body_bytes).await {
+            match collect(body, self.cfg.timeouts.read, self.cfg.limits.max_body_bytes).await {
                 Ok(c) => c,
-                Err(end) => return Failure::Body(end, self.cfg.max_body_bytes).answer(begun),
+                Err(end) => {
+                    return Failure::Body(end, self.cfg.limits.max_body_bytes).answer(begun)
+                }
             };
-        let input = if self.cfg.marshal_request {
+        let input = if self.cfg.fork_io.marshal_request {
             vec![marshal(&parts.headers, &chunks)]
         } else {
             chunks
         };
-        let stderr_mode = if self.cfg.combine_output {
+        let stderr_mode = if self.cfg.fork_io.combine_output {
             Stderr::Stdout
         } else {
             Stderr::Pipe
@@ -395,7 +398,11 @@ impl Fork {
         // With --cgi the header block is checked as it arrives, so a handler that does not
         // speak CGI fails at once. `cgi_head`: the head, the start of the body, and the
         // index in `output` of the chunk it starts in.
-        let mut cgi_buf = self.cfg.cgi.then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
+        let mut cgi_buf = self
+            .cfg
+            .fork_io
+            .cgi
+            .then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
         let mut cgi_head = None;
         let timed_out = loop {
             match run.step(deadline.at).await {
@@ -435,7 +442,7 @@ impl Fork {
                 }
                 Some(head)
             }
-            None if self.cfg.cgi => {
+            None if self.cfg.fork_io.cgi => {
                 return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started)
             }
             None => None,
@@ -447,7 +454,7 @@ impl Fork {
                 .status(StatusCode::INTERNAL_SERVER_ERROR)
                 .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
         } else {
-            let ct = match &self.cfg.content_type {
+            let ct = match &self.cfg.fork_io.content_type {
                 Some(ct) => HeaderValue::from_str(ct).ok(),
                 None => parts
                     .headers

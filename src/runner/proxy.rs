@@ -35,7 +35,8 @@ use super::failure::{duration_header, X_DURATION};
 use super::pipe::{collect, BodyEnd};
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
-use crate::config::{format_duration, parse_duration, Config};
+use crate::config::{parse_duration, Config};
+use crate::duration::format_duration;
 
 /// Idle pooled connections are closed after this. Short, because upstream servers close
 /// idle keep-alive connections early (gunicorn after 2 s, node after 5 s) and a request
@@ -72,7 +73,7 @@ impl Http {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
-        let upstream = cfg.upstream_url.clone().unwrap_or_default();
+        let upstream = cfg.proxy.upstream_url.clone().unwrap_or_default();
         let prefix = upstream.path().trim_end_matches('/');
         Http {
             client,
@@ -83,11 +84,11 @@ impl Http {
                 .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
             prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
             url: upstream.to_string(),
-            exec_timeout: cfg.exec_timeout,
-            write_timeout: cfg.write_timeout,
-            read_timeout: cfg.read_timeout,
-            buffer: cfg.http_buffer_req_body,
-            max_body: cfg.max_body_bytes,
+            exec_timeout: cfg.timeouts.exec,
+            write_timeout: cfg.timeouts.write,
+            read_timeout: cfg.timeouts.read,
+            buffer: cfg.proxy.buffer_req_body,
+            max_body: cfg.limits.max_body_bytes,
         }
     }
 

@@ -44,7 +44,8 @@ use super::failure::{duration_header, X_DURATION};
 use super::pipe::{collect, BodyEnd, LineSplitter};
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
-use crate::config::{format_duration, Config, FastCgiAddress};
+use crate::config::{Config, FastCgiAddress};
+use crate::duration::format_duration;
 use crate::logging;
 use codec::{Decoder, End, Record};
 use pool::{Connections, Io};
@@ -119,13 +120,13 @@ impl FastCgi {
         let cfg = &self.inner.cfg;
         let (parts, body) = req.into_parts();
         let declared = content_length(&parts.headers);
-        if let (Some(max), Some(n)) = (cfg.max_body_bytes, declared) {
+        if let (Some(max), Some(n)) = (cfg.limits.max_body_bytes, declared) {
             if n > max {
                 return Failure::TooLarge(max).answer(started);
             }
         }
-        let exec = cfg.exec_timeout.map(|t| ("exec_timeout", t));
-        let deadline = Deadline::new(started, exec, ctx, cfg.write_timeout);
+        let exec = cfg.timeouts.exec.map(|t| ("exec_timeout", t));
+        let deadline = Deadline::new(started, exec, ctx, cfg.timeouts.write);
         // The application needs CONTENT_LENGTH to read its input: a chunked body is read
         // first (bounded), a Content-Length one is streamed.
         let (input, stdin_len) = if let Some(n) = declared {
@@ -133,8 +134,8 @@ impl FastCgi {
         } else if body.is_end_stream() {
             (Input::Empty, None)
         } else {
-            let max = cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT);
-            match collect(body, cfg.read_timeout, Some(max)).await {
+            let max = cfg.limits.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT);
+            match collect(body, cfg.timeouts.read, Some(max)).await {
                 Ok((chunks, total)) => (Input::Chunks(chunks), Some(total)),
                 Err(end) => return Failure::Body(end, Some(max)).answer(started),
             }
@@ -178,6 +179,7 @@ impl FastCgi {
     fn request_params(&self, parts: &http::request::Parts, stdin_len: Option<u64>) -> Vec<u8> {
         let cfg = &self.inner.cfg;
         let hidden = cfg
+            .auth
             .api_keys
             .as_ref()
             .filter(|k| !k.forward())
@@ -341,7 +343,7 @@ impl Job {
         // not read of the body is read and discarded so the client can finish sending.
         let (rest, idle, until) = (
             self.rest.take(),
-            self.inner.cfg.read_timeout,
+            self.inner.cfg.timeouts.read,
             self.deadline.at,
         );
         drop(self);
@@ -387,7 +389,13 @@ impl Job {
                     Interrupt::Malformed(e) => malformed(e, self.started),
                     Interrupt::Body(end) => Failure::Body(
                         end.clone(),
-                        Some(self.inner.cfg.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT)),
+                        Some(
+                            self.inner
+                                .cfg
+                                .limits
+                                .max_body_bytes
+                                .unwrap_or(BUFFERED_BODY_LIMIT),
+                        ),
                     )
                     .answer(self.started),
                     Interrupt::Gone => return,
@@ -433,7 +441,7 @@ impl Job {
             Input::Empty => (Input::Empty, Some(Input::Empty)),
             s => (s, None),
         };
-        let read_timeout = self.inner.cfg.read_timeout;
+        let read_timeout = self.inner.cfg.timeouts.read;
         let deadline = self.deadline.at;
         let mid_record = &progress.mid_record;
         let mut stdin_done = false;
@@ -442,8 +450,8 @@ impl Job {
             id,
             buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
             dec: Decoder::new(),
-            log: LineSplitter::new(self.inner.cfg.log_buffer_size),
-            prefix: self.inner.cfg.prefix_logs,
+            log: LineSplitter::new(self.inner.cfg.logs.buffer_size),
+            prefix: self.inner.cfg.logs.prefix,
             any_record: false,
         };
         let tx = self.tx.clone();
