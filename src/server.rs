@@ -16,6 +16,7 @@
 //! so neither may be a way to exhaust the process.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use tokio::sync::{watch, Notify};
 use crate::backend::Backend;
 use crate::body::Body;
 use crate::config::{Config, Mode};
+use crate::duration::format_duration;
 use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::os::signal::Stop;
@@ -419,19 +421,70 @@ fn metrics_answer(req: &hyper::Request<Body>, metrics: &Metrics) -> hyper::Respo
 
 /// Runs the watchdog until it is stopped. Returns the exit code.
 pub async fn run(cfg: Config) -> Exit {
-    let cfg = Arc::new(cfg);
-    if let Err(e) = crate::os::process::start_reaper() {
-        tracing::error!("cannot watch for child processes: {e}");
-        return Exit::Runtime;
+    match serve(Arc::new(cfg)).await {
+        Ok(exit) | Err(exit) => exit,
     }
-    let mut stop_signals = match Stop::install() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            return Exit::Runtime;
-        }
-    };
+}
 
+/// The life of the process as named phases. An `Err` ends it early with that exit code
+/// (`Clean` too: a stop signal before we were ready), after logging why.
+async fn serve(cfg: Arc<Config>) -> Result<Exit, Exit> {
+    let mut stop_signals = prepare_process()?;
+    log_startup(&cfg);
+    let (listener, port) = bind_main(&cfg)?;
+    let metrics = Metrics::new();
+    spawn_metrics_port(&cfg, &metrics)?;
+    let mut backend = Backend::new(cfg.clone()).map_err(|e| fail(&e))?;
+    let shared = build_shared(&cfg, port, metrics, &backend);
+    let main_port = spawn_main_port(&cfg, &shared, listener);
+    let lock = become_ready(&cfg, &shared, &mut backend, &mut stop_signals).await?;
+    tracing::info!("Listening on port: {port}");
+    // The log writer batches lines; health goes green only once these are out. This
+    // blocks the thread for the one write (at most 2 s if nobody reads stderr), once.
+    crate::logging::flush();
+    shared.state.starting.store(false, Ordering::Release);
+
+    let cause = wait_for_stop(&mut stop_signals, &mut backend).await;
+    shared.state.accepting.store(false, Ordering::Release);
+    drop(lock);
+    let grace = cause.grace(&cfg);
+    // The backend is stopped only once the requests it serves have drained.
+    let drain_then_stop_backend = async {
+        main_port.drain(grace, cfg.timeouts.write).await;
+        shared.runner.close_idle();
+        backend.stop().await;
+    };
+    tokio::select! {
+        _ = drain_then_stop_backend => {}
+        sig = stop_signals.recv() => {
+            tracing::info!("Received {sig} again: exiting now");
+            crate::os::process::kill_all();
+            return Err(Exit::Runtime);
+        }
+    }
+    crate::os::process::kill_all();
+    tracing::info!("Shutdown complete");
+    Ok(match cause {
+        StopCause::Signal(_) => Exit::Clean,
+        StopCause::BackendDied => Exit::Runtime,
+    })
+}
+
+/// Logs `why` as the error that stops the process: exit 1.
+fn fail(why: &dyn std::fmt::Display) -> Exit {
+    tracing::error!("{why}");
+    Exit::Runtime
+}
+
+/// The reaper of child processes and the stop signals, before anything is started.
+fn prepare_process() -> Result<Stop, Exit> {
+    crate::os::process::start_reaper()
+        .map_err(|e| fail(&format!("cannot watch for child processes: {e}")))?;
+    Stop::install().map_err(|e| fail(&format!("cannot install signal handlers: {e}")))
+}
+
+/// The version, the effective configuration and what it could not use.
+fn log_startup(cfg: &Config) {
     tracing::info!("fwatchdog version: {}", env!("CARGO_PKG_VERSION"));
     tracing::info!("Config: {}", cfg.summary());
     for w in &cfg.warnings {
@@ -442,7 +495,6 @@ pub async fn run(cfg: Config) -> Exit {
             tracing::info!("API key secret {name}: loaded from {}", path.display());
         }
     }
-
     if let Some(lock) = cfg.lock_file.as_ref().filter(|p| p.exists()) {
         // Another instance sharing $TMPDIR would remove this file when it stops, and our
         // health would fail with it; say so now rather than then.
@@ -451,65 +503,53 @@ pub async fn run(cfg: Config) -> Exit {
             lock.display()
         );
     }
+}
 
+/// The function port's listener, bound before anything can fail late, and the port
+/// actually bound (`port=0` picks one).
+fn bind_main(cfg: &Config) -> Result<(TcpListener, u16), Exit> {
     let addr = SocketAddr::new(cfg.listen.bind, cfg.listen.port);
-    let listener = match bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot listen on {addr}: {e}");
-            return Exit::Runtime;
-        }
-    };
-    let port = listener
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(cfg.listen.port);
+    let listener = bind(addr).map_err(|e| fail(&format!("cannot listen on {addr}: {e}")))?;
+    let port = listener.local_addr().map_or(cfg.listen.port, |a| a.port());
+    Ok((listener, port))
+}
 
-    let metrics = Metrics::new();
-    if let Some(mport) = cfg.listen.metrics_port {
-        let maddr = SocketAddr::new(cfg.listen.bind, mport);
-        match bind(maddr) {
-            Ok(l) => {
-                let real = l.local_addr().map(|a| a.port()).unwrap_or(mport);
-                tracing::info!("Metrics listening on port: {real}");
-                let port = Port::new(
-                    Kind::Metrics,
-                    &cfg,
-                    METRICS_MAX_CONNECTIONS,
-                    metrics.clone(),
-                );
-                let m = metrics.clone();
-                let answer = move |req: hyper::Request<Body>, _: SocketAddr| {
-                    let resp = metrics_answer(&req, &m);
-                    async move { resp }
-                };
-                // Serves until the process exits; only the function port drains.
-                tokio::spawn(accept_loop(
-                    l,
-                    Arc::new(port),
-                    answer,
-                    std::future::pending(),
-                ));
-            }
-            Err(e) => {
-                tracing::error!(
-                    "cannot listen on {maddr} for metrics: {e} (set metrics_port=off to disable)"
-                );
-                return Exit::Runtime;
-            }
-        }
-    }
-
-    let mut backend = match Backend::new(cfg.clone()) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!("{e}");
-            return Exit::Runtime;
-        }
+/// The metrics port, when on: served until the process exits (only the function port
+/// drains).
+fn spawn_metrics_port(cfg: &Config, metrics: &Arc<Metrics>) -> Result<(), Exit> {
+    let Some(mport) = cfg.listen.metrics_port else {
+        return Ok(());
     };
+    let maddr = SocketAddr::new(cfg.listen.bind, mport);
+    let listener = bind(maddr).map_err(|e| {
+        fail(&format!(
+            "cannot listen on {maddr} for metrics: {e} (set metrics_port=off to disable)"
+        ))
+    })?;
+    let real = listener.local_addr().map_or(mport, |a| a.port());
+    tracing::info!("Metrics listening on port: {real}");
+    let port = Port::new(Kind::Metrics, cfg, METRICS_MAX_CONNECTIONS, metrics.clone());
+    let m = metrics.clone();
+    let answer = move |req: hyper::Request<Body>, _: SocketAddr| {
+        let resp = metrics_answer(&req, &m);
+        async move { resp }
+    };
+    let never = std::future::pending();
+    tokio::spawn(accept_loop(listener, Arc::new(port), answer, never));
+    Ok(())
+}
+
+/// The mode's runner and the request chain around it, still starting (health 503); the
+/// API-key reloader.
+fn build_shared(
+    cfg: &Arc<Config>,
+    port: u16,
+    metrics: Arc<Metrics>,
+    backend: &Backend,
+) -> Arc<Shared> {
     let runner = match cfg.mode {
-        Mode::Http => Runner::Http(Http::new(&cfg)),
-        Mode::Static => Runner::Files(Files::new(&cfg)),
+        Mode::Http => Runner::Http(Http::new(cfg)),
+        Mode::Static => Runner::Files(Files::new(cfg)),
         Mode::FastCgi => {
             let pool = backend.workers().map(|w| w as Arc<dyn Pool>);
             Runner::FastCgi(FastCgi::new(cfg.clone(), port, pool))
@@ -518,19 +558,18 @@ pub async fn run(cfg: Config) -> Exit {
     };
     let shared = Shared::with_backend(cfg.clone(), metrics, runner, backend.ready());
     shared.state.starting.store(true, Ordering::Release);
-
     if let (Some(keys), Some(every)) = (&cfg.auth.api_keys, cfg.auth.secret_reload_interval) {
         keys.spawn_reloader(every);
     }
+    shared
+}
 
-    let main_port = Arc::new(Port::new(
-        Kind::Main,
-        &cfg,
-        cfg.listen.max_connections,
-        shared.metrics.clone(),
-    ));
-    let conns = main_port.conns.clone();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+/// The function port, accepting from now on (health answers 503 until we are ready).
+fn spawn_main_port(cfg: &Config, shared: &Arc<Shared>, listener: TcpListener) -> MainPort {
+    let max = cfg.listen.max_connections;
+    let port = Arc::new(Port::new(Kind::Main, cfg, max, shared.metrics.clone()));
+    let conns = port.conns.clone();
+    let (stop, mut stop_rx) = watch::channel(false);
     let serve = {
         let shared = shared.clone();
         move |req: hyper::Request<Body>, peer: SocketAddr| {
@@ -538,126 +577,155 @@ pub async fn run(cfg: Config) -> Exit {
             async move { shared.handle(req, Some(peer)).await }
         }
     };
-    let accept = tokio::spawn(accept_loop(listener, main_port, serve, async move {
-        until_set(&mut stop_rx).await
-    }));
+    let until_stopped = async move { until_set(&mut stop_rx).await };
+    let accept = tokio::spawn(accept_loop(listener, port, serve, until_stopped));
+    MainPort {
+        accept,
+        stop,
+        conns,
+    }
+}
 
+/// Waits for what the function needs before it can answer (the token issuer's keys,
+/// the backend), then writes the lock file. A stop signal meanwhile ends the process
+/// cleanly.
+async fn become_ready(
+    cfg: &Config,
+    shared: &Shared,
+    backend: &mut Backend,
+    stop_signals: &mut Stop,
+) -> Result<Option<LockFile>, Exit> {
     // jwt_auth: health and function requests answer 503 until the issuer's keys are in.
     if let Some(jwt) = shared.auth.jwt() {
         tokio::select! {
-            r = jwt.start() => if let Err(e) = r {
-                tracing::error!("{e}");
-                return Exit::Runtime;
-            },
+            r = jwt.start() => r.map_err(|e| fail(&e))?,
             sig = stop_signals.recv() => {
                 tracing::info!("Received {sig} before the token issuer's keys were fetched: exiting");
-                return Exit::Clean;
+                return Err(Exit::Clean);
             }
         }
     }
-
     // The backend (http upstream, FastCGI workers or server) is ready before the lock
     // file is written; health answers 503 meanwhile.
     tokio::select! {
         // A mode without a backend is ready at once, even with a signal waiting.
         biased;
-        r = backend.start() => if let Err(e) = r {
-            tracing::error!("{e}");
-            return Exit::Runtime;
-        },
+        r = backend.start() => r.map_err(|e| fail(&e))?,
         sig = stop_signals.recv() => {
             tracing::info!("Received {sig} before the {} was ready: exiting", backend.name());
-            return Exit::Clean;
+            return Err(Exit::Clean);
         }
     }
+    cfg.lock_file.as_deref().map(LockFile::create).transpose()
+}
 
-    if let Some(lock) = &cfg.lock_file {
-        if let Err(e) = std::fs::write(lock, b"") {
-            tracing::error!(
+/// Why the watchdog stops serving.
+enum StopCause {
+    /// SIGTERM or SIGINT.
+    Signal(&'static str),
+    /// The backend (upstream, workers) exited on its own: health failed the moment it
+    /// did.
+    BackendDied,
+}
+
+impl StopCause {
+    /// How long to keep serving with health failing, logged. Only SIGTERM waits
+    /// `healthcheck_interval`: SIGINT is a person at a terminal pressing Ctrl-C, and no
+    /// orchestrator needs time to stop routing here; a dead backend needs no wait.
+    fn grace(&self, cfg: &Config) -> Duration {
+        let StopCause::Signal(sig) = self else {
+            return Duration::ZERO;
+        };
+        let grace = match *sig {
+            "SIGTERM" => cfg.timeouts.healthcheck_interval,
+            _ => Duration::ZERO,
+        };
+        tracing::info!(
+            "Received {sig}, shutting down: health now fails, serving for {}",
+            if *sig == "SIGTERM" {
+                format!("healthcheck_interval={}", format_duration(grace))
+            } else {
+                "0s (no healthcheck_interval wait on SIGINT)".to_owned()
+            }
+        );
+        grace
+    }
+}
+
+/// Serves until a stop signal or the backend's death.
+async fn wait_for_stop(stop_signals: &mut Stop, backend: &mut Backend) -> StopCause {
+    tokio::select! {
+        sig = stop_signals.recv() => StopCause::Signal(sig),
+        _ = backend.exited() => StopCause::BackendDied,
+    }
+}
+
+/// The lock file, which exists exactly while we are ready: written on create, removed
+/// on drop.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn create(path: &Path) -> Result<LockFile, Exit> {
+        std::fs::write(path, b"").map_err(|e| {
+            fail(&format!(
                 "cannot write lock file {}: {e} (set suppress_lock=true to run without it)",
-                lock.display()
-            );
-            return Exit::Runtime;
-        }
-        tracing::info!("Writing lock-file to: {}", lock.display());
+                path.display()
+            ))
+        })?;
+        tracing::info!("Writing lock-file to: {}", path.display());
+        Ok(LockFile(path.to_owned()))
     }
+}
 
-    tracing::info!("Listening on port: {port}");
-    // The log writer batches lines; health goes green only once these are out. This
-    // blocks the thread for the one write (at most 2 s if nobody reads stderr), once.
-    crate::logging::flush();
-    shared.state.starting.store(false, Ordering::Release);
-
-    // A backend that died needs no grace period: health failed the moment it did.
-    // SIGINT is a person at a terminal pressing Ctrl-C: no orchestrator needs time to
-    // stop routing here, so only SIGTERM keeps serving for `healthcheck_interval`.
-    let (died, grace) = tokio::select! {
-        sig = stop_signals.recv() => {
-            let grace = if sig == "SIGTERM" { cfg.timeouts.healthcheck_interval } else { Duration::ZERO };
-            tracing::info!(
-                "Received {sig}, shutting down: health now fails, serving for {}",
-                if sig == "SIGTERM" {
-                    format!("healthcheck_interval={}", crate::duration::format_duration(grace))
-                } else {
-                    "0s (no healthcheck_interval wait on SIGINT)".to_owned()
-                }
-            );
-            (false, grace)
-        }
-        _ = backend.exited() => (true, Duration::ZERO),
-    };
-    shared.state.accepting.store(false, Ordering::Release);
-    if let Some(lock) = &cfg.lock_file {
-        let _ = std::fs::remove_file(lock);
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
+}
 
-    let drain = async {
+/// The function port's acceptor and its connections, for the drain.
+struct MainPort {
+    accept: tokio::task::JoinHandle<()>,
+    /// Set: stop accepting.
+    stop: watch::Sender<bool>,
+    conns: Arc<Conns>,
+}
+
+impl MainPort {
+    /// After `grace`, stops accepting and drains the open connections within `within`.
+    async fn drain(self, grace: Duration, within: Duration) {
         tokio::time::sleep(grace).await;
-        let _ = stop_tx.send(true);
-        let _ = accept.await;
-        let _ = conns.closing.send(true);
-        let open = conns.open.load(Ordering::Acquire);
-        tracing::info!("No longer accepting connections; draining {open} open connection(s) for up to write_timeout={}",
-            crate::duration::format_duration(cfg.timeouts.write));
-        let wait_closed = async {
+        let _ = self.stop.send(true);
+        let _ = self.accept.await;
+        self.conns.drain(within).await;
+    }
+}
+
+impl Conns {
+    /// Asks every connection to close once idle and waits up to `within` for them all
+    /// (`write_timeout`: no response may take longer); then their handlers get killed.
+    async fn drain(&self, within: Duration) {
+        let _ = self.closing.send(true);
+        let open = self.open.load(Ordering::Acquire);
+        tracing::info!(
+            "No longer accepting connections; draining {open} open connection(s) for up to write_timeout={}",
+            format_duration(within)
+        );
+        let all_closed = async {
             loop {
-                let notified = conns.all_closed.notified();
-                if conns.open.load(Ordering::Acquire) == 0 {
+                let notified = self.all_closed.notified();
+                if self.open.load(Ordering::Acquire) == 0 {
                     return;
                 }
                 notified.await;
             }
         };
-        if tokio::time::timeout(cfg.timeouts.write, wait_closed)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(within, all_closed).await.is_err() {
             tracing::info!(
                 "write_timeout reached with {} connection(s) open; killing their handlers",
-                conns.open.load(Ordering::Acquire)
+                self.open.load(Ordering::Acquire)
             );
         }
-    };
-    // The backend is stopped only once the requests it serves have drained.
-    let drain_then_stop_backend = async {
-        drain.await;
-        shared.runner.close_idle();
-        backend.stop().await;
-    };
-    tokio::select! {
-        _ = drain_then_stop_backend => {}
-        sig = stop_signals.recv() => {
-            tracing::info!("Received {sig} again: exiting now");
-            crate::os::process::kill_all();
-            return Exit::Runtime;
-        }
-    }
-    crate::os::process::kill_all();
-    tracing::info!("Shutdown complete");
-    if died {
-        Exit::Runtime
-    } else {
-        Exit::Clean
     }
 }
 
