@@ -86,7 +86,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!("prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
         "prefix handler output lines with date, time and stdout:/stderr:"),
     setting!("log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,
-        "longest handler log line in bytes (up to 1 GiB), longer lines are split; -1 = no limit"),
+        "longest handler log line in bytes, longer lines are split; -1 (or more than 8 MiB) = 8 MiB"),
     setting!("log_callid", "log-callid", ["log_callid", "log_call_id"], "false", Bool,
         "append [<X-Call-Id>] to request log lines"),
     setting!("log_format", "log-format", ["log_format"], "text", Value,

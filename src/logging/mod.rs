@@ -34,8 +34,14 @@ const REQUEST: &str = "fwatchdog::request";
 /// Target of handler output lines.
 const HANDLER: &str = "fwatchdog::handler";
 /// Most bytes of rendered lines waiting for stderr. One line larger than this is still
-/// taken, alone.
+/// taken, alone (handler output comes in pieces of at most [`LONGEST_LINE`]).
 pub const QUEUE_BYTES: usize = 8 << 20;
+/// The longest piece of handler output that becomes one log line, whatever
+/// `log_buffer_size` says (`-1` included): a longer line is split into pieces of this
+/// size, so a handler printing gigabytes without a newline costs a few of these here,
+/// not the whole line two or three times over. (A JSON line can be longer than its
+/// piece: escaping makes a control byte six.)
+pub const LONGEST_LINE: usize = QUEUE_BYTES;
 /// How long the process waits on exit for queued lines to reach stderr.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 

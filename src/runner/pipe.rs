@@ -180,7 +180,8 @@ pub fn log_output(
     tasks
 }
 
-/// Splits a byte stream into log lines. A line longer than `max` bytes is emitted in
+/// Splits a byte stream into log lines. A line longer than `max` bytes (never more than
+/// [`LONGEST_LINE`](crate::logging::LONGEST_LINE), whatever `max` says) is emitted in
 /// pieces of `max`, so a reader never has to hold (or wait for) a whole huge line; a
 /// trailing `\r` is removed; [`finish`](Self::finish) emits a last line that had no
 /// newline.
@@ -194,7 +195,10 @@ impl LineSplitter {
     pub fn new(max: Option<usize>) -> LineSplitter {
         LineSplitter {
             buf: Vec::new(),
-            max: max.map(|m| m.max(1)),
+            max: Some(
+                max.unwrap_or(crate::logging::LONGEST_LINE)
+                    .clamp(1, crate::logging::LONGEST_LINE),
+            ),
         }
     }
 
@@ -305,6 +309,23 @@ mod tests {
         let out = split_all(&[&big, b"\n"], None);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].len(), 200_000);
+    }
+
+    /// "No limit" and limits past the log's own are split at the longest line the log
+    /// takes: the splitter once held a 256 MiB line without a newline whole (and the
+    /// log copied it twice more, 868 MB in all).
+    #[test]
+    fn no_piece_is_longer_than_the_log_takes() {
+        use crate::logging::LONGEST_LINE;
+        let big = vec![b'z'; 2 * LONGEST_LINE + 5];
+        for max in [None, Some(1 << 30)] {
+            let out = split_all(&[&big[..3], &big[3..]], max);
+            let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+            assert_eq!(lens, [LONGEST_LINE, LONGEST_LINE, 5], "{max:?}");
+            let out = split_all(&[&big, b"\n"], max);
+            let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+            assert_eq!(lens, [LONGEST_LINE, LONGEST_LINE, 5], "{max:?}");
+        }
     }
 
     #[tokio::test]

@@ -733,6 +733,48 @@ fn a_line_of_several_mib_and_a_last_line_without_newline_are_logged_whole() {
     assert_eq!(text.len(), 5 * 1024 * 1024 + 3);
 }
 
+/// Peak resident set of a process, in KiB.
+fn vm_hwm_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}
+
+/// One huge line without a newline is logged in bounded pieces: `log_buffer_size=-1`
+/// does not let it be held whole. Before the split was bounded, a 256 MiB line held
+/// 868 MB (the line, its rendered copy and the queue); this 64 MiB one peaked at
+/// 139 MiB (debug build, glibc) and failed here; now it stays under 96.
+#[test]
+fn one_endless_log_line_is_held_in_bounded_pieces() {
+    const LINE: usize = 64 << 20;
+    let w = watchdog()
+        .fprocess(format!(
+            "sh -c 'head -c {LINE} /dev/zero | tr \"\\0\" a >&2; echo END >&2; echo ok'"
+        ))
+        .env("log_buffer_size", "-1")
+        .start();
+    let before = vm_hwm_kib(w.pid());
+    assert_eq!(w.post("/", b"").text(), "ok\n");
+    assert!(w.wait_log("END\n", Duration::from_secs(60)), "the end of the line");
+    let peak = vm_hwm_kib(w.pid());
+    assert!(
+        peak < 96 * 1024,
+        "peak resident {peak} KiB (idle {before} KiB) for a {LINE}-byte line"
+    );
+    let log = w.log();
+    let pieces: Vec<usize> = log
+        .lines()
+        .filter_map(|l| l.split_once("stderr: "))
+        .map(|(_, t)| t.len())
+        .collect();
+    assert_eq!(pieces.iter().sum::<usize>(), LINE + 3, "every byte logged");
+    assert!(pieces.iter().all(|n| *n <= 8 << 20), "8 MiB pieces: {pieces:?}");
+}
+
 /// A watchdog whose stderr the test reads only when it chooses to.
 struct Stalled {
     child: Child,
