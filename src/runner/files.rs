@@ -8,6 +8,11 @@
 //! answer 404 for anything, the folder's `index.html` included, that resolves outside
 //! `static_path`. Hidden files (a path segment starting with `.`: `.env`, `.git/`) get
 //! 404 too unless `static_hidden_files`; `/.well-known/` is always served.
+//!
+//! Only regular files are served. Opening a FIFO blocks until someone writes to it (and
+//! a device or socket is no page either), so a name that resolves to anything else, or a
+//! folder whose `index.html` does, is answered 404 from its metadata, before anything
+//! opens it.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -50,15 +55,19 @@ impl Files {
         }
         if let Some(rel) = relative(req.uri().path()) {
             let root = self.root.clone();
-            let outside = tokio::task::spawn_blocking(move || escapes(&root, &rel))
+            let found = tokio::task::spawn_blocking(move || resolve(&root, &rel))
                 .await
-                .unwrap_or(true);
-            if outside {
-                tracing::warn!(
-                    "static: {} resolves outside static_path; answered 404",
-                    req.uri().path()
-                );
-                return not_found();
+                .unwrap_or(Found::Outside);
+            match found {
+                Found::Outside => {
+                    tracing::warn!(
+                        "static: {} resolves outside static_path; answered 404",
+                        req.uri().path()
+                    );
+                    return not_found();
+                }
+                Found::NotAFile => return not_found(),
+                Found::Servable => {}
             }
         }
         // ServeDir never reads the body; dropping it here keeps its types simple.
@@ -128,25 +137,56 @@ fn hidden(path: &str) -> bool {
     })
 }
 
-/// Whether `root/rel`, or the `index.html` that would be served for it, resolves (through
-/// symlinks) to a place outside `root`. A path that does not resolve at all is left to
-/// `ServeDir`, which answers 404.
-fn escapes(root: &Path, rel: &Path) -> bool {
+/// What `root/rel` is, as far as serving it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A regular file or a folder (whose `index.html`, if any, is one), inside `root`;
+    /// or nothing at all, which `ServeDir` answers with 404.
+    Servable,
+    /// It, or the `index.html` that would be served for it, resolves (through symlinks)
+    /// outside `root`.
+    Outside,
+    /// A FIFO, socket or device (or such an `index.html`): never opened.
+    NotAFile,
+}
+
+/// Resolves `root/rel` and the `index.html` that would be served for a folder, by
+/// metadata only (nothing is opened).
+fn resolve(root: &Path, rel: &Path) -> Found {
     let Ok(root) = root.canonicalize() else {
-        return false;
+        return Found::Servable;
     };
     let Ok(real) = root.join(rel).canonicalize() else {
-        return false;
+        return Found::Servable;
     };
     if !real.starts_with(&root) {
-        return true;
+        return Found::Outside;
     }
-    if real.is_dir() {
-        if let Ok(index) = real.join("index.html").canonicalize() {
-            return !index.starts_with(&root);
-        }
+    let Ok(meta) = real.metadata() else {
+        return Found::Servable;
+    };
+    if meta.is_dir() {
+        return match real.join("index.html").canonicalize() {
+            Ok(index) if !index.starts_with(&root) => Found::Outside,
+            Ok(index) => kind(&index),
+            Err(_) => Found::Servable,
+        };
     }
-    false
+    kind(&real)
+}
+
+fn kind(path: &Path) -> Found {
+    match path.metadata() {
+        Ok(m) if !m.is_file() && !m.is_dir() => Found::NotAFile,
+        _ => Found::Servable,
+    }
+}
+
+/// Whether `root/rel`, or the `index.html` that would be served for it, resolves outside
+/// `root`.
+#[cfg(test)]
+fn escapes(root: &Path, rel: &Path) -> bool {
+    resolve(root, rel) == Found::Outside
 }
 
 #[cfg(test)]
@@ -222,6 +262,26 @@ mod tests {
         assert!(!escapes(&root, Path::new("inside")));
         assert!(!escapes(&root, Path::new("sub/ok.txt")));
         assert!(!escapes(&root, Path::new("missing")));
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn fifos_and_sockets_are_not_files_even_as_index_html() {
+        let base = std::env::temp_dir().join(format!("fwatchdog-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("sub")).expect("mkdir");
+        std::fs::write(base.join("a.txt"), "a").expect("write");
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&base.join("fifo"), mode).expect("mkfifo");
+        nix::unistd::mkfifo(&base.join("sub/index.html"), mode).expect("mkfifo");
+        let _sock = std::os::unix::net::UnixListener::bind(base.join("sock")).expect("bind");
+        std::os::unix::fs::symlink(base.join("fifo"), base.join("link")).expect("symlink");
+        for name in ["fifo", "sub", "sock", "link"] {
+            assert_eq!(resolve(&base, Path::new(name)), Found::NotAFile, "{name}");
+        }
+        for name in ["a.txt", "", "missing"] {
+            assert_eq!(resolve(&base, Path::new(name)), Found::Servable, "{name}");
+        }
         let _ = std::fs::remove_dir_all(&base);
     }
 }

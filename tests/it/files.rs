@@ -153,3 +153,51 @@ fn never_serves_a_file_outside_the_folder() {
         assert!(r.status == 404 || r.status == 400, "{path}: {}", r.status);
     }
 }
+
+/// A FIFO, a socket, and a folder whose `index.html` is a FIFO, under `static_path`:
+/// 404, and nothing ever opens them. Before, each `GET /fifo` blocked a thread in
+/// `open()` until a writer came — for ever — and after ~512 of them every file request
+/// hung while health still said 200 (this test then timed out on its first request).
+#[test]
+fn fifos_and_sockets_are_404_and_never_opened() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = TempDir::new();
+    let root = tmp.path().join("public");
+    std::fs::create_dir_all(root.join("pipe-dir")).expect("mkdir");
+    std::fs::write(root.join("a.txt"), "hello text\n").expect("write");
+    let fifo = |p: &std::path::Path| {
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+        nix::unistd::mkfifo(p, mode).expect("mkfifo");
+    };
+    fifo(&root.join("fifo"));
+    fifo(&root.join("pipe-dir/index.html"));
+    let _sock = std::os::unix::net::UnixListener::bind(root.join("sock")).expect("bind");
+    symlink("fifo", root.join("to-fifo")).expect("symlink");
+    let w = watchdog()
+        .mode("static")
+        .env("static_path", root.display().to_string())
+        .start();
+    for _ in 0..3 {
+        for path in ["/fifo", "/to-fifo", "/sock", "/pipe-dir/", "/pipe-dir/index.html"] {
+            let mut s = crate::util::connect(w.port);
+            s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .expect("timeout");
+            crate::util::send_head(&mut s, "GET", path, &[], Some(0));
+            let r = crate::util::read_response(&mut s, false);
+            assert_eq!(r.status, 404, "{path}");
+        }
+    }
+    assert_eq!(request(w.port, "GET", "/a.txt", &[], b"").text(), "hello text\n");
+    // No reader holds either FIFO open: a non-blocking writer finds none (ENXIO).
+    for p in ["fifo", "pipe-dir/index.html"] {
+        let open = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(root.join(p));
+        assert_eq!(
+            open.err().and_then(|e| e.raw_os_error()),
+            Some(nix::libc::ENXIO),
+            "{p} was opened"
+        );
+    }
+}
