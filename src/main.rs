@@ -53,6 +53,7 @@ fn main() -> ExitCode {
     if let Err(e) = become_reaper() {
         tracing::warn!("cannot become a child subreaper: {e}; orphans of handlers may linger");
     }
+    open_file_limit(&cfg);
     // One thread by default: a watchdog's own work is small next to its handlers', and a
     // single thread avoids the cross-thread wakeups that cost more CPU per request than
     // the work itself, and keeps idle memory down. `threads` > 1 is for http mode on
@@ -79,6 +80,36 @@ fn main() -> ExitCode {
     // Do not wait for stray blocking tasks (a secret reload) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code.into()
+}
+
+/// Raises the soft open-file limit to the hard one, and warns when even that cannot carry
+/// `max_connections` requests at once: past it handlers fail to start (500) or
+/// connections are refused.
+fn open_file_limit(cfg: &Config) {
+    use fwatchdog::config::Mode;
+    use fwatchdog::os::limits;
+    let nofile = match limits::raise_nofile() {
+        Ok(n) => n,
+        Err(e) => return tracing::warn!("cannot raise the open-file limit: {e}"),
+    };
+    if let Some(from) = nofile.raised_from {
+        tracing::info!("Open-file limit raised from {from} to {}", nofile.soft);
+    }
+    // A fork-mode request holds its connection and the handler's three pipes; the
+    // others hold the connection and one upstream socket or file.
+    let per_request = match cfg.mode {
+        Mode::Streaming | Mode::Serializing | Mode::Classic => 4,
+        Mode::Http | Mode::Static | Mode::FastCgi => 2,
+    };
+    if let Err(need) = limits::carries(nofile.soft, cfg.max_connections, per_request) {
+        tracing::warn!(
+            "the open-file limit {} (hard limit {}) cannot carry max_connections={}: {} mode needs about {per_request} descriptors per request, {need} in all; raise the limit (docker run --ulimit nofile=, a pod's limits) or lower max_connections",
+            nofile.soft,
+            nofile.hard,
+            cfg.max_connections,
+            cfg.mode.name()
+        );
+    }
 }
 
 /// As PID 1 the kernel gives us every orphan; elsewhere we ask for the same.

@@ -10,6 +10,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod limits;
 pub mod peer;
 pub mod process;
 pub mod signal;

@@ -270,3 +270,80 @@ fn readme_configuration_table_matches_help() {
         );
     }
 }
+
+/// A soft open-file limit of 1024 under a hard one of 4096 (systemd's default, which
+/// containers inherit) is raised at startup, so 400 concurrent fork-mode requests (about
+/// 1600 descriptors) all run. Before, with the limit left at 1024, about a sixth of them
+/// got `500 cannot start` (the handlers never all ran; this test failed on the statuses).
+#[test]
+fn a_low_soft_open_file_limit_is_raised_so_400_concurrent_handlers_run() {
+    use std::io::Write as _;
+    const N: usize = 400;
+    if !crate::util::have("prlimit") {
+        return crate::util::skip(
+            "a_low_soft_open_file_limit_is_raised_so_400_concurrent_handlers_run",
+            "prlimit (util-linux) is not installed",
+        );
+    }
+    let w = watchdog()
+        .wrap(&["prlimit", "--nofile=1024:4096"])
+        .fprocess("cat")
+        .env("exec_timeout", "120s")
+        .env("write_timeout", "120s")
+        .start();
+    // Each request's handler starts on its head and waits for its body.
+    let mut conns: Vec<_> = (0..N)
+        .map(|_| {
+            let mut s = crate::util::connect(w.port);
+            crate::util::send_head(&mut s, "POST", "/", &[], Some(3));
+            s
+        })
+        .collect();
+    let all_running = crate::util::eventually(Duration::from_secs(60), || {
+        crate::util::children(w.pid()).len() >= N
+    });
+    for s in &mut conns {
+        // A refused request may have been answered and closed already.
+        let _ = s.write_all(b"ok\n");
+    }
+    let statuses: Vec<u16> = conns
+        .iter_mut()
+        .map(|s| crate::util::read_response(s, false).status)
+        .collect();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(failed, 0, "{failed} of {N} not 200 (all ran at once: {all_running})");
+    assert!(all_running, "never {N} handlers at once");
+    assert!(
+        w.log().contains("Open-file limit raised from 1024 to 4096"),
+        "{}",
+        w.log()
+    );
+}
+
+/// When even the hard limit cannot carry `max_connections`, startup says so.
+#[test]
+fn an_open_file_limit_too_low_for_max_connections_is_warned_about() {
+    if !crate::util::have("prlimit") {
+        return crate::util::skip(
+            "an_open_file_limit_too_low_for_max_connections_is_warned_about",
+            "prlimit (util-linux) is not installed",
+        );
+    }
+    let w = watchdog()
+        .wrap(&["prlimit", "--nofile=1024:1024"])
+        .fprocess("cat")
+        .env("max_connections", "400")
+        .start();
+    let log = w.log();
+    assert!(
+        log.contains("the open-file limit 1024 (hard limit 1024) cannot carry max_connections=400: streaming mode needs about 4 descriptors per request, 1632 in all"),
+        "{log}"
+    );
+    drop(w);
+    let w = watchdog()
+        .wrap(&["prlimit", "--nofile=1024:1024"])
+        .fprocess("cat")
+        .env("max_connections", "200")
+        .start();
+    assert!(!w.log().contains("open-file limit"), "{}", w.log());
+}
