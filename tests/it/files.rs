@@ -178,7 +178,13 @@ fn fifos_and_sockets_are_404_and_never_opened() {
         .env("static_path", root.display().to_string())
         .start();
     for _ in 0..3 {
-        for path in ["/fifo", "/to-fifo", "/sock", "/pipe-dir/", "/pipe-dir/index.html"] {
+        for path in [
+            "/fifo",
+            "/to-fifo",
+            "/sock",
+            "/pipe-dir/",
+            "/pipe-dir/index.html",
+        ] {
             let mut s = crate::util::connect(w.port);
             s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
                 .expect("timeout");
@@ -187,7 +193,10 @@ fn fifos_and_sockets_are_404_and_never_opened() {
             assert_eq!(r.status, 404, "{path}");
         }
     }
-    assert_eq!(request(w.port, "GET", "/a.txt", &[], b"").text(), "hello text\n");
+    assert_eq!(
+        request(w.port, "GET", "/a.txt", &[], b"").text(),
+        "hello text\n"
+    );
     // No reader holds either FIFO open: a non-blocking writer finds none (ENXIO).
     for p in ["fifo", "pipe-dir/index.html"] {
         let open = std::fs::OpenOptions::new()

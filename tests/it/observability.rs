@@ -759,7 +759,10 @@ fn one_endless_log_line_is_held_in_bounded_pieces() {
         .start();
     let before = vm_hwm_kib(w.pid());
     assert_eq!(w.post("/", b"").text(), "ok\n");
-    assert!(w.wait_log("END\n", Duration::from_secs(60)), "the end of the line");
+    assert!(
+        w.wait_log("END\n", Duration::from_secs(60)),
+        "the end of the line"
+    );
     let peak = vm_hwm_kib(w.pid());
     assert!(
         peak < 96 * 1024,
@@ -772,7 +775,10 @@ fn one_endless_log_line_is_held_in_bounded_pieces() {
         .map(|(_, t)| t.len())
         .collect();
     assert_eq!(pieces.iter().sum::<usize>(), LINE + 3, "every byte logged");
-    assert!(pieces.iter().all(|n| *n <= 8 << 20), "8 MiB pieces: {pieces:?}");
+    assert!(
+        pieces.iter().all(|n| *n <= 8 << 20),
+        "8 MiB pieces: {pieces:?}"
+    );
 }
 
 /// A watchdog whose stderr the test reads only when it chooses to.

@@ -311,7 +311,10 @@ fn a_low_soft_open_file_limit_is_raised_so_400_concurrent_handlers_run() {
         .map(|s| crate::util::read_response(s, false).status)
         .collect();
     let failed = statuses.iter().filter(|s| **s != 200).count();
-    assert_eq!(failed, 0, "{failed} of {N} not 200 (all ran at once: {all_running})");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {N} not 200 (all ran at once: {all_running})"
+    );
     assert!(all_running, "never {N} handlers at once");
     assert!(
         w.log().contains("Open-file limit raised from 1024 to 4096"),
