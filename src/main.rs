@@ -101,12 +101,12 @@ fn open_file_limit(cfg: &Config) {
         Mode::Streaming | Mode::Serializing | Mode::Classic => 4,
         Mode::Http | Mode::Static | Mode::FastCgi => 2,
     };
-    if let Err(need) = limits::carries(nofile.soft, cfg.max_connections, per_request) {
+    if let Err(need) = limits::carries(nofile.soft, cfg.listen.max_connections, per_request) {
         tracing::warn!(
             "the open-file limit {} (hard limit {}) cannot carry max_connections={}: {} mode needs about {per_request} descriptors per request, {need} in all; raise the limit (docker run --ulimit nofile=, a pod's limits) or lower max_connections",
             nofile.soft,
             nofile.hard,
-            cfg.max_connections,
+            cfg.listen.max_connections,
             cfg.mode.name()
         );
     }
