@@ -56,8 +56,11 @@ impl Runner {
     }
 
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
-        if req.method() == Method::CONNECT && matches!(self, Runner::Fork(_) | Runner::FastCgi(_)) {
-            // A function is not a tunnel: CONNECT never reaches a handler.
+        if req.method() == Method::CONNECT
+            && matches!(self, Runner::Fork(_) | Runner::FastCgi(_) | Runner::Http(_))
+        {
+            // A function is not a tunnel: CONNECT never reaches a handler or the upstream
+            // (which would answer 200 and leave the client with nothing).
             let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
             resp.headers_mut().insert(
                 http::header::ALLOW,

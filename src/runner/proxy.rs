@@ -62,6 +62,8 @@ pub struct Http {
     read_timeout: Duration,
     buffer: bool,
     max_body: Option<u64>,
+    /// With API-key protection: the key header.
+    key: Option<HeaderName>,
 }
 
 impl Http {
@@ -89,6 +91,7 @@ impl Http {
             read_timeout: cfg.timeouts.read,
             buffer: cfg.proxy.buffer_req_body,
             max_body: cfg.limits.max_body_bytes,
+            key: cfg.auth.api_keys.as_ref().map(|k| k.header().clone()),
         }
     }
 
@@ -111,7 +114,13 @@ impl Http {
 
         // `Expect` goes too: we stream the body as soon as the upstream reads it, and its
         // own 100 Continue would only be swallowed by hyper.
+        // Read before the hop-by-hop headers go: was the body sent chunked?
+        let unknown_length =
+            content_length(&parts.headers).is_none() && !http_body::Body::is_end_stream(&body);
         strip_hop_by_hop(&mut parts.headers, Some(&header::EXPECT));
+        if let Some(key) = &self.key {
+            drop_key_lookalikes(&mut parts.headers, key);
+        }
         if let Some(up) = &upgrade {
             parts
                 .headers
@@ -157,11 +166,22 @@ impl Http {
                 }
                 Err(end) => return Failure::Body(end, self.max_body).answer(started),
             }
-        } else if let Some(max) = self.max_body {
-            http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
-                .boxed_unsync()
         } else {
-            body
+            if unknown_length {
+                // hyper's client sends a GET or HEAD body of unknown length as no body
+                // at all unless the request says chunked: say it, for every method.
+                parts.headers.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            match self.max_body {
+                Some(max) => {
+                    http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+                        .boxed_unsync()
+                }
+                None => body,
+            }
         };
 
         let mut pending = Pending {
@@ -445,6 +465,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, also: Option<&HeaderName>) {
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ] {
+        headers.remove(name);
+    }
+}
+
+/// Drops every header that a server reading `_` as `-` (WSGI's `HTTP_X_API_KEY`) would
+/// take for the API-key header `key`: `X-Api_Key` must not reach the upstream as the key
+/// beside, or instead of, the real one. The real header itself was already removed, or
+/// kept when forwarded, by the auth check.
+fn drop_key_lookalikes(headers: &mut HeaderMap, key: &HeaderName) {
+    let key = key.as_str().as_bytes();
+    let lookalike = |name: &HeaderName| {
+        let n = name.as_str().as_bytes();
+        n.contains(&b'_')
+            && n.len() == key.len()
+            && n.iter()
+                .zip(key)
+                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    };
+    if !headers.keys().any(lookalike) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| lookalike(n)).cloned().collect();
+    for name in names {
         headers.remove(name);
     }
 }

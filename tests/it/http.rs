@@ -957,6 +957,88 @@ fn api_key_is_not_passed_to_the_upstream_unless_forwarded() {
     }
 }
 
+/// `X-Api_Key: forged` beside the real key: WSGI servers keep underscore names and map
+/// both to `HTTP_X_API_KEY`. Old main passed it on (the upstream saw `x-api_key:
+/// forged`, with or without `api_key_forward`).
+#[test]
+fn api_key_lookalike_headers_never_reach_the_upstream() {
+    let secrets = TempDir::new();
+    std::fs::write(secrets.path().join("fn-key"), "s3cret\n").expect("secret");
+    for (forward, real) in [("false", None), ("true", Some("s3cret"))] {
+        let up = Upstream::new();
+        let w = up
+            .watchdog()
+            .env("api_key_secret", "fn-key")
+            .env("secrets_dir", secrets.path().display().to_string())
+            .env("api_key_forward", forward)
+            .start();
+        let headers = [
+            ("X-Api_Key", "forged"),
+            ("X-Api-Key", "s3cret"),
+            ("x_api_key", "forged2"),
+        ];
+        let r = request(w.port, "GET", "/echo", &headers, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = json(&r);
+        assert_eq!(
+            seen(&v, "x-api_key"),
+            Vec::<&str>::new(),
+            "forward={forward}: {v}"
+        );
+        assert_eq!(
+            seen(&v, "x_api_key"),
+            Vec::<&str>::new(),
+            "forward={forward}: {v}"
+        );
+        assert_eq!(
+            seen(&v, "x-api-key").first().copied(),
+            real,
+            "forward={forward}"
+        );
+    }
+}
+
+/// A GET with a chunked body: hyper's client sends an unknown-length GET body as none,
+/// so on old main the upstream got `len: 0` and the client a 200.
+/// Reproduce: `printf 'GET /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'`.
+#[test]
+fn chunked_get_body_reaches_the_upstream() {
+    let up = Upstream::new();
+    let w = up.watchdog().start();
+    let mut s = util::connect(w.port);
+    util::send_head(&mut s, "GET", "/echo", &[], None);
+    s.write_all(b"5\r\nhello\r\n0\r\n\r\n").expect("body");
+    let r = util::read_response(&mut s, false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = json(&r);
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["len"], 5, "{v}");
+    assert_eq!(v["sha256"], util::sha256(b"hello"));
+}
+
+/// CONNECT is not proxied: on old main it went to the upstream as `CONNECT
+/// 127.0.0.1:<port>` and its answer (python: 501) came back, or a 200 with nothing after.
+#[test]
+fn connect_is_405_with_allow_and_never_reaches_the_upstream() {
+    let up = Upstream::new();
+    let w = up.watchdog().start();
+    let target = format!("127.0.0.1:{}", up.port);
+    let mut s = util::connect(w.port);
+    write!(
+        s,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("head");
+    let r = util::read_response(&mut s, false);
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(
+        r.header("allow").is_some_and(|a| a.contains("GET")),
+        "{:?}",
+        r.headers
+    );
+    assert!(!w.log().contains("upstream: \"CONNECT"), "{}", w.log());
+}
+
 #[test]
 fn upstream_death_fails_health_at_once_and_exits_1() {
     let up = Upstream::new();
