@@ -30,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod duration;
 pub mod exit;
+pub mod head;
 pub mod header;
 pub mod healthcheck;
 pub mod logging;
@@ -88,6 +89,10 @@ mod layering {
             ("config", &["service", "server", "runner", "backend"]),
             ("queue.rs", &["service", "server"]),
             ("header.rs", &["service", "server", "runner", "config"]),
+            (
+                "head.rs",
+                &["service", "server", "runner", "config", "backend"],
+            ),
             ("duration.rs", &["config"]),
         ];
         let mut broken = Vec::new();

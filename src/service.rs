@@ -1,6 +1,7 @@
-//! The request chain: health → auth → limit → runner.
+//! The request chain: strict head → health → auth → limit → runner.
 //!
-//! Each stage can answer early. `/_/health` and `/_/ready` are served here and are never
+//! Each stage can answer early. A head RFC 9112 says to refuse is refused first
+//! ([`crate::head`]), with its path's dot-segments resolved for every mode. `/_/health` and `/_/ready` are served here and are never
 //! subject to auth, the concurrency limit or metrics. Every function request is then
 //! checked for its API key (before its body is read, so an `Expect: 100-continue` upload
 //! that fails never gets `100 Continue`), takes a concurrency slot, and goes to the
@@ -159,6 +160,9 @@ impl Shared {
         mut req: Request<Body>,
         remote: Option<SocketAddr>,
     ) -> Response<Body> {
+        if let Err(refused) = crate::head::check(&mut req) {
+            return refused;
+        }
         authority_is_the_host(&mut req);
         let path = req.uri().path();
         if path == "/_/health" || path == "/_/ready" {

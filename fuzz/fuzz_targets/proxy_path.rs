@@ -1,4 +1,4 @@
-//! The http-mode path normaliser: `runner::proxy::resolve_dots`, which removes
+//! The http-mode path normaliser: `head::resolve_dots`, which removes
 //! dot-segments before the request path is joined to `upstream_url`'s.
 //!
 //! Input: a request target's path and query as raw bytes (a `/` is put in front);
@@ -12,7 +12,7 @@
 //! `%` or `\` comes back unchanged.
 #![no_main]
 
-use fwatchdog::runner::proxy::{resolve_dots, BadPath};
+use fwatchdog::head::{resolve_dots, BadPath};
 use http::uri::PathAndQuery;
 use libfuzzer_sys::fuzz_target;
 

@@ -4,13 +4,12 @@
 //! [`Http`] proxies each request over a pooled keep-alive client. Bodies are streamed in
 //! both directions frame by frame, so SSE and NDJSON reach the client as the upstream
 //! writes them; a request that came with a `Content-Length` goes out with the same one
-//! (WSGI servers read nothing from a chunked body). The path's dot-segments are resolved
-//! before it is joined to `upstream_url`'s ([`resolve_dots`]), so the upstream never sees
-//! a path outside its prefix. Hop-by-hop headers are removed both ways, `Host` is kept, `X-Forwarded-For` gets the client's address, and `Upgrade:
+//! (WSGI servers read nothing from a chunked body). The path's dot-segments were resolved
+//! by the request chain ([`crate::head`]) before it is joined to `upstream_url`'s, so the
+//! upstream never sees a path outside its prefix. Hop-by-hop headers are removed both ways, `Host` is kept, `X-Forwarded-For` gets the client's address, and `Upgrade:
 //! websocket` is tunnelled. The request is one future on the connection's task: no task
 //! is spawned for it, and dropping it (the client hung up) cancels the upstream request.
 
-use std::borrow::Cow;
 use std::future::Future as _;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -142,14 +141,8 @@ impl Http {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let resolved = match resolved(&path) {
-            Ok(pq) => pq,
-            Err(e) => {
-                tracing::info!("{method} {path}: {e}; answered 400");
-                return Failure::BadRequest(e.to_string()).answer(started);
-            }
-        };
-        parts.uri = match self.target(&resolved) {
+        // The request chain has resolved the path's dot-segments ([`crate::head`]).
+        parts.uri = match self.target(&path) {
             Ok(uri) => uri,
             Err(e) => {
                 return Failure::BadRequest(format!("cannot build the upstream URL: {e}"))
@@ -492,139 +485,6 @@ fn drop_key_lookalikes(headers: &mut HeaderMap, key: &HeaderName) {
     }
 }
 
-/// Why a request path is not proxied (400).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadPath {
-    /// More `..` than segments before them: the path leaves `/`.
-    Climbs,
-    /// A segment that is `.` or `..` only to a server that also decodes `%2f` or `\` as a
-    /// separator, or drops `;params` (Tomcat reads `..;x` as `..`).
-    Ambiguous,
-}
-
-impl std::fmt::Display for BadPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BadPath::Climbs => "the request path climbs above /",
-            BadPath::Ambiguous => "the request path has a dot-segment hidden behind %2f, \\ or ;",
-        })
-    }
-}
-
-/// A path segment's meaning for dot-segment removal, with `%2e` read as `.`.
-enum Dot {
-    One,
-    Two,
-    Other,
-}
-
-fn dot_kind(seg: &str) -> Result<Dot, BadPath> {
-    let dots = |s: &str| -> Option<Dot> {
-        let mut rest = s.as_bytes();
-        let mut n = 0;
-        while !rest.is_empty() {
-            if rest[0] == b'.' {
-                rest = &rest[1..];
-            } else if rest.len() >= 3
-                && rest[0] == b'%'
-                && rest[1] == b'2'
-                && rest[2] | 0x20 == b'e'
-            {
-                rest = &rest[3..];
-            } else {
-                return None;
-            }
-            n += 1;
-        }
-        match n {
-            1 => Some(Dot::One),
-            2 => Some(Dot::Two),
-            _ => None,
-        }
-    };
-    if let Some(d) = dots(seg) {
-        return Ok(d);
-    }
-    // What other servers might still read as a dot-segment: the part before `;`, and
-    // the pieces of a fully decoded segment split at `/` and `\`.
-    if seg.contains(';') && seg.split(';').next().and_then(dots).is_some() {
-        return Err(BadPath::Ambiguous);
-    }
-    let decoded: Vec<u8> = percent_encoding::percent_decode_str(seg).collect();
-    if decoded.split(|b| *b == b'/' || *b == b'\\').any(|piece| {
-        let piece = piece.split(|b| *b == b';').next().unwrap_or_default();
-        piece == b"." || piece == b".."
-    }) {
-        return Err(BadPath::Ambiguous);
-    }
-    Ok(Dot::Other)
-}
-
-/// Removes the dot-segments of an origin-form path (RFC 3986 §5.2.4), reading `%2e` and
-/// `%2E` as `.`; everything else, `%2f` included, stays as it was (an encoded slash is not
-/// a separator). A `..` with nothing left to remove is [`BadPath::Climbs`], where RFC 3986
-/// would quietly stop at `/`. Empty segments (`//`) are kept. A path that does not start
-/// with `/` (`*`) is returned as it is.
-pub fn resolve_dots(path: &str) -> Result<Cow<'_, str>, BadPath> {
-    let Some(rest) = path.strip_prefix('/') else {
-        return Ok(Cow::Borrowed(path));
-    };
-    if !path.bytes().any(|b| b == b'.' || b == b'%' || b == b'\\') {
-        return Ok(Cow::Borrowed(path));
-    }
-    let segs: Vec<&str> = rest.split('/').collect();
-    let last = segs.len() - 1;
-    let mut out: Vec<&str> = Vec::with_capacity(segs.len());
-    let mut changed = false;
-    for (i, seg) in segs.iter().enumerate() {
-        match dot_kind(seg)? {
-            Dot::Other => out.push(seg),
-            Dot::One => {
-                changed = true;
-                if i == last {
-                    out.push("");
-                }
-            }
-            Dot::Two => {
-                changed = true;
-                if out.pop().is_none() {
-                    return Err(BadPath::Climbs);
-                }
-                if i == last {
-                    out.push("");
-                }
-            }
-        }
-    }
-    if !changed {
-        return Ok(Cow::Borrowed(path));
-    }
-    let mut joined = String::with_capacity(path.len());
-    for seg in &out {
-        joined.push('/');
-        joined.push_str(seg);
-    }
-    if joined.is_empty() {
-        joined.push('/');
-    }
-    Ok(Cow::Owned(joined))
-}
-
-/// The path and query with the path's dot-segments resolved.
-fn resolved(pq: &PathAndQuery) -> Result<PathAndQuery, BadPath> {
-    match resolve_dots(pq.path())? {
-        Cow::Borrowed(_) => Ok(pq.clone()),
-        Cow::Owned(mut path) => {
-            if let Some(q) = pq.query() {
-                path.push('?');
-                path.push_str(q);
-            }
-            // Only segments of a valid path were removed: still valid.
-            PathAndQuery::from_maybe_shared(Bytes::from(path)).map_err(|_| BadPath::Ambiguous)
-        }
-    }
-}
-
 /// Appends the client's address to `X-Forwarded-For`.
 fn forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let mut buf = [0u8; 48];
@@ -706,115 +566,6 @@ mod tests {
         strip_hop_by_hop(&mut h, None);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["authorization"]);
-    }
-
-    #[test]
-    fn dot_segments_are_resolved_and_climbing_is_refused() {
-        let ok = [
-            ("/", "/"),
-            ("/a/b", "/a/b"),
-            ("/a/./b", "/a/b"),
-            ("/a/../b", "/b"),
-            ("/a/b/..", "/a/"),
-            ("/a/b/.", "/a/b/"),
-            ("/a/..", "/"),
-            ("/.", "/"),
-            ("/a/%2e%2e/b", "/b"),
-            ("/a/%2E%2e/b", "/b"),
-            ("/a/.%2e/b", "/b"),
-            ("/a/%2e/b", "/a/b"),
-            ("/a//../b", "/a/b"),
-            ("//keep//this", "//keep//this"),
-            ("/a%2fb/../c", "/c"),
-            ("/files/a%2Fb", "/files/a%2Fb"),
-            ("/.../x", "/.../x"),
-            ("/a.b/..c/d..", "/a.b/..c/d.."),
-            ("/%2e%2e%2e", "/%2e%2e%2e"),
-            ("*", "*"),
-        ];
-        for (path, want) in ok {
-            assert_eq!(resolve_dots(path).as_deref(), Ok(want), "{path}");
-        }
-        for path in [
-            "/..",
-            "/../secret",
-            "/%2e%2e/secret",
-            "/%2E%2E/secret",
-            "/a/../../x",
-            "/a/b/../../..",
-            "/./../x",
-        ] {
-            assert_eq!(resolve_dots(path), Err(BadPath::Climbs), "{path}");
-        }
-        for path in [
-            "/a/..%2fsecret",
-            "/a/%2e%2e%2fsecret",
-            "/a/..%5csecret",
-            "/a/..;x/secret",
-            "/a/%2e%2e;/secret",
-            "/a/x%2f..%2f..%2fsecret",
-        ] {
-            assert_eq!(resolve_dots(path), Err(BadPath::Ambiguous), "{path}");
-        }
-    }
-
-    /// Every segment of the output is one of the input's segments, in order, and none is
-    /// a dot-segment; resolving again changes nothing; `..` never climbs above `/`.
-    mod resolve_dots_properties {
-        use super::super::{resolve_dots, BadPath};
-        use proptest::prelude::*;
-
-        fn segment() -> impl Strategy<Value = String> {
-            prop_oneof![
-                Just(".".to_owned()),
-                Just("..".to_owned()),
-                Just("%2e".to_owned()),
-                Just("%2E%2e".to_owned()),
-                Just(".%2e".to_owned()),
-                Just(String::new()),
-                Just("%2f".to_owned()),
-                "[a-z.%;0-9]{1,6}",
-            ]
-        }
-
-        proptest! {
-            #[test]
-            fn resolving_is_idempotent_and_stays_under_the_root(
-                segs in proptest::collection::vec(segment(), 0..10)
-            ) {
-                let path = format!("/{}", segs.join("/"));
-                match resolve_dots(&path) {
-                    Ok(out) => {
-                        prop_assert!(out.starts_with('/'), "{out}");
-                        prop_assert!(out.len() <= path.len() + 1);
-                        for seg in out[1..].split('/') {
-                            let d = seg.replace("%2e", ".").replace("%2E", ".");
-                            prop_assert!(d != "." && d != "..", "{path} -> {out}");
-                        }
-                        let again = resolve_dots(&out);
-                        prop_assert_eq!(again.as_deref(), Ok(&*out));
-                        // Depth never goes below the root.
-                        let mut depth: i64 = 0;
-                        for seg in &segs {
-                            let d = seg.replace("%2e", ".").replace("%2E", ".");
-                            if d == ".." { depth -= 1 } else if d != "." { depth += 1 }
-                            prop_assert!(depth >= 0, "{path} climbs but was accepted");
-                        }
-                    }
-                    Err(BadPath::Climbs) => {
-                        let mut depth: i64 = 0;
-                        let mut below = false;
-                        for seg in &segs {
-                            let d = seg.replace("%2e", ".").replace("%2E", ".");
-                            if d == ".." { depth -= 1 } else if d != "." { depth += 1 }
-                            below |= depth < 0;
-                        }
-                        prop_assert!(below, "{path} refused as climbing");
-                    }
-                    Err(BadPath::Ambiguous) => {}
-                }
-            }
-        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod http;
 mod jwt;
 mod lifecycle;
 mod observability;
+mod protocol;
 mod queue;
 mod readme;
 mod serializing;
