@@ -548,7 +548,7 @@ fn build_shared(
     backend: &Backend,
 ) -> Arc<Shared> {
     let runner = match cfg.mode {
-        Mode::Http => Runner::Http(Http::new(cfg)),
+        Mode::Http => Runner::Http(Box::new(Http::new(cfg))),
         Mode::Static => Runner::Files(Files::new(cfg)),
         Mode::FastCgi => {
             let pool = backend.workers().map(|w| w as Arc<dyn Pool>);

@@ -40,7 +40,7 @@ pub type CustomRunner = Box<
 /// What answers function requests.
 pub enum Runner {
     Fork(Fork),
-    Http(Http),
+    Http(Box<Http>),
     Files(Files),
     FastCgi(FastCgi),
     /// For tests of the chain itself.
