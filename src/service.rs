@@ -559,7 +559,10 @@ mod tests {
     }
 
     async fn send(s: &Arc<Shared>, path: &str) -> (StatusCode, Bytes) {
-        let req = Request::post(path).body(body::empty()).expect("req");
+        let req = Request::post(path)
+            .header("host", "fn")
+            .body(body::empty())
+            .expect("req");
         let resp = s.handle(req, None).await;
         let status = resp.status();
         (
@@ -605,7 +608,13 @@ mod tests {
             panicking(),
         );
         let resp = s
-            .handle(Request::post("/ok").body(body::empty()).expect("req"), None)
+            .handle(
+                Request::post("/ok")
+                    .header("host", "fn")
+                    .body(body::empty())
+                    .expect("req"),
+                None,
+            )
             .await;
         let (status, _) = send(&s, "/ok").await;
         assert_eq!(
@@ -642,7 +651,10 @@ mod tests {
             runner,
         );
         let probe = |s: Arc<Shared>| async move {
-            let req = Request::get("/_/ready").body(body::empty()).expect("req");
+            let req = Request::get("/_/ready")
+                .header("host", "fn")
+                .body(body::empty())
+                .expect("req");
             let resp = s.handle(req, None).await;
             let status = resp.status();
             (
@@ -681,11 +693,15 @@ mod tests {
             &[("fprocess", "cat"), ("suppress_lock", "true")],
             panicking(),
         );
-        let req = Request::get("/_/health").body(body::empty()).expect("req");
+        let req = Request::get("/_/health")
+            .header("host", "fn")
+            .body(body::empty())
+            .expect("req");
         let resp = s.handle(req, None).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(!s.metrics.render().contains("code=\"200\""));
         let req = Request::delete("/_/ready")
+            .header("host", "fn")
             .body(body::empty())
             .expect("req");
         assert_eq!(
