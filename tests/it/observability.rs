@@ -774,7 +774,12 @@ fn one_endless_log_line_is_held_in_bounded_pieces() {
         .filter_map(|l| l.split_once("stderr: "))
         .map(|(_, t)| t.len())
         .collect();
-    assert_eq!(pieces.iter().sum::<usize>(), LINE + 3, "every byte logged");
+    // The log is read as fast as it is written here, but a handler can still outrun the
+    // writer: then the oldest pieces are dropped, and the log says so.
+    assert!(
+        pieces.iter().sum::<usize>() == LINE + 3 || log.contains("log lines dropped"),
+        "bytes lost without a notice: {pieces:?}"
+    );
     assert!(
         pieces.iter().all(|n| *n <= 8 << 20),
         "8 MiB pieces: {pieces:?}"
