@@ -19,9 +19,67 @@ pub enum Kind {
     List,
 }
 
+/// The group a setting is listed under in `--help` and in the configuration reference,
+/// in the order of [`Heading::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heading {
+    /// Listening, threads, health and shutdown.
+    Server,
+    /// What runs: the mode and the function.
+    Handler,
+    /// Deadlines, sizes and counts that bound every request.
+    Limits,
+    /// API keys, secrets and OpenFaaS IAM tokens.
+    Security,
+    Logging,
+    /// streaming, serializing and classic.
+    Fork,
+    Http,
+    Static,
+    FastCgi,
+    Lambda,
+}
+
+impl Heading {
+    pub const ALL: &'static [Heading] = &[
+        Heading::Server,
+        Heading::Handler,
+        Heading::Limits,
+        Heading::Security,
+        Heading::Logging,
+        Heading::Fork,
+        Heading::Http,
+        Heading::Static,
+        Heading::FastCgi,
+        Heading::Lambda,
+    ];
+
+    /// The title shown above the group.
+    pub fn title(self) -> &'static str {
+        match self {
+            Heading::Server => "Server",
+            Heading::Handler => "Handler",
+            Heading::Limits => "Limits",
+            Heading::Security => "Security",
+            Heading::Logging => "Logging",
+            Heading::Fork => "Fork modes (streaming, serializing, classic)",
+            Heading::Http => "http mode",
+            Heading::Static => "static mode",
+            Heading::FastCgi => "fastcgi mode",
+            Heading::Lambda => "lambda mode",
+        }
+    }
+
+    /// The settings under this heading, in table order.
+    pub fn settings(self) -> impl Iterator<Item = &'static Setting> {
+        SETTINGS.iter().filter(move |s| s.heading == self)
+    }
+}
+
 /// One configuration setting: its flag, its env vars, its default and its meaning.
 #[derive(Debug)]
 pub struct Setting {
+    pub heading: Heading,
     pub id: &'static str,
     /// Long flag without the leading `--`.
     pub flag: &'static str,
@@ -34,104 +92,107 @@ pub struct Setting {
 }
 
 macro_rules! setting {
-    ($id:literal, $flag:literal, [$($env:literal),*], $default:literal, $kind:ident, $help:literal) => {
-        Setting { id: $id, flag: $flag, env: &[$($env),*], default: $default, kind: Kind::$kind, help: $help }
+    ($heading:ident, $id:literal, $flag:literal, [$($env:literal),*], $default:literal, $kind:ident, $help:literal) => {
+        Setting { heading: Heading::$heading, id: $id, flag: $flag, env: &[$($env),*], default: $default, kind: Kind::$kind, help: $help }
     };
 }
 
-/// Every setting, in the order `--help` and the README list them.
+/// Every setting. `--help` and the configuration reference (docs/src/configuration.md,
+/// generated from this table: see tests/it/docs.rs) list them by [`Heading`], in this
+/// order within each heading. Adding one: pick its heading, then regenerate the page with
+/// `FWATCHDOG_UPDATE_DOCS=1 cargo test --test it docs::` (the docs test says so too).
 pub const SETTINGS: &[Setting] = &[
-    setting!("mode", "mode", ["mode"], "streaming", Value,
+    setting!(Handler, "mode", "mode", ["mode"], "streaming", Value,
         "streaming, serializing, classic, http, static or fastcgi"),
-    setting!("fprocess", "fprocess", ["fprocess", "function_process"], "—", Value,
+    setting!(Handler, "fprocess", "fprocess", ["fprocess", "function_process"], "—", Value,
         "handler command line, split like a POSIX shell (required except in static mode)"),
-    setting!("upstream_url", "upstream-url", ["upstream_url", "http_upstream_url"], "—", Value,
+    setting!(Http, "upstream_url", "upstream-url", ["upstream_url", "http_upstream_url"], "—", Value,
         "http mode: where requests are proxied, e.g. http://127.0.0.1:5000"),
-    setting!("port", "port", ["PORT", "port"], "8080", Value,
+    setting!(Server, "port", "port", ["PORT", "port"], "8080", Value,
         "listen port; 0 picks a free port (reported in the startup log); PORT (Knative, Cloud Run) counts when port is unset"),
-    setting!("bind", "bind", ["bind_address"], "0.0.0.0", Value,
+    setting!(Server, "bind", "bind", ["bind_address"], "0.0.0.0", Value,
         "listen address (:: for dual stack)"),
-    setting!("metrics_port", "metrics-port", ["metrics_port"], "8081", Value,
+    setting!(Server, "metrics_port", "metrics-port", ["metrics_port"], "8081", Value,
         "Prometheus metrics port; 0 picks a free port; off disables"),
-    setting!("read_timeout", "read-timeout", ["read_timeout"], "30s", Value,
+    setting!(Limits, "read_timeout", "read-timeout", ["read_timeout"], "30s", Value,
         "deadline for the request head, longest silence while reading a body, keep-alive idle timeout"),
-    setting!("write_timeout", "write-timeout", ["write_timeout"], "30s", Value,
+    setting!(Limits, "write_timeout", "write-timeout", ["write_timeout"], "30s", Value,
         "the whole response must be written within this, from the end of the request head; > 0"),
-    setting!("exec_timeout", "exec-timeout", ["exec_timeout"], "30s (classic: 0)", Value,
+    setting!(Limits, "exec_timeout", "exec-timeout", ["exec_timeout"], "30s (classic: 0)", Value,
         "how long one handler run or upstream request may take; 0 = no limit"),
-    setting!("exec_kill_grace", "exec-kill-grace", ["exec_kill_grace"], "0", Value,
+    setting!(Fork, "exec_kill_grace", "exec-kill-grace", ["exec_kill_grace"], "0", Value,
         "fork modes: on timeout SIGTERM the handler group, SIGKILL it this much later; 0 = SIGKILL at once"),
-    setting!("healthcheck_interval", "healthcheck-interval", ["healthcheck_interval"], "write_timeout", Value,
+    setting!(Server, "healthcheck_interval", "healthcheck-interval", ["healthcheck_interval"], "write_timeout", Value,
         "on SIGTERM, how long to keep serving with health failing before draining; 0 = no wait"),
-    setting!("content_type", "content-type", ["content_type"], "application/octet-stream (classic: the request's)", Value,
+    setting!(Fork, "content_type", "content-type", ["content_type"], "application/octet-stream (classic: the request's)", Value,
         "Content-Type of fork-mode responses (classic: echo the request's when unset)"),
-    setting!("static_path", "static-path", ["static_path"], "/home/app/public", Value,
+    setting!(Static, "static_path", "static-path", ["static_path"], "/home/app/public", Value,
         "folder served in static mode"),
-    setting!("static_hidden_files", "static-hidden-files", ["static_hidden_files"], "false", Bool,
+    setting!(Static, "static_hidden_files", "static-hidden-files", ["static_hidden_files"], "false", Bool,
         "static mode: serve path segments starting with . (/.well-known/ always is)"),
-    setting!("suppress_lock", "suppress-lock", ["suppress_lock"], "false", Bool,
+    setting!(Server, "suppress_lock", "suppress-lock", ["suppress_lock"], "false", Bool,
         "do not write the lock file; health then does not require it"),
-    setting!("http_buffer_req_body", "http-buffer-req-body", ["buffer_http", "http_buffer_req_body"], "false", Bool,
+    setting!(Http, "http_buffer_req_body", "http-buffer-req-body", ["buffer_http", "http_buffer_req_body"], "false", Bool,
         "http mode: read the whole request body first and send it with a Content-Length"),
-    setting!("max_inflight", "max-inflight", ["max_inflight"], "0", Value,
+    setting!(Limits, "max_inflight", "max-inflight", ["max_inflight"], "0", Value,
         "concurrent function requests allowed (up to 1000000), more get 429; 0 = no limit"),
-    setting!("max_queue", "max-queue", ["max_queue"], "0", Value,
+    setting!(Limits, "max_queue", "max-queue", ["max_queue"], "0", Value,
         "with max_inflight reached, up to this many requests (at most 1000000) wait in line (FIFO) for a slot instead of a 429; 0 = no queue"),
-    setting!("queue_timeout", "queue-timeout", ["queue_timeout"], "10s", Value,
+    setting!(Limits, "queue_timeout", "queue-timeout", ["queue_timeout"], "10s", Value,
         "longest wait in the max_queue line before a 429; > 0"),
-    setting!("max_connections", "max-connections", ["max_connections"], "512", Value,
-        "open client connections allowed; more are closed at once and counted (fwatchdog_connections_rejected_total)"),
-    setting!("threads", "threads", ["threads"], "1", Value,
-        "threads serving requests; auto = the CPU quota of the container (cgroup cpu.max), else the CPU count"),
-    setting!("prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
+    setting!(Limits, "max_connections", "max-connections", ["max_connections"], "512", Value,
+        "open client connections allowed on the function port (at least 1); more are closed at once and counted (fwatchdog_connections_rejected_total); the default keeps the worst case near 64 MiB"),
+    setting!(Server, "threads", "threads", ["threads"], "1", Value,
+        "threads serving requests; auto = the CPU quota of the container (cgroup cpu.max), else the CPU count; more than 1 helps http mode on several cores"),
+    setting!(Logging, "prefix_logs", "prefix-logs", ["prefix_logs"], "true", Bool,
         "prefix handler output lines with date, time and stdout:/stderr:"),
-    setting!("log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,
+    setting!(Logging, "log_buffer_size", "log-buffer-size", ["log_buffer_size"], "65536", Value,
         "longest handler log line in bytes, longer lines are split; -1 (or more than 8 MiB) = 8 MiB"),
-    setting!("log_callid", "log-callid", ["log_callid", "log_call_id"], "false", Bool,
+    setting!(Logging, "log_callid", "log-callid", ["log_callid", "log_call_id"], "false", Bool,
         "append [<X-Call-Id>] to request log lines"),
-    setting!("log_format", "log-format", ["log_format"], "text", Value,
+    setting!(Logging, "log_format", "log-format", ["log_format"], "text", Value,
         "text (OpenFaaS-compatible lines) or json (one object per line)"),
-    setting!("ready_path", "ready-path", ["ready_path"], "—", Value,
+    setting!(Handler, "ready_path", "ready-path", ["ready_path"], "—", Value,
         "if set, /_/ready also asks the function at this path"),
-    setting!("cgi_headers", "cgi-headers", ["cgi_headers"], "true", Bool,
+    setting!(Fork, "cgi_headers", "cgi-headers", ["cgi_headers"], "true", Bool,
         "fork modes: pass request headers to the handler as Http_* env vars"),
-    setting!("cgi", "cgi", ["cgi"], "false", Bool,
+    setting!(Fork, "cgi", "cgi", ["cgi"], "false", Bool,
         "fork modes: CGI/1.1 (RFC 3875): meta-variables in the env, stdout parsed as a CGI response"),
-    setting!("marshal_request", "marshal-request", ["marshal_request"], "false", Bool,
+    setting!(Fork, "marshal_request", "marshal-request", ["marshal_request"], "false", Bool,
         "serializing/classic: stdin is a JSON envelope of headers and base64 body"),
-    setting!("combine_output", "combine-output", ["combine_output"], "false (classic: true)", Bool,
+    setting!(Fork, "combine_output", "combine-output", ["combine_output"], "false (classic: true)", Bool,
         "serializing/classic: stderr joins stdout in the response body"),
-    setting!("write_debug", "write-debug", ["write_debug"], "false", Bool,
+    setting!(Logging, "write_debug", "write-debug", ["write_debug"], "false", Bool,
         "log handler stdout as well"),
-    setting!("max_body_bytes", "max-body-bytes", ["max_body_bytes"], "unlimited (serializing/classic: 64 MiB)", Value,
+    setting!(Limits, "max_body_bytes", "max-body-bytes", ["max_body_bytes"], "unlimited (serializing/classic: 64 MiB)", Value,
         "largest request body accepted, larger gets 413"),
-    setting!("api_key_secret", "api-key-secret", ["api_key_secret"], "— (auth off)", List,
+    setting!(Security, "api_key_secret", "api-key-secret", ["api_key_secret"], "— (auth off)", List,
         "name of a mounted secret holding valid API keys; repeatable (env: comma-separated)"),
-    setting!("secrets_dir", "secrets-dir", ["secrets_dir"], "/var/openfaas/secrets, then /run/secrets", Value,
+    setting!(Security, "secrets_dir", "secrets-dir", ["secrets_dir"], "/var/openfaas/secrets, then /run/secrets", Value,
         "where secrets are looked up"),
-    setting!("api_key_header", "api-key-header", ["api_key_header"], "X-Api-Key", Value,
+    setting!(Security, "api_key_header", "api-key-header", ["api_key_header"], "X-Api-Key", Value,
         "request header that carries the API key"),
-    setting!("api_key_forward", "api-key-forward", ["api_key_forward"], "false", Bool,
+    setting!(Security, "api_key_forward", "api-key-forward", ["api_key_forward"], "false", Bool,
         "also pass the API key header on to the handler"),
-    setting!("secret_reload_interval", "secret-reload-interval", ["secret_reload_interval"], "2s", Value,
+    setting!(Security, "secret_reload_interval", "secret-reload-interval", ["secret_reload_interval"], "2s", Value,
         "how often secret files are re-read for rotation; 0 = never, else at least 1ms"),
-    setting!("jwt_auth", "jwt-auth", ["jwt_auth"], "false", Bool,
+    setting!(Security, "jwt_auth", "jwt-auth", ["jwt_auth"], "false", Bool,
         "OpenFaaS IAM: every function request needs a function token (Authorization: Bearer) from the gateway"),
-    setting!("jwt_auth_local", "jwt-auth-local", ["jwt_auth_local"], "false", Bool,
+    setting!(Security, "jwt_auth_local", "jwt-auth-local", ["jwt_auth_local"], "false", Bool,
         "the token issuer is a gateway at http://127.0.0.1:8000 (port-forwarded)"),
-    setting!("jwt_auth_debug", "jwt-auth-debug", ["jwt_auth_debug"], "false", Bool,
+    setting!(Security, "jwt_auth_debug", "jwt-auth-debug", ["jwt_auth_debug"], "false", Bool,
         "log key ids and each token's issuer and audience (never a token)"),
-    setting!("jwt_auth_url", "jwt-auth-url", ["jwt_auth_url"], "—", Value,
+    setting!(Security, "jwt_auth_url", "jwt-auth-url", ["jwt_auth_url"], "—", Value,
         "the issuer's OpenID configuration URL (http://); overrides jwt_auth_local and the in-cluster gateway"),
-    setting!("jwt_auth_timeout", "jwt-auth-timeout", ["jwt_auth_timeout"], "30s", Value,
+    setting!(Security, "jwt_auth_timeout", "jwt-auth-timeout", ["jwt_auth_timeout"], "30s", Value,
         "how long startup waits for the token issuer's keys before exit 1; > 0"),
-    setting!("fastcgi_address", "fastcgi-address", ["fastcgi_address"], "— (spawn workers)", Value,
-        "fastcgi mode: host:port or /path.sock of an external FastCGI server (e.g. php-fpm) instead of spawning fprocess"),
-    setting!("pool_size", "pool-size", ["pool_size"], "number of CPUs", Value,
-        "fastcgi mode: workers spawned from fprocess, and the most connections open to the FastCGI server"),
-    setting!("pool_max_requests", "pool-max-requests", ["pool_max_requests"], "0", Value,
+    setting!(FastCgi, "fastcgi_address", "fastcgi-address", ["fastcgi_address"], "— (spawn workers)", Value,
+        "fastcgi mode: host:port or /path.sock (unix:/path.sock) of an external FastCGI server (e.g. php-fpm) instead of spawning fprocess"),
+    setting!(FastCgi, "pool_size", "pool-size", ["pool_size"], "number of CPUs", Value,
+        "fastcgi mode: workers spawned from fprocess, and the most connections open to the FastCGI server at once (1-1024)"),
+    setting!(FastCgi, "pool_max_requests", "pool-max-requests", ["pool_max_requests"], "0", Value,
         "fastcgi mode: workers get PHP_FCGI_MAX_REQUESTS=N (up to 2147483647) and exit after N requests, then are replaced; 0 = never"),
-    setting!("script_filename", "script-filename", ["script_filename", "SCRIPT_FILENAME"], "—", Value,
+    setting!(FastCgi, "script_filename", "script-filename", ["script_filename", "SCRIPT_FILENAME"], "—", Value,
         "fastcgi mode: the SCRIPT_FILENAME param (the script php-cgi or php-fpm runs)"),
 ];
 
@@ -247,14 +308,17 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("exit 0 if the lock file exists (or, with suppress_lock, /_/health answers 200), else 1 (also -run-healthcheck)"),
         );
-    for s in SETTINGS {
+    for s in Heading::ALL.iter().flat_map(|h| h.settings()) {
         let help = format!(
             "{} [env: {}] [default: {}]",
             s.help,
             s.env.join(", "),
             s.default
         );
-        let arg = Arg::new(s.id).long(s.flag).help(help);
+        let arg = Arg::new(s.id)
+            .long(s.flag)
+            .help(help)
+            .help_heading(s.heading.title());
         let arg = match s.kind {
             // Hyphen values reach config, which names the setting (`--exec-timeout -1`).
             Kind::Value => arg

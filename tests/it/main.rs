@@ -8,6 +8,7 @@ mod adversarial_input;
 mod auth;
 mod cgi;
 mod docker;
+mod docs;
 mod endpoints;
 mod examples;
 mod fastcgi;
