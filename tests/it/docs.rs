@@ -322,3 +322,24 @@ fn slugs_follow_github_and_mdbook() {
     assert_eq!(page.anchors, ["a", "a-1"]);
     assert_eq!(page.links, [(8, "#a-1".to_owned())]);
 }
+
+#[test]
+fn every_book_page_is_in_the_summary() {
+    let book = Path::new(ROOT).join("docs/src");
+    let summary = parse(&std::fs::read_to_string(book.join("SUMMARY.md")).expect("SUMMARY.md"));
+    let listed: Vec<PathBuf> = summary
+        .links
+        .iter()
+        .filter(|(_, target)| !target.is_empty())
+        .map(|(_, target)| normalise(&book.join(target)))
+        .collect();
+    let missing: Vec<String> = markdown_files()
+        .into_iter()
+        .filter(|f| f.starts_with(&book) && !f.ends_with("SUMMARY.md") && !listed.contains(f))
+        .map(|f| f.strip_prefix(ROOT).unwrap_or(&f).display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "pages mdBook would not build (add them to docs/src/SUMMARY.md): {missing:?}"
+    );
+}

@@ -1,7 +1,8 @@
-//! The README's samples are what the real binary prints: the metrics scrape and its
-//! table, the text and JSON log lines. (The configuration table is checked against
-//! `--help` in `startup`.) Values that depend on the moment (times, durations, ports)
-//! are compared by shape; names, labels, help texts and keys verbatim.
+//! The book's samples are what the real binary prints: the metrics scrape and its table
+//! (docs/src/operations/metrics.md), the text and JSON log lines
+//! (docs/src/operations/logs.md). (The configuration reference is generated from the
+//! settings table: see `docs`.) Values that depend on the moment (times, durations,
+//! ports) are compared by shape; names, labels, help texts and keys verbatim.
 
 use std::time::Duration;
 
@@ -9,16 +10,20 @@ use regex::Regex;
 
 use crate::util::{request, watchdog, Watchdog};
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+const METRICS_PAGE: &str = "docs/src/operations/metrics.md";
+const LOGS_PAGE: &str = "docs/src/operations/logs.md";
+
+fn page(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The lines of the first fenced block after the line `marker`.
-fn block_after(readme: &str, marker: &str) -> Vec<String> {
-    let at = readme
+fn block_after(page: &str, marker: &str) -> Vec<String> {
+    let at = page
         .find(marker)
-        .unwrap_or_else(|| panic!("README has no {marker:?}"));
-    let mut lines = readme[at..].lines().skip_while(|l| !l.starts_with("```"));
+        .unwrap_or_else(|| panic!("the page has no {marker:?}"));
+    let mut lines = page[at..].lines().skip_while(|l| !l.starts_with("```"));
     lines.next().expect("a fenced block");
     lines
         .take_while(|l| !l.starts_with("```"))
@@ -60,15 +65,15 @@ fn served(format: &str) -> Watchdog {
 }
 
 #[test]
-fn readme_metrics_sample_and_table_match_the_real_scrape() {
+fn metrics_sample_and_table_match_the_real_scrape() {
     let w = served("text");
     let port = w.metrics_port.expect("metrics port");
     let scrape = request(port, "GET", "/metrics", &[], b"").text();
     let real: Vec<&str> = scrape.lines().collect();
-    let readme = readme();
+    let doc = page(METRICS_PAGE);
 
     // The sample: comment lines verbatim, series (name and labels) present, in order.
-    let sample = block_after(&readme, "A scrape after");
+    let sample = block_after(&doc, "A scrape after");
     assert!(sample.len() > 10, "{sample:?}");
     let mut from = 0;
     for line in &sample {
@@ -79,19 +84,19 @@ fn readme_metrics_sample_and_table_match_the_real_scrape() {
             real[from..].iter().position(|r| r == line)
         } else {
             let (series, value) = line.rsplit_once(' ').expect("series value");
-            assert!(value.parse::<f64>().is_ok(), "README value {line:?}");
+            assert!(value.parse::<f64>().is_ok(), "sample value {line:?}");
             real[from..]
                 .iter()
                 .position(|r| r.rsplit_once(' ').is_some_and(|(s, _)| s == series))
         };
         let Some(i) = found else {
-            panic!("README metrics line {line:?} is not in the real scrape (after line {from}):\n{scrape}")
+            panic!("sample metrics line {line:?} is not in the real scrape (after line {from}):\n{scrape}")
         };
         from += i + 1;
     }
 
     // The table: every metric with its type.
-    let table = &readme[readme
+    let table = &doc[doc
         .find("| metric | type | labels |")
         .expect("metrics table")..];
     let mut rows = 0;
@@ -100,13 +105,13 @@ fn readme_metrics_sample_and_table_match_the_real_scrape() {
         let (name, kind) = (cells[1].trim_matches('`'), cells[2]);
         assert!(
             real.contains(&format!("# TYPE {name} {kind}").as_str()),
-            "README table row {name} ({kind}) is not in the real scrape:\n{scrape}"
+            "sample table row {name} ({kind}) is not in the real scrape:\n{scrape}"
         );
         if let Some(help) = cells[cells.len() - 2].split("Help: `").nth(1) {
             let help = help.trim_end_matches('`');
             assert!(
                 real.contains(&format!("# HELP {name} {help}").as_str()),
-                "README help of {name}: {help:?}\n{scrape}"
+                "sample help of {name}: {help:?}\n{scrape}"
             );
         }
         rows += 1;
@@ -115,7 +120,7 @@ fn readme_metrics_sample_and_table_match_the_real_scrape() {
 }
 
 #[test]
-fn readme_text_log_sample_matches_the_real_lines() {
+fn text_log_sample_matches_the_real_lines() {
     let w = served("text");
     let log = w.log();
     let strip = Regex::new(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ").expect("regex");
@@ -123,10 +128,10 @@ fn readme_text_log_sample_matches_the_real_lines() {
         Regex::new(r"^[A-Z]+ /\S* - \d{3} - ContentLength: \d+ \(\d+\.\d{4}s\) \[\S+\]$")
             .expect("regex");
     let real: Vec<&str> = log.lines().collect();
-    for line in block_after(&readme(), "#### Text") {
+    for line in block_after(&page(LOGS_PAGE), "## Text") {
         assert!(
             strip.is_match(&line),
-            "README line without the date: {line:?}"
+            "sample line without the date: {line:?}"
         );
         let msg = strip.replace(&line, "").into_owned();
         let matches = |f: &dyn Fn(&str) -> bool| {
@@ -150,7 +155,7 @@ fn readme_text_log_sample_matches_the_real_lines() {
                     .iter()
                     .position(|r| *r == k)
                     .unwrap_or_else(|| {
-                        panic!("README Config key {k} not (in this order) in: {real_cfg}")
+                        panic!("sample Config key {k} not (in this order) in: {real_cfg}")
                     });
                 at += i + 1;
             }
@@ -168,14 +173,14 @@ fn readme_text_log_sample_matches_the_real_lines() {
                 .unwrap_or(msg.clone());
             assert!(
                 matches(&|r| r.starts_with(&prefix)),
-                "README line {msg:?}: no real line starts with {prefix:?}:\n{log}"
+                "sample line {msg:?}: no real line starts with {prefix:?}:\n{log}"
             );
         }
     }
 }
 
 #[test]
-fn readme_json_log_sample_has_the_real_keys() {
+fn json_log_sample_has_the_real_keys() {
     let w = served("json");
     let mut real: Vec<serde_json::Value> = w
         .log()
@@ -194,9 +199,9 @@ fn readme_json_log_sample_has_the_real_keys() {
         k.sort();
         k
     };
-    for line in block_after(&readme(), "#### JSON") {
+    for line in block_after(&page(LOGS_PAGE), "## JSON") {
         let sample: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("README JSON {e}: {line}"));
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("sample JSON {e}: {line}"));
         let want = keys(&sample);
         let level = &sample["level"];
         assert!(

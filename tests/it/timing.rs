@@ -92,7 +92,7 @@ fn header(v: &[u8]) -> HeaderMap {
 }
 
 #[test]
-#[ignore = "statistical timing test; run on demand (see README)"]
+#[ignore = "statistical timing test; run on demand (see docs/src/development.md)"]
 fn timing_api_key_check_does_not_leak() {
     const N: usize = 100_000;
     let secret64: Vec<u8> = (0..64).map(|i| b'a' + (i % 26) as u8).collect();
