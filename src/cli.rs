@@ -23,10 +23,10 @@ pub enum Kind {
 /// in the order of [`Heading::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heading {
-    /// Listening, threads, health and shutdown.
-    Server,
     /// What runs: the mode and the function.
     Handler,
+    /// Listening, threads, health and shutdown.
+    Server,
     /// Deadlines, sizes and counts that bound every request.
     Limits,
     /// API keys, secrets and OpenFaaS IAM tokens.
@@ -42,8 +42,8 @@ pub enum Heading {
 
 impl Heading {
     pub const ALL: &'static [Heading] = &[
-        Heading::Server,
         Heading::Handler,
+        Heading::Server,
         Heading::Limits,
         Heading::Security,
         Heading::Logging,
