@@ -343,3 +343,17 @@ fn every_book_page_is_in_the_summary() {
         "pages mdBook would not build (add them to docs/src/SUMMARY.md): {missing:?}"
     );
 }
+
+/// The README is the front door; the details live in the book, where they can be found.
+#[test]
+fn readme_stays_short() {
+    let lines = std::fs::read_to_string(Path::new(ROOT).join("README.md"))
+        .expect("README.md")
+        .lines()
+        .count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines (at most 250): put the details in a page under docs/src \
+         (docs/src/SUMMARY.md lists them) and link it"
+    );
+}
