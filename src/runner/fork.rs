@@ -24,6 +24,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgi;
+use super::sniff;
 use super::env::{handler_env, EnvOptions};
 use super::failure::{duration_header, X_DURATION};
 use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd, LineSplitter};
@@ -460,7 +461,7 @@ impl Fork {
                     .headers
                     .get(http::header::CONTENT_TYPE)
                     .cloned()
-                    .or_else(|| Some(sniff(&output))),
+                    .or_else(|| sniffed(&output)),
             };
             if let Some(ct) = ct {
                 builder = builder.header(http::header::CONTENT_TYPE, ct);
@@ -806,21 +807,16 @@ fn marshal(headers: &HeaderMap, chunks: &[Bytes]) -> Bytes {
     Bytes::from(envelope.to_string())
 }
 
-/// What Go's `http.DetectContentType` would say for our purposes: text or bytes.
-fn sniff(output: &[Bytes]) -> HeaderValue {
+/// The classic watchdog's Content-Type for output nothing else labels: Go's
+/// `http.DetectContentType` of its first bytes, and none at all for an empty body (Go
+/// sniffs only what is written).
+fn sniffed(output: &[Bytes]) -> Option<HeaderValue> {
     let head: Vec<u8> = output
         .iter()
         .flat_map(|c| c.iter().copied())
-        .take(512)
+        .take(sniff::WINDOW)
         .collect();
-    let binary = head
-        .iter()
-        .any(|b| matches!(b, 0..=8 | 0x0b | 0x0e..=0x1a | 0x1c..=0x1f));
-    if binary || (std::str::from_utf8(&head).is_err() && head.len() < 509) {
-        HeaderValue::from_static("application/octet-stream")
-    } else {
-        HeaderValue::from_static("text/plain; charset=utf-8")
-    }
+    (!head.is_empty()).then(|| HeaderValue::from_static(sniff::content_type(&head)))
 }
 
 #[cfg(test)]
@@ -842,14 +838,13 @@ mod tests {
     }
 
     #[test]
-    fn sniffs_text_and_binary() {
+    fn classic_output_is_sniffed_and_an_empty_one_gets_no_type() {
+        let html = [Bytes::from_static(b"<h"), Bytes::from_static(b"tml>hi")];
         assert_eq!(
-            sniff(&[Bytes::from_static(b"hello\n")]),
-            "text/plain; charset=utf-8"
+            sniffed(&html).expect("a type"),
+            "text/html; charset=utf-8"
         );
-        assert_eq!(
-            sniff(&[Bytes::from_static(b"\x00\x01\x02")]),
-            "application/octet-stream"
-        );
+        assert_eq!(sniffed(&[Bytes::new()]), None);
+        assert_eq!(sniffed(&[]), None);
     }
 }

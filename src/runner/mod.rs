@@ -22,6 +22,7 @@ pub mod files;
 pub mod fork;
 pub mod pipe;
 pub mod proxy;
+pub mod sniff;
 
 /// What a runner knows about the request besides the request itself.
 #[derive(Debug, Clone)]

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::util::{connect, random_bytes, read_response, request, send_head, sha256, watchdog};
+use crate::util::{
+    connect, random_bytes, read_response, request, send_head, sha256, watchdog, TempDir,
+};
 
 #[test]
 fn serializing_echo_is_exact() {
@@ -96,6 +98,47 @@ fn classic_echoes_the_request_content_type() {
         b"abc",
     );
     assert_eq!(r.header("content-type"), Some("text/csv"));
+}
+
+/// A classic handler that prints HTML, XML, a PNG or nothing, asked by a browser-like
+/// GET (no Content-Type): the answer is labelled as the classic watchdog labels it, by
+/// Go's `http.DetectContentType`, and an empty answer gets no Content-Type. On the old
+/// code every text answer was `text/plain; charset=utf-8`, the PNG
+/// `application/octet-stream`, and the empty one `text/plain; charset=utf-8`.
+#[test]
+fn classic_sniffs_the_output_type_as_the_classic_watchdog_does() {
+    let work = TempDir::new();
+    let handler = work.script(
+        "handler.sh",
+        r#"#!/bin/sh
+case "$Http_Path" in
+/html) printf '<!DOCTYPE html>\n<html><body>hi</body></html>\n' ;;
+/xml) printf '  <?xml version="1.0"?>\n<feed/>\n' ;;
+/png) printf '\211PNG\r\n\032\n\000\000\000\rIHDR' ;;
+/text) echo 'plain words' ;;
+/empty) ;;
+esac
+"#,
+    );
+    let w = watchdog()
+        .mode("classic")
+        .fprocess(handler.display().to_string())
+        .start();
+    let cases = [
+        ("/html", Some("text/html; charset=utf-8")),
+        ("/xml", Some("text/xml; charset=utf-8")),
+        ("/png", Some("image/png")),
+        ("/text", Some("text/plain; charset=utf-8")),
+        ("/empty", None),
+    ];
+    for (path, want) in cases {
+        let r = request(w.port, "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("content-type"), want, "{path}");
+    }
+    // The PNG's bytes pass untouched.
+    let png = request(w.port, "GET", "/png", &[], b"");
+    assert_eq!(png.body, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
 }
 
 #[test]
