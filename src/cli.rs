@@ -125,7 +125,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!(Server, "healthcheck_interval", "healthcheck-interval", ["healthcheck_interval"], "write_timeout", Value,
         "on SIGTERM, how long to keep serving with health failing before draining; 0 = no wait"),
     setting!(Fork, "content_type", "content-type", ["content_type"], "application/octet-stream (classic: the request's)", Value,
-        "Content-Type of fork-mode responses (classic: echo the request's when unset)"),
+        "Content-Type of fork-mode responses (classic: echo the request's when unset, else sniff the output)"),
     setting!(Static, "static_path", "static-path", ["static_path"], "/home/app/public", Value,
         "folder served in static mode"),
     setting!(Static, "static_hidden_files", "static-hidden-files", ["static_hidden_files"], "false", Bool,
