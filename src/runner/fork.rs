@@ -24,10 +24,10 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgi;
-use super::sniff;
 use super::env::{handler_env, EnvOptions};
 use super::failure::{duration_header, X_DURATION};
 use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd, LineSplitter};
+use super::sniff;
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{Config, Mode};
@@ -840,10 +840,7 @@ mod tests {
     #[test]
     fn classic_output_is_sniffed_and_an_empty_one_gets_no_type() {
         let html = [Bytes::from_static(b"<h"), Bytes::from_static(b"tml>hi")];
-        assert_eq!(
-            sniffed(&html).expect("a type"),
-            "text/html; charset=utf-8"
-        );
+        assert_eq!(sniffed(&html).expect("a type"), "text/html; charset=utf-8");
         assert_eq!(sniffed(&[Bytes::new()]), None);
         assert_eq!(sniffed(&[]), None);
     }

@@ -50,6 +50,17 @@ const fn masked(mask: &'static [u8], pattern: &'static [u8], ct: &'static str) -
 /// A RIFF container of the given form type (bytes 8..12); the size is ignored.
 const RIFF_MASK: &[u8] = b"\xFF\xFF\xFF\xFF\x00\x00\x00\x00\xFF\xFF\xFF\xFF";
 
+/// Embedded OpenType: anything, then "LP" at offset 34.
+const EOT_MASK: [u8; 36] = at_34([0xFF, 0xFF]);
+const EOT_PATTERN: [u8; 36] = at_34(*b"LP");
+
+const fn at_34(two: [u8; 2]) -> [u8; 36] {
+    let mut bytes = [0; 36];
+    bytes[34] = two[0];
+    bytes[35] = two[1];
+    bytes
+}
+
 /// Go's table, in Go's order.
 const SIGNATURES: &[Signature] = &[
     Html(b"<!DOCTYPE HTML"),
@@ -119,18 +130,7 @@ const SIGNATURES: &[Signature] = &[
     masked(RIFF_MASK, b"RIFF\x00\x00\x00\x00WAVE", "audio/wave"),
     Mp4,
     Exact(b"\x1A\x45\xDF\xA3", "video/webm"),
-    // Fonts: Embedded OpenType has "LP" at offset 34.
-    masked(
-        &[
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0xFF, 0xFF,
-        ],
-        &[
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, b'L', b'P',
-        ],
-        "application/vnd.ms-fontobject",
-    ),
+    masked(&EOT_MASK, &EOT_PATTERN, "application/vnd.ms-fontobject"),
     Exact(b"\x00\x01\x00\x00", "font/ttf"),
     Exact(b"OTTO", "font/otf"),
     Exact(b"ttcf", "font/collection"),
@@ -216,7 +216,7 @@ fn is_mp4(data: &[u8]) -> bool {
         return false;
     }
     let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
-    if data.len() < size || size % 4 != 0 || &data[4..8] != b"ftyp" {
+    if data.len() < size || !size.is_multiple_of(4) || &data[4..8] != b"ftyp" {
         return false;
     }
     (8..size)
@@ -295,10 +295,7 @@ mod tests {
                 b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom",
                 "video/mp4",
             ),
-            (
-                b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00mp41",
-                "video/mp4",
-            ),
+            (b"\x00\x00\x00\x14ftypisom\x00\x00\x02\x00mp41", "video/mp4"),
             // The brand at 12..16 is the minor version: never an mp4 brand.
             (
                 b"\x00\x00\x00\x10ftypisom\x6D\x70\x34\x32",
