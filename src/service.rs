@@ -194,6 +194,7 @@ impl Shared {
             uri,
             started,
             status: 0,
+            reason: None,
             bytes: 0,
             quiet,
             call_id: call_id.clone(),
@@ -232,6 +233,9 @@ impl Shared {
             }
         };
         done.status = resp.status().as_u16();
+        if self.cfg.mode == crate::config::Mode::Http {
+            done.reason = Some(crate::runner::proxy::reason(&resp).to_owned());
+        }
         let (parts, inner) = resp.into_parts();
         Response::from_parts(parts, Tracked { inner, done }.boxed_unsync())
     }
@@ -476,6 +480,8 @@ struct Done {
     uri: String,
     started: Instant,
     status: u16,
+    /// http mode: the reason phrase of the status line, as of-watchdog logs it.
+    reason: Option<String>,
     bytes: u64,
     quiet: bool,
     call_id: String,
@@ -493,15 +499,16 @@ impl Drop for Done {
         let status = if self.status == 0 { 499 } else { self.status };
         self.shared.metrics.observe(&self.method, status, took);
         if !self.quiet {
-            logging::request(
-                self.method.as_str(),
-                &self.uri,
+            logging::request(&logging::RequestLine {
+                method: self.method.as_str(),
+                uri: &self.uri,
                 status,
-                self.bytes,
+                reason: self.reason.as_deref(),
+                bytes: self.bytes,
                 took,
-                &self.call_id,
-                self.shared.cfg.logs.callid,
-            );
+                call_id: &self.call_id,
+                show_call_id: self.shared.cfg.logs.callid,
+            });
         }
     }
 }

@@ -136,19 +136,40 @@ pub fn request_span(call_id: &str) -> tracing::Span {
     tracing::info_span!(target: REQUEST, "request", call_id)
 }
 
-/// Logs one request line: `<METHOD> <URI> - <status> - ContentLength: <n> (<s>s)`, with
-/// ` [<call id>]` (or ` [none]`) appended when `show_call_id`.
-pub fn request(
-    method: &str,
-    uri: &str,
-    status: u16,
-    bytes: u64,
-    took: Duration,
-    call_id: &str,
-    show_call_id: bool,
-) {
-    let secs = took.as_secs_f64();
-    let suffix = CallIdSuffix(show_call_id.then_some(call_id));
+/// One finished request, as its log line tells it.
+#[derive(Debug)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub status: u16,
+    /// The reason phrase to print after the status (http mode prints the upstream's
+    /// status line, `200 OK`); `None` prints the code alone, as the fork modes do.
+    pub reason: Option<&'a str>,
+    /// Bytes of body sent.
+    pub bytes: u64,
+    pub took: Duration,
+    /// `X-Call-Id`, or empty.
+    pub call_id: &'a str,
+    /// Append ` [<call id>]` (or ` [none]`).
+    pub show_call_id: bool,
+}
+
+/// Logs one request line as of-watchdog writes it:
+/// `<METHOD> <URI> - <status> - ContentLength: <size> (<s>s)`, the size as go-units'
+/// `HumanSize` (`20B`, `1.049MB`). JSON lines also carry the exact `bytes`.
+pub fn request(line: &RequestLine<'_>) {
+    let RequestLine {
+        method,
+        uri,
+        status,
+        bytes,
+        call_id,
+        ..
+    } = *line;
+    let secs = line.took.as_secs_f64();
+    let suffix = CallIdSuffix(line.show_call_id.then_some(call_id));
+    let shown = StatusText(status, line.reason);
+    let size = human_size(bytes);
     tracing::info!(
         target: REQUEST,
         method,
@@ -157,8 +178,47 @@ pub fn request(
         bytes,
         duration_s = secs,
         call_id,
-        "{method} {uri} - {status} - ContentLength: {bytes} ({secs:.4}s){suffix}"
+        "{method} {uri} - {shown} - ContentLength: {size} ({secs:.4}s){suffix}"
     );
+}
+
+/// `200` or `200 OK`.
+struct StatusText<'a>(u16, Option<&'a str>);
+
+impl std::fmt::Display for StatusText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(reason) if !reason.is_empty() => write!(f, "{} {reason}", self.0),
+            _ => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// go-units' `HumanSize` (`HumanSizeWithPrecision(size, 4)`): divide by 1000 while the
+/// value is at least 1000 (units B kB MB GB TB PB EB ZB YB), then Go's `%.4g`: four
+/// significant digits, ties to even, no trailing zeros. `20B`, `1kB`, `1.049MB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1000.0 && unit < UNITS.len() - 1 {
+        size /= 1000.0;
+        unit += 1;
+    }
+    // `%.4g` of a value below 1000 (an u64 never reaches 1000 YB): the decimal exponent
+    // after rounding to four digits decides how many of them follow the point.
+    let exp: i32 = format!("{size:.3e}")
+        .rsplit('e')
+        .next()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let decimals = usize::try_from(3 - exp).unwrap_or(0);
+    let mut digits = format!("{size:.decimals$}");
+    if digits.contains('.') {
+        let kept = digits.trim_end_matches('0').trim_end_matches('.').len();
+        digits.truncate(kept);
+    }
+    digits + UNITS[unit]
 }
 
 struct CallIdSuffix<'a>(Option<&'a str>);
@@ -227,6 +287,35 @@ mod tests {
     use super::writer::tests::Shared;
     use super::*;
 
+    /// go-units' own expectations (its TestHumanSize, those a byte count can reach) and
+    /// the edges of Go's `%.4g`: rounding up into the next digit, ties to even.
+    #[test]
+    fn human_size_is_go_units_human_size() {
+        let cases: &[(u64, &str)] = &[
+            (0, "0B"),
+            (1, "1B"),
+            (20, "20B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (1024, "1.024kB"),
+            (1500, "1.5kB"),
+            (12_625, "12.62kB"),
+            (999_949, "999.9kB"),
+            (999_999, "1000kB"),
+            (1_000_000, "1MB"),
+            (1_048_576, "1.049MB"),
+            (2_000_000, "2MB"),
+            (123_456_789, "123.5MB"),
+            (3_420_000_000, "3.42GB"),
+            (5_372_000_000_000, "5.372TB"),
+            (2_220_000_000_000_000, "2.22PB"),
+            (u64::MAX, "18.45EB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(human_size(*n), *want, "{n}");
+        }
+    }
+
     /// Runs `f` with a subscriber that renders into a fresh queue; returns the output.
     fn capture(format: LogFormat, f: impl FnOnce()) -> String {
         let sink = Shared::new(true);
@@ -240,28 +329,72 @@ mod tests {
         sink.text()
     }
 
+    /// A request line with call id `cid`, shown when `shown` is `Some` (its value then
+    /// replaces the id).
+    fn line<'a>(
+        method: &'a str,
+        uri: &'a str,
+        status: u16,
+        reason: Option<&'a str>,
+        bytes: u64,
+        took: Duration,
+        shown: Option<&'a str>,
+    ) -> RequestLine<'a> {
+        RequestLine {
+            method,
+            uri,
+            status,
+            reason,
+            bytes,
+            took,
+            call_id: shown.unwrap_or("cid"),
+            show_call_id: shown.is_some(),
+        }
+    }
+
     #[test]
     fn text_request_lines_have_the_openfaas_shape() {
         let out = capture(LogFormat::Text, || {
-            request(
+            let micros = |us| Duration::from_micros(us);
+            request(&line("GET", "/a?b=1", 200, None, 12, micros(1500), None));
+            request(&line(
+                "POST",
+                "/",
+                500,
+                None,
+                0,
+                micros(2_000_000),
+                Some(""),
+            ));
+            request(&line(
+                "PUT",
+                "/x",
+                201,
+                None,
+                3,
+                Duration::ZERO,
+                Some("abc-1"),
+            ));
+            request(&line("POST", "/", 200, Some("OK"), 20, micros(3000), None));
+            request(&line(
                 "GET",
-                "/a?b=1",
-                200,
-                12,
-                Duration::from_micros(1500),
-                "",
-                false,
-            );
-            request("POST", "/", 500, 0, Duration::from_secs(2), "", true);
-            request("PUT", "/x", 201, 3, Duration::ZERO, "abc-1", true);
+                "/big",
+                418,
+                Some("Brewing"),
+                1_048_576,
+                micros(0),
+                None,
+            ));
         });
         let lines: Vec<&str> = out.lines().map(|l| &l[20..]).collect();
         assert_eq!(
             lines,
             [
-                "GET /a?b=1 - 200 - ContentLength: 12 (0.0015s)",
-                "POST / - 500 - ContentLength: 0 (2.0000s) [none]",
-                "PUT /x - 201 - ContentLength: 3 (0.0000s) [abc-1]",
+                "GET /a?b=1 - 200 - ContentLength: 12B (0.0015s)",
+                "POST / - 500 - ContentLength: 0B (2.0000s) [none]",
+                "PUT /x - 201 - ContentLength: 3B (0.0000s) [abc-1]",
+                "POST / - 200 OK - ContentLength: 20B (0.0030s)",
+                "GET /big - 418 Brewing - ContentLength: 1.049MB (0.0000s)",
             ],
             "{out}"
         );
@@ -286,15 +419,15 @@ mod tests {
     #[test]
     fn json_lines_carry_the_fields() {
         let out = capture(LogFormat::Json, || {
-            request(
+            request(&line(
                 "GET",
                 "/p",
                 404,
+                None,
                 7,
                 Duration::from_millis(250),
-                "cid",
-                false,
-            );
+                None,
+            ));
             handler_line("stderr", b"say \"hi\"\t\x01 \\ \x7f \xc3\xa9", true, "cid");
             handler_line("stdout", b"upstream", false, "");
             tracing::error!("bad\nthing");
@@ -310,7 +443,7 @@ mod tests {
         assert_eq!(v[0]["bytes"], 7);
         assert_eq!(v[0]["duration_s"], 0.25);
         assert_eq!(v[0]["call_id"], "cid");
-        assert_eq!(v[0]["msg"], "GET /p - 404 - ContentLength: 7 (0.2500s)");
+        assert_eq!(v[0]["msg"], "GET /p - 404 - ContentLength: 7B (0.2500s)");
         assert!(v[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert_eq!(v[1]["stream"], "stderr");
         assert_eq!(v[1]["call_id"], "cid");
@@ -327,7 +460,10 @@ mod tests {
             let span = request_span("cid-9");
             let entered = span.enter();
             tracing::warn!("inside");
-            request("GET", "/", 502, 0, Duration::ZERO, "cid-9", false);
+            request(&RequestLine {
+                call_id: "cid-9",
+                ..line("GET", "/", 502, None, 0, Duration::ZERO, None)
+            });
             handler_line("stderr", b"upstream", true, "");
             drop(entered);
             tracing::warn!("outside");

@@ -227,7 +227,11 @@ impl Http {
                 .boxed_unsync()
             }
         };
+        let reason = parts.extensions.remove::<hyper::ext::ReasonPhrase>();
         parts.extensions.clear();
+        if let Some(r) = reason {
+            parts.extensions.insert(UpstreamReason(r));
+        }
         // hyper writes the status line with this version; the upstream's own (often
         // HTTP/1.0) says nothing about our connection with the client.
         parts.version = Version::HTTP_11;
@@ -394,6 +398,21 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::info!("websocket tunnel closed: {e}");
+    }
+}
+
+/// The upstream's own reason phrase, when it was not the standard one. Kept for the
+/// request log (of-watchdog logs the upstream's status line) but not sent on: the client
+/// gets the standard phrase, as from of-watchdog.
+#[derive(Debug, Clone)]
+pub struct UpstreamReason(hyper::ext::ReasonPhrase);
+
+/// The reason phrase of an http-mode answer's status line: the upstream's, else the
+/// standard one for the code (empty for a code that has none).
+pub fn reason<B>(resp: &Response<B>) -> &str {
+    match resp.extensions().get::<UpstreamReason>() {
+        Some(UpstreamReason(r)) => std::str::from_utf8(r.as_bytes()).unwrap_or(""),
+        None => resp.status().canonical_reason().unwrap_or(""),
     }
 }
 

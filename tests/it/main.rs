@@ -20,6 +20,7 @@ mod http;
 mod jwt;
 mod lifecycle;
 mod observability;
+mod openfaas;
 mod protocol;
 mod queue;
 mod readme;

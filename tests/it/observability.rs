@@ -354,7 +354,7 @@ fn a_client_disconnect_is_counted_and_logged_as_499() {
     assert_eq!(m.value("fwatchdog_handler_starts_total", &[]), Some(1.0));
     assert!(
         w.wait_log(
-            "POST /gone - 499 - ContentLength: 0",
+            "POST /gone - 499 - ContentLength: 0B",
             Duration::from_secs(5)
         ),
         "{}",
@@ -482,11 +482,11 @@ fn text_request_and_handler_lines_have_the_openfaas_shapes_in_every_fork_mode() 
         let dur = r"\(\d+\.\d{4}s\)";
         has_line(
             &log,
-            &format!(r"{TS} POST /a\?x=1 - 200 - ContentLength: 20 {dur} \[abc-123\]"),
+            &format!(r"{TS} POST /a\?x=1 - 200 - ContentLength: 20B {dur} \[abc-123\]"),
         );
         has_line(
             &log,
-            &format!(r"{TS} GET /b - 200 - ContentLength: 20 {dur} \[none\]"),
+            &format!(r"{TS} GET /b - 200 - ContentLength: 20B {dur} \[none\]"),
         );
         has_line(&log, &format!("{TS} stderr: err-line /a"));
         has_line(&log, &format!("{TS} stderr: tail-no-newline"));
@@ -521,7 +521,7 @@ fn prefix_logs_false_logs_bare_handler_lines() {
     has_line(&log, "out-line /c");
     has_line(
         &log,
-        &format!(r"{TS} GET /c - 200 - ContentLength: 20 \(\d+\.\d{{4}}s\)"),
+        &format!(r"{TS} GET /c - 200 - ContentLength: 20B \(\d+\.\d{{4}}s\)"),
     );
 }
 
@@ -612,7 +612,7 @@ fn json_logs_are_objects_with_request_and_handler_fields() {
         req["duration_s"].as_f64().is_some_and(|d| d >= 0.0),
         "{req}"
     );
-    assert!(msg(req).starts_with("POST /j?q=1 - 200 - ContentLength: 20 ("));
+    assert!(msg(req).starts_with("POST /j?q=1 - 200 - ContentLength: 20B ("));
 
     let handler = |m: &str| {
         all.iter()
@@ -894,7 +894,7 @@ fn a_stderr_nobody_reads_never_stalls_requests_and_keeps_the_newest_lines() {
     });
     let ok = eventually(Duration::from_secs(20), || {
         let log = log.lock().expect("log");
-        log.contains("stderr: last-line /r3\n") && log.contains(" - 200 - ContentLength: 5 (")
+        log.contains("stderr: last-line /r3\n") && log.contains(" - 200 - ContentLength: 5B (")
     });
     let log = log.lock().expect("log").clone();
     assert!(ok, "the end of the output is kept: ...{}", tail(&log));
@@ -905,7 +905,7 @@ fn a_stderr_nobody_reads_never_stalls_requests_and_keeps_the_newest_lines() {
     assert!(notice.is_match(&log), "...{}", tail(&log));
     has_line(
         &log,
-        &format!(r"{TS} POST /r3 - 200 - ContentLength: 5 \(\d+\.\d{{4}}s\)"),
+        &format!(r"{TS} POST /r3 - 200 - ContentLength: 5B \(\d+\.\d{{4}}s\)"),
     );
 }
 

@@ -124,9 +124,10 @@ fn text_log_sample_matches_the_real_lines() {
     let w = served("text");
     let log = w.log();
     let strip = Regex::new(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ").expect("regex");
-    let request_line =
-        Regex::new(r"^[A-Z]+ /\S* - \d{3} - ContentLength: \d+ \(\d+\.\d{4}s\) \[\S+\]$")
-            .expect("regex");
+    let request_line = Regex::new(
+        r"^[A-Z]+ /\S* - \d{3} - ContentLength: [\d.]+[kMGTPEZY]?B \(\d+\.\d{4}s\) \[\S+\]$",
+    )
+    .expect("regex");
     let real: Vec<&str> = log.lines().collect();
     for line in block_after(&page(LOGS_PAGE), "## Text") {
         assert!(
