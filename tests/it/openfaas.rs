@@ -112,10 +112,6 @@ impl App {
         std::fs::write(self.work.path().join("go"), "").expect("write go");
     }
 
-    fn marker(&self, name: &str) -> Option<String> {
-        std::fs::read_to_string(self.work.path().join(name)).ok()
-    }
-
     /// fwatchdog in http mode in front of it, as the template's Dockerfile sets it up.
     fn watchdog(&self) -> Builder {
         watchdog()
