@@ -248,7 +248,9 @@ impl Shared {
         remote: Option<SocketAddr>,
         done: &mut Done,
     ) -> Result<Request<Body>, Response<Body>> {
-        if let Err(refusal) = self.auth.check(req.headers_mut()).await {
+        // A token check that waits for the issuer's keys counts against write_timeout.
+        let until = tokio::time::Instant::from_std(done.started + self.cfg.timeouts.write);
+        if let Err(refusal) = self.auth.check(req.headers_mut(), until).await {
             if refusal.is_failure() {
                 self.metrics.auth_failures.inc();
             }

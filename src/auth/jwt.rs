@@ -10,8 +10,12 @@
 //! uses: at startup (retrying until `jwt_auth_timeout`; function requests get 503 until
 //! then), every ten minutes, and when a token names a key id we have not seen, at most
 //! once every ten seconds, so a key the gateway adds later works without a restart and a
-//! flood of made-up key ids cannot turn into a flood of fetches. A failed refresh keeps
-//! the last good keys. Nothing of a token is ever logged.
+//! flood of made-up key ids cannot turn into a flood of fetches. Requests that need a
+//! refetch share the one in flight (it runs on its own task, so a request that gives up
+//! does not cancel it for the others) and wait for it no longer than their own deadline:
+//! a slow or unreachable issuer costs one fetch per ten seconds and never lines requests
+//! up behind each other. A failed refresh keeps the last good keys. Nothing of a token is
+//! ever logged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -61,8 +65,11 @@ const ALGORITHMS: &[Algorithm] = &[
 const MAX_DOCUMENT: usize = 1 << 20;
 /// One fetch of one document may take this long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// A token naming an unknown key id refetches the set at most this often.
-const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
+/// Connecting to the issuer may take this long (a black-holed address).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A token naming an unknown key id refetches the set at most this often (the default of
+/// [`Jwt::with_refetch_window`]).
+pub const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(10);
 /// The set is refetched this often anyway, so removed keys stop working.
 const REFRESH: Duration = Duration::from_secs(600);
 /// Seconds of clock skew allowed on `exp` and `nbf`, as the peers allow.
@@ -123,9 +130,18 @@ struct Inner {
     /// The same client type as the http mode's, so the binary carries one copy of it.
     client: Client<HttpConnector, Body>,
     keys: RwLock<Option<Arc<KeySet>>>,
-    /// When the last fetch triggered by an unknown key id (or the periodic refresh)
-    /// started; held across the fetch so concurrent requests share it.
-    gate: tokio::sync::Mutex<Option<Instant>>,
+    /// An unknown key id refetches at most this often.
+    refetch_window: Duration,
+    gate: Mutex<Gate>,
+}
+
+/// The refetches after startup (unknown key ids, the periodic refresh).
+#[derive(Default)]
+struct Gate {
+    /// When the last one started; on tokio's clock, so a paused test clock governs it.
+    started: Option<tokio::time::Instant>,
+    /// The one in flight: its sender is dropped when it ends.
+    in_flight: Option<tokio::sync::watch::Receiver<()>>,
 }
 
 /// The token check. Cheap to clone.
@@ -173,19 +189,28 @@ struct FunctionClaim {
 
 impl Jwt {
     pub fn new(settings: JwtSettings) -> Jwt {
+        Jwt::with_refetch_window(settings, UNKNOWN_KID_REFETCH)
+    }
+
+    /// Like [`Jwt::new`], with tokens naming an unknown key id refetching the set at most
+    /// once per `refetch_window`.
+    pub fn with_refetch_window(settings: JwtSettings, refetch_window: Duration) -> Jwt {
         verify::install();
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(HttpConnector::new());
+            .build(connector);
         Jwt {
             inner: Arc::new(Inner {
                 settings,
                 client,
                 keys: RwLock::new(None),
-                gate: tokio::sync::Mutex::new(None),
+                refetch_window,
+                gate: Mutex::new(Gate::default()),
             }),
         }
     }
@@ -261,9 +286,9 @@ impl Jwt {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(REFRESH).await;
-                let mut last = me.inner.gate.lock().await;
-                *last = Some(Instant::now());
-                me.refresh().await;
+                if let Some(mut done) = me.refetch(true) {
+                    let _ = done.changed().await;
+                }
             }
         });
         Ok(())
@@ -388,8 +413,13 @@ impl Jwt {
             .map_err(|_| format!("{url}: no answer within 10s"))?
     }
 
-    /// Checks a function request's token. `Ok` means the request may go on.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    /// Checks a function request's token. `Ok` means the request may go on; a refetch of
+    /// the keys is waited for until `deadline` at most.
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Denied> {
         let Some(set) = self.current() else {
             return Err(Denied::NotReady);
         };
@@ -415,7 +445,10 @@ impl Jwt {
         let kid = header.kid.as_deref().ok_or(Denied::Invalid)?;
         let set = match find(&set, kid) {
             true => set,
-            false => self.refetch_for(kid).await.ok_or(Denied::Invalid)?,
+            false => self
+                .refetch_for(kid, deadline)
+                .await
+                .ok_or(Denied::Invalid)?,
         };
         let Some((_, key)) = set.keys.iter().find(|(id, _)| id == kid) else {
             return Err(Denied::Invalid);
@@ -471,20 +504,49 @@ impl Jwt {
         }
     }
 
-    /// A token named a key id we do not have: refetch, at most once per
-    /// `UNKNOWN_KID_REFETCH`; requests arriving meanwhile share that fetch.
-    async fn refetch_for(&self, kid: &str) -> Option<Arc<KeySet>> {
-        let mut last = self.inner.gate.lock().await;
+    /// A token named a key id we do not have: the keys once the refetch in flight, or one
+    /// started now (at most once per refetch window), has ended, if that is before
+    /// `deadline`.
+    async fn refetch_for(&self, kid: &str, deadline: tokio::time::Instant) -> Option<Arc<KeySet>> {
         if let Some(set) = self.current().filter(|s| find(s, kid)) {
             return Some(set);
         }
-        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+        let mut done = self.refetch(false)?;
+        // `changed` fails when the fetch's sender is dropped: the fetch has ended.
+        let _ = tokio::time::timeout_at(deadline, done.changed()).await;
+        self.current().filter(|s| find(s, kid))
+    }
+
+    /// The refetch in flight, or a new one on its own task unless one started within the
+    /// refetch window (`always`: the periodic refresh, which ignores the window). `None`:
+    /// no fetch to wait for.
+    fn refetch(&self, always: bool) -> Option<tokio::sync::watch::Receiver<()>> {
+        let mut gate = self.inner.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = &gate.in_flight {
+            return Some(done.clone());
+        }
+        let now = tokio::time::Instant::now();
+        if !always
+            && gate
+                .started
+                .is_some_and(|t| now.duration_since(t) < self.inner.refetch_window)
+        {
             return None;
         }
-        *last = Some(Instant::now());
-        self.refresh().await;
-        drop(last);
-        self.current().filter(|s| find(s, kid))
+        let (tx, rx) = tokio::sync::watch::channel(());
+        gate.started = Some(now);
+        gate.in_flight = Some(rx.clone());
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.refresh().await;
+            me.inner
+                .gate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .in_flight = None;
+            drop(tx);
+        });
+        Some(rx)
     }
 }
 

@@ -50,16 +50,21 @@ impl Chain {
         self.jwt.as_ref().is_none_or(Jwt::ready)
     }
 
-    /// Runs every configured check. On success the API key header is removed unless it
-    /// is forwarded; the `Authorization` header stays, so a handler may read its claims.
-    pub async fn check(&self, headers: &mut HeaderMap) -> Result<(), Refusal> {
+    /// Runs every configured check, waiting (for a refetch of token keys) until
+    /// `deadline` at most. On success the API key header is removed unless it is
+    /// forwarded; the `Authorization` header stays, so a handler may read its claims.
+    pub async fn check(
+        &self,
+        headers: &mut HeaderMap,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Refusal> {
         if let Some(keys) = &self.api_keys {
             if !keys.check(headers) {
                 return Err(Refusal::ApiKey);
             }
         }
         if let Some(jwt) = &self.jwt {
-            jwt.check(headers).await.map_err(Refusal::Token)?;
+            jwt.check(headers, deadline).await.map_err(Refusal::Token)?;
         }
         if let Some(keys) = &self.api_keys {
             if !keys.forward() {

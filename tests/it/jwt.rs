@@ -128,8 +128,18 @@ impl Issuer {
     }
 
     fn jwks_fetches(&self) -> u64 {
+        self.count("jwks")
+    }
+
+    /// `jwks`: JWKS fetches begun; `trickling`: slow answers still being sent.
+    fn count(&self, what: &str) -> u64 {
         let r = request(self.port, "GET", "/_count", &[], b"");
-        crate::util::json(&r)["jwks"].as_u64().expect("count")
+        crate::util::json(&r)[what].as_u64().expect("count")
+    }
+
+    /// Later JWKS answers trickle, a byte a second.
+    fn slow_down(&self) {
+        assert_eq!(request(self.port, "POST", "/_slow", &[], b"").status, 200);
     }
 }
 
@@ -546,6 +556,38 @@ fn a_key_added_later_works_and_unknown_kids_refetch_at_most_every_10s() {
         assert_eq!(call(w.port, Some(&bearer(&known))).status, 200);
     }
     assert_eq!(issuer.jwks_fetches(), 3);
+}
+
+/// Six requests with unknown key ids while the issuer trickles its keys: they share one
+/// refetch, and each is answered at its own deadline (`write_timeout`), while that fetch
+/// is still going. Before, each waiter found the window (stamped at the start of the
+/// slow fetch) over and started another: answers at 10, 20 ... 60 s and six fetches
+/// (on the old code this test saw 7 fetches and took 64 s).
+#[test]
+fn waiters_share_one_slow_refetch_and_stop_waiting_at_their_deadline() {
+    if !have_pyjwt("waiters_share_one_slow_refetch_and_stop_waiting_at_their_deadline") {
+        return;
+    }
+    let issuer = Issuer::start();
+    let handler = Handler::new();
+    let w = protected(&issuer, &handler)
+        .env("write_timeout", "1s")
+        .start();
+    assert_eq!(issuer.jwks_fetches(), 1, "one fetch at startup");
+    let ghost = bearer(&issuer.token(json!({ "kid": "ghost" })));
+    issuer.slow_down();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| call(w.port, Some(&ghost)).status))
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("call")).collect()
+    });
+    // Read before anything else can end the slow answer.
+    let trickling = issuer.count("trickling");
+    assert_eq!(statuses, [401; 6]);
+    assert_eq!(issuer.jwks_fetches(), 2, "one shared refetch");
+    assert_eq!(trickling, 1, "the answers came while the refetch still ran");
+    assert_eq!(handler.runs(), 0);
 }
 
 #[test]

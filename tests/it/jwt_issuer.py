@@ -1,6 +1,9 @@
 # A stand-in for the OpenFaaS gateway's token issuer, for tests/it/jwt.rs and bench/run:
 # an OpenID configuration, a JWKS (whose fetches it counts), and /_sign, which mints
 # tokens with PyJWT. Usage: jwt_issuer.py PORT [DELAY_SECONDS]
+# POST /_slow makes later JWKS answers trickle (one byte a second, for a minute); /_count
+# tells how many JWKS fetches began ("jwks") and how many trickling ones are still being
+# sent ("trickling").
 import base64, hashlib, hmac, json, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,7 +24,8 @@ keys = {
     "ghost": ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
 }
 published = ["rsa1", "ec1", "ec384", "ed1"]
-fetches = {"jwks": 0, "config": 0}
+fetches = {"jwks": 0, "config": 0, "trickling": 0}
+slow = {"on": False}
 lock = threading.Lock()
 
 
@@ -86,6 +90,26 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def trickle(self, data):
+        with lock:
+            fetches["trickling"] += 1
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            for b in data[:60]:
+                self.wfile.write(bytes([b]))
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass
+        finally:
+            with lock:
+                fetches["trickling"] -= 1
+        self.close_connection = True
+
     def do_GET(self):
         if self.path == "/.well-known/openid-configuration":
             with lock:
@@ -95,7 +119,11 @@ class H(BaseHTTPRequestHandler):
             with lock:
                 fetches["jwks"] += 1
                 body = json.dumps({"keys": [jwk(k) for k in published]})
-            self.reply(200, body)
+                trickle = slow["on"]
+            if trickle:
+                self.trickle(body.encode())
+            else:
+                self.reply(200, body)
         elif self.path == "/_count":
             with lock:
                 self.reply(200, json.dumps(fetches))
@@ -107,6 +135,10 @@ class H(BaseHTTPRequestHandler):
         req = json.loads(self.rfile.read(n) or b"{}")
         if self.path == "/_sign":
             self.reply(200, sign(req), "text/plain")
+        elif self.path == "/_slow":
+            with lock:
+                slow["on"] = True
+            self.reply(200, "{}")
         elif self.path == "/_publish":
             with lock:
                 published.append(req["kid"])
