@@ -119,7 +119,7 @@ pub const SETTINGS: &[Setting] = &[
     setting!(Limits, "write_timeout", "write-timeout", ["write_timeout"], "30s", Value,
         "the whole response must be written within this, from the end of the request head; > 0"),
     setting!(Limits, "exec_timeout", "exec-timeout", ["exec_timeout"], "30s (classic: 0)", Value,
-        "how long one handler run or upstream request may take; 0 = no limit"),
+        "how long one handler run or upstream request may take; 0 = no limit, else at least 1ms"),
     setting!(Fork, "exec_kill_grace", "exec-kill-grace", ["exec_kill_grace"], "0", Value,
         "fork modes: on timeout SIGTERM the handler group, SIGKILL it this much later; 0 = SIGKILL at once"),
     setting!(Server, "healthcheck_interval", "healthcheck-interval", ["healthcheck_interval"], "write_timeout", Value,

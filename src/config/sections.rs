@@ -134,8 +134,14 @@ pub(super) fn timeouts(s: &Settings<'_>, mode: Mode) -> Result<Timeouts, ConfigE
     } else {
         Duration::from_secs(30)
     };
-    let exec =
-        Some(s.parse("exec_timeout", exec_default, parse_duration)?).filter(|d| !d.is_zero());
+    // A timer cannot keep a limit under 1 ms: with `1ns`, some requests still ran.
+    let exec = s.parse("exec_timeout", exec_default, |v| match parse_duration(v)? {
+        d if !d.is_zero() && d < Duration::from_millis(1) => {
+            Err("must be 0 (no limit) or at least 1ms".into())
+        }
+        d => Ok(d),
+    })?;
+    let exec = Some(exec).filter(|d| !d.is_zero());
     let healthcheck_interval = s.parse("healthcheck_interval", write, parse_duration)?;
     let exec_kill_grace = s.parse("exec_kill_grace", Duration::ZERO, parse_duration)?;
     Ok(Timeouts {

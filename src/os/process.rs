@@ -270,21 +270,67 @@ fn which(name: &str) -> Option<PathBuf> {
 /// what [`Program`] will find on `PATH` when it starts it. The error says why not, for
 /// a configuration error at startup instead of a 500 on every request.
 pub fn find_program(program: &str) -> Result<PathBuf, String> {
-    if program.contains('/') {
+    let found = if program.contains('/') {
         let p = PathBuf::from(program);
-        return match p.metadata() {
-            Err(e) => Err(format!("program {program}: {e}")),
-            Ok(m) if !m.is_file() => Err(format!("program {program} is not a file")),
-            Ok(_) if !executable(&p) => Err(format!("program {program} is not executable")),
-            Ok(_) => Ok(p),
-        };
+        match p.metadata() {
+            Err(e) => return Err(format!("program {program}: {e}")),
+            Ok(m) if !m.is_file() => return Err(format!("program {program} is not a file")),
+            Ok(_) if !executable(&p) => return Err(format!("program {program} is not executable")),
+            Ok(_) => p,
+        }
+    } else {
+        which(program).ok_or_else(|| {
+            format!(
+                "program {program} not found (or not executable) on PATH={}",
+                search_path().to_string_lossy()
+            )
+        })?
+    };
+    runnable(&found, 0)?;
+    Ok(found)
+}
+
+/// Whether the kernel can `exec` the file: an ELF binary, or a script whose `#!`
+/// interpreter exists and is executable (checked the same way, a few levels deep, as
+/// the kernel allows). Without this, a script missing its `#!` line passes and every
+/// request is a 500 `Exec format error`. A file we may run but not read gets the
+/// benefit of the doubt.
+fn runnable(path: &Path, depth: u8) -> Result<(), String> {
+    use std::io::Read as _;
+    // The kernel reads no more of a `#!` line than this either.
+    let mut head = [0u8; 256];
+    let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) else {
+        return Ok(());
+    };
+    let head = &head[..n];
+    if head.starts_with(b"\x7fELF") {
+        return Ok(());
     }
-    which(program).ok_or_else(|| {
-        format!(
-            "program {program} not found (or not executable) on PATH={}",
-            search_path().to_string_lossy()
-        )
-    })
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Err(format!(
+            "{} is neither a binary (ELF) nor a script starting with #!, so it cannot be run (add a first line such as #!/bin/sh)",
+            path.display()
+        ));
+    };
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    // A `\r` is part of the name to the kernel (a script saved with CRLF line ends).
+    let interpreter = line
+        .trim_ascii_start()
+        .split(|b| *b == b' ' || *b == b'\t')
+        .next()
+        .unwrap_or_default();
+    let interpreter = Path::new(OsStr::from_bytes(interpreter));
+    if interpreter.as_os_str().is_empty() || !executable(interpreter) {
+        return Err(format!(
+            "{}: its #! interpreter {:?} is missing or not executable",
+            path.display(),
+            interpreter.as_os_str()
+        ));
+    }
+    if depth < 4 {
+        runnable(interpreter, depth + 1)?;
+    }
+    Ok(())
 }
 
 impl Program {

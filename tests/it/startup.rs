@@ -90,6 +90,65 @@ fn an_fprocess_program_that_cannot_run_is_exit_2_naming_it() {
     assert_eq!(w.get("/_/health").status, 200);
 }
 
+/// A file the kernel cannot exec: a script without `#!`, one whose `#!` interpreter is
+/// missing (or has a CRLF line end, so its name ends in `\r`). On old main all three
+/// passed the startup check and every request was a 500 (`Exec format error`, or the
+/// interpreter missing) while health said 200.
+#[test]
+fn an_fprocess_script_the_kernel_cannot_run_is_exit_2_naming_it() {
+    let tmp = TempDir::new();
+    let no_shebang = tmp.script("no-shebang.sh", "echo hi\n");
+    let no_interpreter = tmp.script("no-interp.sh", "#!/no/such/interpreter\necho hi\n");
+    let crlf = tmp.script("crlf.sh", "#!/bin/sh\r\necho hi\r\n");
+    let cases = [
+        (&no_shebang, "starting with #!"),
+        (&no_interpreter, "interpreter \"/no/such/interpreter\""),
+        (&crlf, "interpreter \"/bin/sh\\r\""),
+    ];
+    for (script, says) in cases {
+        let fprocess = script.display().to_string();
+        let (status, out) = watchdog().fprocess(&fprocess).run(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{fprocess}: {out}");
+        assert!(
+            out.contains("fprocess") && out.contains(&fprocess) && out.contains(says),
+            "{fprocess}: {out}"
+        );
+        assert!(
+            !out.contains("Listening on port"),
+            "{fprocess}: listened anyway"
+        );
+    }
+    // A script with a good `#!`, and a binary, start.
+    let ok = tmp.script("ok.sh", "#!/bin/sh\necho hi\n");
+    for fprocess in [ok.display().to_string(), "cat".to_owned()] {
+        let w = watchdog().fprocess(&fprocess).start();
+        assert_eq!(w.post("/", b"").status, 200, "{fprocess}");
+    }
+}
+
+/// A non-zero `exec_timeout` under 1 ms cannot be kept by a timer. Old main accepted
+/// `exec_timeout=1ns` and 9 of 30 requests still answered 200 (`500us`: 22 of 30).
+#[test]
+fn an_exec_timeout_under_1ms_is_exit_2_naming_it() {
+    for v in ["1ns", "500us", "999us", "0.5ms"] {
+        let (status, out) = watchdog()
+            .fprocess("cat")
+            .env("exec_timeout", v)
+            .run(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{v}: {out}");
+        assert!(
+            out.contains(&format!("exec_timeout={v:?}"))
+                || out.contains(&format!("exec_timeout={v}")),
+            "{v}: {out}"
+        );
+        assert!(out.contains("at least 1ms"), "{v}: {out}");
+    }
+    for v in ["0", "1ms", "30s"] {
+        let w = watchdog().fprocess("cat").env("exec_timeout", v).start();
+        assert_eq!(w.get("/_/health").status, 200, "{v}");
+    }
+}
+
 #[test]
 fn empty_env_var_counts_as_unset() {
     // port= would be port 0 for the peers; here it is the default, and we override it

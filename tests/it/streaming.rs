@@ -241,17 +241,3 @@ fn content_type_setting_applies() {
     let r = w.post("/", b"");
     assert_eq!(r.header("content-type"), Some("application/json"));
 }
-
-#[test]
-fn a_handler_whose_interpreter_is_missing_says_so() {
-    let tmp = TempDir::new();
-    let script = tmp.script("handler", "#!/no/such/interpreter\necho hi\n");
-    let w = watchdog().fprocess(script.to_str().expect("utf8")).start();
-    let r = w.post("/", b"");
-    assert_eq!(r.status, 500);
-    assert!(
-        r.text().contains("interpreter or ELF loader is missing"),
-        "{}",
-        r.text()
-    );
-}
