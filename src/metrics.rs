@@ -183,16 +183,29 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The text exposition format, families in name order as the Go client sorts them.
+    /// The text exposition format, families in name order as the Go client sorts them:
+    /// fwatchdog's own ([`OWN`]), then the peers' request families.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let exits: Vec<(i32, u64)> = self
-            .handler_exits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(c, n)| (*c, *n))
-            .collect();
+        for (name, help, kind, samples) in OWN {
+            head(&mut out, name, help, kind);
+            let _ = match samples {
+                Samples::Count(value) => writeln!(out, "{name} {}", value(self)),
+                Samples::Level(value) => writeln!(out, "{name} {}", value(self)),
+                Samples::Lines(write) => {
+                    write(self, name, &mut out);
+                    Ok(())
+                }
+            };
+        }
+        self.render_requests(&mut out);
+        out
+    }
+
+    /// `http_request_duration_seconds`, `http_requests_in_flight` and
+    /// `http_requests_total`, the last counted from the first's histograms so that the
+    /// two always agree.
+    fn render_requests(&self, out: &mut String) {
         let mut series: Vec<((u16, &str), Arc<Histogram>)> = self
             .requests
             .read()
@@ -201,128 +214,127 @@ impl Metrics {
             .map(|(k, s)| (*k, s.clone()))
             .collect();
         series.sort_by(|a, b| (a.0 .0.to_string(), a.0 .1).cmp(&(b.0 .0.to_string(), b.0 .1)));
-
-        scalar(
-            &mut out,
-            "fwatchdog_auth_failures_total",
-            "Requests refused because the API key was missing or wrong.",
-            "counter",
-            self.auth_failures.get(),
-        );
-        head(
-            &mut out,
-            "fwatchdog_connections_rejected_total",
-            "Connections closed as soon as they were accepted because the port's connection cap was reached.",
-            "counter",
-        );
-        let _ = writeln!(
-            out,
-            "fwatchdog_connections_rejected_total{{port=\"main\"}} {}",
-            self.connections_rejected.get()
-        );
-        let _ = writeln!(
-            out,
-            "fwatchdog_connections_rejected_total{{port=\"metrics\"}} {}",
-            self.metrics_connections_rejected.get()
-        );
-        head(
-            &mut out,
-            "fwatchdog_handler_exits_total",
-            "Handler processes that exited, by exit code (128+N for signal N).",
-            "counter",
-        );
-        for (code, n) in exits {
-            let _ = writeln!(out, "fwatchdog_handler_exits_total{{code=\"{code}\"}} {n}");
-        }
-        scalar(
-            &mut out,
-            "fwatchdog_handler_starts_total",
-            "Handler processes started.",
-            "counter",
-            self.handler_starts.get(),
-        );
-        scalar(
-            &mut out,
-            "fwatchdog_handler_timeouts_total",
-            "Handler runs stopped at exec_timeout or write_timeout.",
-            "counter",
-            self.handler_timeouts.get(),
-        );
-        scalar(
-            &mut out,
-            "fwatchdog_log_lines_dropped_total",
-            "Log lines dropped because stderr was not read fast enough.",
-            "counter",
-            crate::logging::dropped_lines(),
-        );
-        head(
-            &mut out,
-            "fwatchdog_queue_depth",
-            "Requests waiting in the max_queue line for a max_inflight slot.",
-            "gauge",
-        );
-        let _ = writeln!(out, "fwatchdog_queue_depth {}", self.queue_depth.get());
-        head(
-            &mut out,
-            "fwatchdog_queue_wait_seconds",
-            "Seconds requests waited in the max_queue line.",
-            "histogram",
-        );
-        self.queue_wait
-            .render(&mut out, "fwatchdog_queue_wait_seconds", "");
-
-        scalar(
-            &mut out,
-            "fwatchdog_ready_probe_runs_total",
-            "Readiness requests sent to the function at ready_path (concurrent probes share one).",
-            "counter",
-            self.ready_probe_runs.get(),
-        );
-
-        head(
-            &mut out,
-            "http_request_duration_seconds",
-            "Seconds spent serving HTTP requests.",
-            "histogram",
-        );
+        let name = "http_request_duration_seconds";
+        head(out, name, "Seconds spent serving HTTP requests.", "histogram");
         let mut totals = Vec::with_capacity(series.len());
         for ((code, method), s) in &series {
             let labels = format!("code=\"{code}\",method=\"{method}\"");
-            let count = s.render(&mut out, "http_request_duration_seconds", &labels);
+            let count = s.render(out, name, &labels);
             totals.push((labels, count));
         }
-        head(
-            &mut out,
-            "http_requests_in_flight",
-            "total HTTP requests in-flight",
-            "gauge",
-        );
-        let _ = writeln!(out, "http_requests_in_flight {}", self.in_flight.get());
-        head(
-            &mut out,
-            "http_requests_total",
-            "total HTTP requests processed",
-            "counter",
-        );
+        let name = "http_requests_in_flight";
+        head(out, name, "total HTTP requests in-flight", "gauge");
+        let _ = writeln!(out, "{name} {}", self.in_flight.get());
+        let name = "http_requests_total";
+        head(out, name, "total HTTP requests processed", "counter");
         for (labels, n) in totals {
-            let _ = writeln!(out, "http_requests_total{{{labels}}} {n}");
+            let _ = writeln!(out, "{name}{{{labels}}} {n}");
         }
-        out
+    }
+
+    fn connections_rejected_lines(&self, name: &str, out: &mut String) {
+        let main = self.connections_rejected.get();
+        let metrics = self.metrics_connections_rejected.get();
+        let _ = writeln!(out, "{name}{{port=\"main\"}} {main}");
+        let _ = writeln!(out, "{name}{{port=\"metrics\"}} {metrics}");
+    }
+
+    fn handler_exits_lines(&self, name: &str, out: &mut String) {
+        let exits = self.handler_exits.lock().unwrap_or_else(|e| e.into_inner());
+        for (code, n) in exits.iter() {
+            let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
+        }
     }
 }
+
+/// How a family's samples are written.
+enum Samples {
+    /// One unlabelled counter sample.
+    Count(fn(&Metrics) -> u64),
+    /// One unlabelled gauge sample.
+    Level(fn(&Metrics) -> i64),
+    /// Labelled samples or a histogram, given the family's name.
+    Lines(fn(&Metrics, &str, &mut String)),
+}
+
+/// fwatchdog's own families, in name order: name, help, type, samples.
+const OWN: &[(&str, &str, &str, Samples)] = &[
+    (
+        "fwatchdog_auth_failures_total",
+        "Requests refused because the API key was missing or wrong.",
+        "counter",
+        Samples::Count(|m| m.auth_failures.get()),
+    ),
+    (
+        "fwatchdog_connections_rejected_total",
+        "Connections closed as soon as they were accepted because the port's connection cap was reached.",
+        "counter",
+        Samples::Lines(Metrics::connections_rejected_lines),
+    ),
+    (
+        "fwatchdog_handler_exits_total",
+        "Handler processes that exited, by exit code (128+N for signal N).",
+        "counter",
+        Samples::Lines(Metrics::handler_exits_lines),
+    ),
+    (
+        "fwatchdog_handler_starts_total",
+        "Handler processes started.",
+        "counter",
+        Samples::Count(|m| m.handler_starts.get()),
+    ),
+    (
+        "fwatchdog_handler_timeouts_total",
+        "Handler runs stopped at exec_timeout or write_timeout.",
+        "counter",
+        Samples::Count(|m| m.handler_timeouts.get()),
+    ),
+    (
+        "fwatchdog_log_lines_dropped_total",
+        "Log lines dropped because stderr was not read fast enough.",
+        "counter",
+        Samples::Count(|_| crate::logging::dropped_lines()),
+    ),
+    (
+        "fwatchdog_queue_depth",
+        "Requests waiting in the max_queue line for a max_inflight slot.",
+        "gauge",
+        Samples::Level(|m| m.queue_depth.get()),
+    ),
+    (
+        "fwatchdog_queue_wait_seconds",
+        "Seconds requests waited in the max_queue line.",
+        "histogram",
+        Samples::Lines(|m, name, out| {
+            m.queue_wait.render(out, name, "");
+        }),
+    ),
+    (
+        "fwatchdog_ready_probe_runs_total",
+        "Readiness requests sent to the function at ready_path (concurrent probes share one).",
+        "counter",
+        Samples::Count(|m| m.ready_probe_runs.get()),
+    ),
+];
 
 fn head(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn scalar(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    head(out, name, help, kind);
-    let _ = writeln!(out, "{name} {value}");
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_families_are_in_name_order_before_the_peers() {
+        let names: Vec<&str> = OWN.iter().map(|f| f.0).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert!(names.iter().all(|n| *n < "http_request_duration_seconds"));
+    }
 
     #[test]
     fn renders_the_peer_names_and_help() {
