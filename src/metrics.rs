@@ -215,7 +215,12 @@ impl Metrics {
             .collect();
         series.sort_by(|a, b| (a.0 .0.to_string(), a.0 .1).cmp(&(b.0 .0.to_string(), b.0 .1)));
         let name = "http_request_duration_seconds";
-        head(out, name, "Seconds spent serving HTTP requests.", "histogram");
+        head(
+            out,
+            name,
+            "Seconds spent serving HTTP requests.",
+            "histogram",
+        );
         let mut totals = Vec::with_capacity(series.len());
         for ((code, method), s) in &series {
             let labels = format!("code=\"{code}\",method=\"{method}\"");
@@ -320,7 +325,6 @@ const OWN: &[(&str, &str, &str, Samples)] = &[
 fn head(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
-
 
 #[cfg(test)]
 mod tests {

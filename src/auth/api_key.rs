@@ -24,6 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName};
+use sha2::Sha256;
+use subtle::{Choice, ConstantTimeEq};
+use zeroize::Zeroizing;
+
+type Digest = [u8; 32];
+
 /// Why the secrets could not be loaded at startup: every path tried, never a key.
 /// Configuration turns it into its own error (exit 2); auth knows nothing of that.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +44,6 @@ impl std::fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
-
-use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderName};
-use sha2::Sha256;
-use subtle::{Choice, ConstantTimeEq};
-use zeroize::Zeroizing;
-
-type Digest = [u8; 32];
 
 /// A key as read from a secret file. It is digested at once and its bytes are zeroed when
 /// it is dropped, as is the buffer the file was read into (the hasher's own copy of a
@@ -82,14 +82,156 @@ struct Secret {
     /// `(dev, ino)` of the file the keys came from: the same file changed in place must
     /// settle; a file renamed over it is used at once.
     file: (u64, u64),
-    /// A change to the same file not used yet: its content's digest, and since when it
-    /// has read that way.
-    pending: Option<(Digest, Instant)>,
-    /// Why the last reload could not use the file, once logged; `None` when it could.
-    problem: Option<String>,
-    /// Set when the file went bad: whatever appears next may be half written, even a
-    /// new file, so it must settle too.
-    must_settle: bool,
+    state: SecretState,
+}
+
+/// What the last reload made of a secret's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SecretState {
+    /// Its keys are the ones in force.
+    Good,
+    /// It changed and the change is not used yet: `seen` is the new content's digest,
+    /// read that way since `since`. After a problem (`after_problem`) whatever appears
+    /// may be half written, even a new file, so it must settle too.
+    Settling {
+        seen: Digest,
+        since: Instant,
+        after_problem: bool,
+    },
+    /// It cannot be used, for this reason (logged once); the last good keys stay.
+    Broken { why: String },
+}
+
+/// What reloading one secret did.
+#[derive(PartialEq, Eq)]
+enum Reloaded {
+    /// Its keys in force are unchanged.
+    Same,
+    /// It has new keys in force.
+    Changed,
+    /// A change is waiting (to settle, or for the file to stop changing): look again soon.
+    Waiting,
+}
+
+impl Secret {
+    /// Re-reads the file and applies what it says to this secret (see
+    /// [`ApiKeys::reload`]).
+    fn reload(&mut self, mac_key: &[u8; 32]) -> Reloaded {
+        let snap = match read_secret(&self.path) {
+            Ok(snap) => snap,
+            Err(Unread::Changing) => return Reloaded::Waiting,
+            Err(Unread::Refused(why)) => {
+                if !matches!(&self.state, SecretState::Broken { why: w } if *w == why) {
+                    tracing::warn!(
+                        "API key secret {} could not be reloaded from {}: {why}; keeping the last good keys",
+                        self.name,
+                        self.path.display()
+                    );
+                }
+                self.state = SecretState::Broken { why };
+                return Reloaded::Same;
+            }
+        };
+        let must_settle = match &self.state {
+            SecretState::Good => false,
+            SecretState::Settling { after_problem, .. } => *after_problem,
+            SecretState::Broken { .. } => {
+                tracing::info!(
+                    "API key secret {} is readable again at {}",
+                    self.name,
+                    self.path.display()
+                );
+                true
+            }
+        };
+        let digests = digests(mac_key, &snap.keys);
+        if digests == self.digests {
+            self.file = snap.file;
+            self.state = SecretState::Good;
+            return Reloaded::Same;
+        }
+        // A new file put in place of a good one was complete before it got there.
+        // The same file changed (or a file back after a problem) may still be
+        // being written: it must read the same for SETTLE first.
+        let seen = mac(mac_key, &snap.content.0);
+        let replaced = snap.file != self.file && !must_settle;
+        match self.state {
+            SecretState::Settling { seen: p, since, .. } if p == seen => {
+                let settled = replaced || since.elapsed() >= SETTLE;
+                if !settled {
+                    return Reloaded::Waiting;
+                }
+            }
+            _ if !replaced => {
+                self.state = SecretState::Settling {
+                    seen,
+                    since: Instant::now(),
+                    after_problem: must_settle,
+                };
+                return Reloaded::Waiting;
+            }
+            _ => {}
+        }
+        tracing::info!(
+            "API key secret {} reloaded from {}",
+            self.name,
+            self.path.display()
+        );
+        self.digests = digests;
+        self.file = snap.file;
+        self.state = SecretState::Good;
+        Reloaded::Changed
+    }
+}
+
+/// The digest of each key, under `mac_key`.
+fn digests(mac_key: &[u8; 32], keys: &[Key]) -> Vec<Digest> {
+    keys.iter().map(|k| mac(mac_key, &k.0)).collect()
+}
+
+/// Every digest of every secret: the keys in force.
+fn in_force(secrets: &[Secret]) -> Arc<Vec<Digest>> {
+    Arc::new(
+        secrets
+            .iter()
+            .flat_map(|s| s.digests.iter().copied())
+            .collect(),
+    )
+}
+
+/// Why a named secret was not found: every path tried and why, and whether one of them
+/// existed but could not be used (which needs other advice than a missing one).
+struct Missing {
+    tried: Vec<String>,
+    unusable: bool,
+}
+
+/// Finds secret `name` in the first of `dirs` that has it and reads it. A file that
+/// exists is the one, usable or not: the folders after it are not tried.
+fn locate(name: &str, dirs: &[PathBuf]) -> Result<(PathBuf, Snapshot), Missing> {
+    let mut tried = Vec::new();
+    for dir in dirs {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tried.push(format!("{} (not found)", path.display()));
+            }
+            _ => match read_at_startup(&path) {
+                Ok(snap) => return Ok((path, snap)),
+                Err(why) => {
+                    tried.push(format!("{} ({why})", path.display()));
+                    return Err(Missing {
+                        tried,
+                        unusable: true,
+                    });
+                }
+            },
+        }
+    }
+    Err(Missing {
+        tried,
+        unusable: false,
+    })
 }
 
 struct Inner {
@@ -237,60 +379,23 @@ impl ApiKeys {
                 "cannot get random bytes for the API key check: {e}"
             ))
         })?;
-        let mut inner = Inner {
-            header,
-            forward,
-            mac_key,
-            secrets: Mutex::new(Vec::new()),
-            current: RwLock::new(Arc::new(Vec::new())),
-        };
         let mut secrets = Vec::new();
         let mut failures = Vec::new();
-        // A secret that exists but holds no key needs other advice than a missing one.
         let mut unusable = false;
         for name in names {
-            let mut tried = Vec::new();
-            let mut found = None;
-            for dir in dirs {
-                let path = dir.join(name);
-                match std::fs::symlink_metadata(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        tried.push(format!("{} (not found)", path.display()));
-                    }
-                    _ => {
-                        // It exists: this is the one, usable or not.
-                        match read_at_startup(&path) {
-                            Ok(snap) => found = Some((path, snap)),
-                            Err(why) => {
-                                unusable = true;
-                                tried.push(format!("{} ({why})", path.display()))
-                            }
-                        }
-                        break;
-                    }
+            match locate(name, dirs) {
+                Ok((path, snap)) => secrets.push(Secret {
+                    name: name.clone(),
+                    path,
+                    digests: digests(&mac_key, &snap.keys),
+                    file: snap.file,
+                    state: SecretState::Good,
+                }),
+                Err(missing) => {
+                    unusable |= missing.unusable;
+                    let tried = missing.tried.join(", ");
+                    failures.push(format!("API key secret {name:?}: tried {tried}"));
                 }
-            }
-            match found {
-                Some((path, snap)) => {
-                    let digests = snap
-                        .keys
-                        .iter()
-                        .map(|k| mac(&inner.mac_key, &k.0))
-                        .collect();
-                    secrets.push(Secret {
-                        name: name.clone(),
-                        path,
-                        digests,
-                        file: snap.file,
-                        pending: None,
-                        problem: None,
-                        must_settle: false,
-                    });
-                }
-                None => failures.push(format!(
-                    "API key secret {name:?}: tried {}",
-                    tried.join(", ")
-                )),
             }
         }
         if !failures.is_empty() {
@@ -304,12 +409,13 @@ impl ApiKeys {
                 failures.join("; ")
             )));
         }
-        let all: Vec<Digest> = secrets
-            .iter()
-            .flat_map(|s| s.digests.iter().copied())
-            .collect();
-        inner.current = RwLock::new(Arc::new(all));
-        inner.secrets = Mutex::new(secrets);
+        let inner = Inner {
+            header,
+            forward,
+            mac_key,
+            current: RwLock::new(in_force(&secrets)),
+            secrets: Mutex::new(secrets),
+        };
         Ok(ApiKeys {
             inner: Arc::new(inner),
         })
@@ -367,84 +473,18 @@ impl ApiKeys {
     /// when a change is waiting to settle, so the caller looks again soon.
     pub fn reload(&self) -> bool {
         let mut secrets = lock(&self.inner.secrets);
-        let mut changed = false;
-        let mut waiting = false;
-        for s in secrets.iter_mut() {
-            let snap = match read_secret(&s.path) {
-                Ok(snap) => snap,
-                Err(Unread::Changing) => {
-                    waiting = true;
-                    continue;
-                }
-                Err(Unread::Refused(why)) => {
-                    if s.problem.as_ref() != Some(&why) {
-                        tracing::warn!(
-                            "API key secret {} could not be reloaded from {}: {why}; keeping the last good keys",
-                            s.name,
-                            s.path.display()
-                        );
-                        s.problem = Some(why);
-                    }
-                    s.pending = None;
-                    s.must_settle = true;
-                    continue;
-                }
-            };
-            let digests: Vec<Digest> = snap
-                .keys
-                .iter()
-                .map(|k| mac(&self.inner.mac_key, &k.0))
-                .collect();
-            if s.problem.take().is_some() {
-                tracing::info!(
-                    "API key secret {} is readable again at {}",
-                    s.name,
-                    s.path.display()
-                );
-            }
-            if digests == s.digests {
-                s.file = snap.file;
-                s.pending = None;
-                s.must_settle = false;
-                continue;
-            }
-            // A new file put in place of a good one was complete before it got there.
-            // The same file changed (or a file back after a problem) may still be
-            // being written: it must read the same for SETTLE first.
-            let seen = mac(&self.inner.mac_key, &snap.content.0);
-            let replaced = snap.file != s.file && !s.must_settle;
-            let settled = replaced
-                || matches!(s.pending, Some((p, since)) if p == seen && since.elapsed() >= SETTLE);
-            if settled {
-                tracing::info!(
-                    "API key secret {} reloaded from {}",
-                    s.name,
-                    s.path.display()
-                );
-                s.digests = digests;
-                s.file = snap.file;
-                s.pending = None;
-                s.must_settle = false;
-                changed = true;
-            } else {
-                if !matches!(s.pending, Some((p, _)) if p == seen) {
-                    s.pending = Some((seen, Instant::now()));
-                }
-                waiting = true;
-            }
-        }
-        if changed {
-            let all: Vec<Digest> = secrets
-                .iter()
-                .flat_map(|s| s.digests.iter().copied())
-                .collect();
+        let results: Vec<Reloaded> = secrets
+            .iter_mut()
+            .map(|s| s.reload(&self.inner.mac_key))
+            .collect();
+        if results.contains(&Reloaded::Changed) {
             *self
                 .inner
                 .current
                 .write()
-                .unwrap_or_else(|e| e.into_inner()) = Arc::new(all);
+                .unwrap_or_else(|e| e.into_inner()) = in_force(&secrets);
         }
-        waiting
+        results.contains(&Reloaded::Waiting)
     }
 
     /// Re-reads the secrets every `interval` for as long as the process lives.
