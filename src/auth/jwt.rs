@@ -108,6 +108,50 @@ struct KeySet {
 }
 
 impl KeySet {
+    /// Whether the token with this digest grants the function, when this set verified
+    /// it before and it has not expired since.
+    fn cached_verdict(&self, digest: &[u8; 32], now: u64) -> Option<bool> {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let (exp, granted) = verified.get(digest).copied()?;
+        (now <= exp.saturating_add(LEEWAY)).then_some(granted)
+    }
+
+    /// The key `kid` and the validation for it, when the token's algorithm is one we
+    /// accept, of the key's family, and the one the key names (if it names one).
+    fn key_for(
+        &self,
+        header: &jsonwebtoken::Header,
+        kid: &str,
+    ) -> Result<(&DecodingKey, &Validation), Denied> {
+        let Some((_, key)) = self.keys.iter().find(|(id, _)| id == kid) else {
+            return Err(Denied::Invalid);
+        };
+        if !ALGORITHMS.contains(&header.alg)
+            || key.key.family() != header.alg.family()
+            || key
+                .alg
+                .as_deref()
+                .is_some_and(|a| a != format!("{:?}", header.alg))
+        {
+            return Err(Denied::Invalid);
+        }
+        let validation = self.validation(key.key.family()).ok_or(Denied::Invalid)?;
+        Ok((&key.key, validation))
+    }
+
+    /// Remembers a verified token until its `exp`. Bounded: at the cap, expired
+    /// entries go, and if that is not enough, all of them.
+    fn remember(&self, digest: [u8; 32], exp: u64, granted: bool, now: u64) {
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.retain(|_, (e, _)| now <= e.saturating_add(LEEWAY));
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (exp, granted));
+    }
+
     fn validation(&self, family: AlgorithmFamily) -> Option<&Validation> {
         match family {
             AlgorithmFamily::Rsa => Some(&self.rsa),
@@ -410,7 +454,12 @@ impl Jwt {
         };
         tokio::time::timeout(FETCH_TIMEOUT, fetch)
             .await
-            .map_err(|_| format!("{url}: no answer within 10s"))?
+            .map_err(|_| {
+                format!(
+                    "{url}: no answer within {}",
+                    crate::duration::format_duration(FETCH_TIMEOUT)
+                )
+            })?
     }
 
     /// Checks a function request's token. `Ok` means the request may go on; a refetch of
@@ -426,20 +475,8 @@ impl Jwt {
         let token = bearer(headers)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jsonwebtoken::get_current_timestamp();
-        let seen = set
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            .copied();
-        if let Some((exp, granted)) = seen {
-            if now <= exp.saturating_add(LEEWAY) {
-                return if granted {
-                    Ok(())
-                } else {
-                    Err(Denied::Forbidden)
-                };
-            }
+        if let Some(granted) = set.cached_verdict(&digest, now) {
+            return verdict(granted);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denied::Invalid)?;
         let kid = header.kid.as_deref().ok_or(Denied::Invalid)?;
@@ -450,21 +487,8 @@ impl Jwt {
                 .await
                 .ok_or(Denied::Invalid)?,
         };
-        let Some((_, key)) = set.keys.iter().find(|(id, _)| id == kid) else {
-            return Err(Denied::Invalid);
-        };
-        if !ALGORITHMS.contains(&header.alg)
-            || key.key.family() != header.alg.family()
-            || key
-                .alg
-                .as_deref()
-                .is_some_and(|a| a != format!("{:?}", header.alg))
-        {
-            return Err(Denied::Invalid);
-        }
-        let validation = set.validation(key.key.family()).ok_or(Denied::Invalid)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation);
-        let claims = match data {
+        let (key, validation) = set.key_for(&header, kid)?;
+        let claims = match jsonwebtoken::decode::<Claims>(token, key, validation) {
             Ok(d) => d.claims,
             Err(e) => {
                 if self.inner.settings.debug {
@@ -488,20 +512,9 @@ impl Jwt {
         }
         let granted = granted(&claims.function, self.function());
         if let Some(exp) = claims.exp.filter(|e| e.is_finite() && *e >= 0.0) {
-            let mut verified = set.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if verified.len() >= VERIFIED_MAX {
-                verified.retain(|_, (e, _)| now <= e.saturating_add(LEEWAY));
-                if verified.len() >= VERIFIED_MAX {
-                    verified.clear();
-                }
-            }
-            verified.insert(digest, (exp as u64, granted));
+            set.remember(digest, exp as u64, granted, now);
         }
-        if granted {
-            Ok(())
-        } else {
-            Err(Denied::Forbidden)
-        }
+        verdict(granted)
     }
 
     /// A token named a key id we do not have: the keys once the refetch in flight, or one
@@ -559,6 +572,15 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> String {
         Base64(_) | Utf8(_) => "malformed encoding".into(),
         MissingRequiredClaim(claim) => format!("missing claim {claim}"),
         other => format!("{other:?}"),
+    }
+}
+
+/// A token's verdict: granted, or forbidden to this function.
+fn verdict(granted: bool) -> Result<(), Denied> {
+    if granted {
+        Ok(())
+    } else {
+        Err(Denied::Forbidden)
     }
 }
 
