@@ -1,4 +1,4 @@
-//! The process's life: bind, become ready, serve, and drain on SIGTERM or SIGINT.
+//! The process's life: bind, become ready, serve, and drain on SIGTERM (or SIGHUP, SIGQUIT) or SIGINT.
 //!
 //! Startup: the listener is bound before anything else can fail late, the lock file is
 //! written only once we can really serve (the mode's [`Backend`] is ready), and the
@@ -621,7 +621,7 @@ async fn become_ready(
 
 /// Why the watchdog stops serving.
 enum StopCause {
-    /// SIGTERM or SIGINT.
+    /// SIGTERM, SIGINT, SIGHUP or SIGQUIT.
     Signal(&'static str),
     /// The backend (upstream, workers) exited on its own: health failed the moment it
     /// did.
@@ -629,20 +629,21 @@ enum StopCause {
 }
 
 impl StopCause {
-    /// How long to keep serving with health failing, logged. Only SIGTERM waits
-    /// `healthcheck_interval`: SIGINT is a person at a terminal pressing Ctrl-C, and no
-    /// orchestrator needs time to stop routing here; a dead backend needs no wait.
+    /// How long to keep serving with health failing, logged. SIGTERM (and SIGHUP and
+    /// SIGQUIT, which an init may forward instead) waits `healthcheck_interval`: SIGINT
+    /// is a person at a terminal pressing Ctrl-C, and no orchestrator needs time to stop
+    /// routing here; a dead backend needs no wait.
     fn grace(&self, cfg: &Config) -> Duration {
         let StopCause::Signal(sig) = self else {
             return Duration::ZERO;
         };
         let grace = match *sig {
-            "SIGTERM" => cfg.timeouts.healthcheck_interval,
-            _ => Duration::ZERO,
+            "SIGINT" => Duration::ZERO,
+            _ => cfg.timeouts.healthcheck_interval,
         };
         tracing::info!(
             "Received {sig}, shutting down: health now fails, serving for {}",
-            if *sig == "SIGTERM" {
+            if *sig != "SIGINT" {
                 format!("healthcheck_interval={}", format_duration(grace))
             } else {
                 "0s (no healthcheck_interval wait on SIGINT)".to_owned()

@@ -121,26 +121,53 @@ pub fn cloexec_inherited() {
     }
 }
 
-/// The stop signals we handle. PID 1 ignores any signal without a handler, so both are
-/// always handled.
+/// The stop signals we handle: SIGTERM and SIGINT, and SIGHUP and SIGQUIT, which drain
+/// like SIGTERM. PID 1 ignores any signal without a handler, so all are always handled;
+/// not PID 1 (under tini, `docker --init` or a shell, which forward what they get) an
+/// unhandled one would kill us on the spot, with no drain and handlers orphaned.
 pub struct Stop {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
 }
 
+/// Signals whose default action would kill us, and that mean nothing to us: caught and
+/// ignored (logged once each). Caught, not set to SIG_IGN, so that handlers, which
+/// start with caught signals back at their defaults, are not affected.
+const IGNORED: [(SignalKind, &str); 3] = [
+    (SignalKind::user_defined1(), "SIGUSR1"),
+    (SignalKind::user_defined2(), "SIGUSR2"),
+    (SignalKind::alarm(), "SIGALRM"),
+];
+
 impl Stop {
+    /// Installs the handlers. Call inside the runtime.
     pub fn install() -> std::io::Result<Stop> {
+        for (kind, name) in IGNORED {
+            let mut sig = signal(kind)?;
+            tokio::spawn(async move {
+                if sig.recv().await.is_some() {
+                    tracing::info!("Received {name}: ignored (logged once)");
+                }
+                while sig.recv().await.is_some() {}
+            });
+        }
         Ok(Stop {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
         })
     }
 
-    /// Waits for the next SIGTERM or SIGINT and says which.
+    /// Waits for the next stop signal and says which.
     pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+            _ = self.quit.recv() => "SIGQUIT",
         }
     }
 }

@@ -422,3 +422,65 @@ fn sigterm_during_a_read_of_read_response_still_completes() {
         Some(0)
     );
 }
+
+/// Not PID 1 (a child of the test, as under tini, `docker --init` or a shell): SIGUSR1,
+/// SIGUSR2 and SIGALRM are ignored and logged once; SIGHUP and SIGQUIT drain like
+/// SIGTERM: the request in flight is answered, the lock file goes, exit 0. On old main
+/// each of them killed fwatchdog on the spot (`kill -USR1 <pid>`: exit by signal 10, the
+/// client got an empty reply, the lock file stayed).
+#[test]
+fn hup_and_quit_drain_and_usr1_usr2_alrm_are_ignored_when_not_pid_1() {
+    use std::io::Write as _;
+    for (stop, signo) in [("SIGHUP", 1), ("SIGQUIT", 3)] {
+        let work = TempDir::new();
+        let (started, go) = (work.path().join("started"), work.path().join("go"));
+        let mut w = watchdog()
+            .fprocess(format!(
+                "sh -c 'touch {0}; while [ ! -e {1} ]; do sleep 0.01; done; echo done'",
+                started.display(),
+                go.display()
+            ))
+            .start();
+        assert_ne!(w.pid(), 1);
+        let mut s = w.connect();
+        send_head(&mut s, "POST", "/", &[], Some(0));
+        assert!(eventually(Duration::from_secs(10), || started.exists()));
+        for (name, signo) in [("SIGUSR1", 10), ("SIGUSR2", 12), ("SIGALRM", 14)] {
+            w.signal(signo);
+            w.signal(signo);
+            assert!(
+                w.wait_log(
+                    &format!("Received {name}: ignored"),
+                    Duration::from_secs(10)
+                ),
+                "{name}: {}",
+                w.log()
+            );
+        }
+        assert_eq!(w.get("/_/health").status, 200, "{}", w.log());
+        w.signal(signo);
+        assert!(
+            w.wait_log(
+                &format!("Received {stop}, shutting down"),
+                Duration::from_secs(10)
+            ),
+            "{stop}: {}",
+            w.log()
+        );
+        assert!(!w.lock_file().exists(), "{stop}: lock file kept");
+        std::fs::write(&go, "").expect("go");
+        let r = read_response(&mut s, false);
+        assert_eq!((r.status, r.text().as_str()), (200, "done\n"), "{stop}");
+        let status = w.wait_exit(Duration::from_secs(20)).expect("exit");
+        assert_eq!(status.code(), Some(0), "{stop}: {}", w.log());
+        let log = w.log();
+        for name in ["SIGUSR1", "SIGUSR2", "SIGALRM"] {
+            assert_eq!(
+                log.matches(&format!("Received {name}")).count(),
+                1,
+                "{name}: {log}"
+            );
+        }
+        let _ = s.flush();
+    }
+}
