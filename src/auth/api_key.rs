@@ -71,7 +71,8 @@ pub fn parse_keys(content: &[u8]) -> Vec<Key> {
 pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 /// How long one read of the secrets may take, at startup and for each reload.
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
-/// A file rewritten in place is used once it has read the same for this long.
+/// A file rewritten in place is used once it has read the same for this long (the default
+/// of [`ApiKeys::load_settling`]).
 pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// One named secret and where it was found.
@@ -92,10 +93,11 @@ enum SecretState {
     Good,
     /// It changed and the change is not used yet: `seen` is the new content's digest,
     /// read that way since `since`. After a problem (`after_problem`) whatever appears
-    /// may be half written, even a new file, so it must settle too.
+    /// may be half written, even a new file, so it must settle too. `since` is on tokio's
+    /// clock, so a paused test clock governs it.
     Settling {
         seen: Digest,
-        since: Instant,
+        since: tokio::time::Instant,
         after_problem: bool,
     },
     /// It cannot be used, for this reason (logged once); the last good keys stay.
@@ -116,7 +118,7 @@ enum Reloaded {
 impl Secret {
     /// Re-reads the file and applies what it says to this secret (see
     /// [`ApiKeys::reload`]).
-    fn reload(&mut self, mac_key: &[u8; 32]) -> Reloaded {
+    fn reload(&mut self, mac_key: &[u8; 32], settle: Duration) -> Reloaded {
         let snap = match read_secret(&self.path) {
             Ok(snap) => snap,
             Err(Unread::Changing) => return Reloaded::Waiting,
@@ -152,12 +154,12 @@ impl Secret {
         }
         // A new file put in place of a good one was complete before it got there.
         // The same file changed (or a file back after a problem) may still be
-        // being written: it must read the same for SETTLE first.
+        // being written: it must read the same for the settle time first.
         let seen = mac(mac_key, &snap.content.0);
         let replaced = snap.file != self.file && !must_settle;
         match self.state {
             SecretState::Settling { seen: p, since, .. } if p == seen => {
-                let settled = replaced || since.elapsed() >= SETTLE;
+                let settled = replaced || since.elapsed() >= settle;
                 if !settled {
                     return Reloaded::Waiting;
                 }
@@ -165,7 +167,7 @@ impl Secret {
             _ if !replaced => {
                 self.state = SecretState::Settling {
                     seen,
-                    since: Instant::now(),
+                    since: tokio::time::Instant::now(),
                     after_problem: must_settle,
                 };
                 return Reloaded::Waiting;
@@ -238,6 +240,8 @@ struct Inner {
     header: HeaderName,
     forward: bool,
     mac_key: [u8; 32],
+    /// A file rewritten in place is used once it has read the same for this long.
+    settle: Duration,
     secrets: Mutex<Vec<Secret>>,
     /// The digests of every key of every secret; swapped whole on reload.
     current: RwLock<Arc<Vec<Digest>>>,
@@ -373,6 +377,18 @@ impl ApiKeys {
         header: HeaderName,
         forward: bool,
     ) -> Result<ApiKeys, LoadError> {
+        ApiKeys::load_settling(names, dirs, header, forward, SETTLE)
+    }
+
+    /// Like [`ApiKeys::load`], with a file rewritten in place used once it has read the
+    /// same for `settle`.
+    pub fn load_settling(
+        names: &[String],
+        dirs: &[PathBuf],
+        header: HeaderName,
+        forward: bool,
+        settle: Duration,
+    ) -> Result<ApiKeys, LoadError> {
         let mut mac_key = [0u8; 32];
         getrandom::getrandom(&mut mac_key).map_err(|e| {
             LoadError(format!(
@@ -413,6 +429,7 @@ impl ApiKeys {
             header,
             forward,
             mac_key,
+            settle,
             current: RwLock::new(in_force(&secrets)),
             secrets: Mutex::new(secrets),
         };
@@ -469,13 +486,13 @@ impl ApiKeys {
     /// Re-reads every secret file (following symlinks, so Kubernetes' atomic `..data`
     /// swap is seen). A file that is now missing, unreadable, empty, not a regular file
     /// or too big keeps its last good keys and is warned about once per problem; a file
-    /// changed in place is used once it has read the same for [`SETTLE`]. Returns true
+    /// changed in place is used once it has read the same for the settle time. Returns true
     /// when a change is waiting to settle, so the caller looks again soon.
     pub fn reload(&self) -> bool {
         let mut secrets = lock(&self.inner.secrets);
         let results: Vec<Reloaded> = secrets
             .iter_mut()
-            .map(|s| s.reload(&self.inner.mac_key))
+            .map(|s| s.reload(&self.inner.mac_key, self.inner.settle))
             .collect();
         if results.contains(&Reloaded::Changed) {
             *self
@@ -490,19 +507,21 @@ impl ApiKeys {
     /// Re-reads the secrets every `interval` for as long as the process lives.
     pub fn spawn_reloader(&self, interval: Duration) {
         let keys = self.clone();
-        tokio::spawn(reload_loop(interval, READ_DEADLINE, move || keys.reload()));
+        let soon = interval.min(self.inner.settle / 4);
+        tokio::spawn(reload_loop(interval, soon, READ_DEADLINE, move || {
+            keys.reload()
+        }));
     }
 }
 
-/// Calls `reload` (on a blocking thread: file reads block) every `interval`, sooner while
-/// a change is settling. A reload still running after `deadline` is reported once as
+/// Calls `reload` (on a blocking thread: file reads block) every `interval`, every `soon`
+/// while a change is settling. A reload still running after `deadline` is reported once as
 /// stuck, and no other is started until it returns: the last good keys stay in force, and
 /// a file that hangs its reader costs one thread, not one per interval.
-async fn reload_loop<F>(interval: Duration, deadline: Duration, reload: F)
+async fn reload_loop<F>(interval: Duration, soon: Duration, deadline: Duration, reload: F)
 where
     F: Fn() -> bool + Clone + Send + 'static,
 {
-    let soon = interval.min(SETTLE / 4);
     let mut wait = interval;
     let mut stuck: Option<tokio::task::JoinHandle<bool>> = None;
     loop {
@@ -705,24 +724,47 @@ mod tests {
         assert!(k.check(&headers(&["new"])) && !k.check(&headers(&["newer"])));
     }
 
-    #[test]
-    fn a_file_changed_in_place_is_used_only_once_it_has_settled() {
+    /// On tokio's paused clock, so the settle time is crossed to the millisecond with
+    /// `advance` instead of slept through.
+    #[tokio::test(start_paused = true)]
+    async fn a_file_changed_in_place_is_used_only_once_it_has_settled() {
+        let settle = Duration::from_secs(30);
         let dir = dir_with(&[("s", "old-key")]);
-        let k = keys(&dir, &["s"]).expect("load");
-        // A slow writer, half way: the first 8 bytes of the new key.
+        let k = ApiKeys::load_settling(
+            &["s".into()],
+            std::slice::from_ref(&dir),
+            HeaderName::from_static("x-api-key"),
+            false,
+            settle,
+        )
+        .expect("load");
+        // A slow writer, half way: the first 8 bytes of the new key, unchanged for most
+        // of the settle time.
         std::fs::write(dir.join("s"), "new-key-").expect("half");
-        for _ in 0..3 {
+        for _ in 0..4 {
             assert!(k.reload(), "a change is waiting");
             assert!(!k.check(&headers(&["new-key-"])), "half a key accepted");
             assert!(k.check(&headers(&["old-key"])));
+            tokio::time::advance(settle / 5).await;
         }
         std::fs::write(dir.join("s"), "new-key-complete\n").expect("whole");
         assert!(k.reload());
+        tokio::time::advance(settle - Duration::from_millis(1)).await;
+        assert!(k.reload(), "still settling");
         assert!(!k.check(&headers(&["new-key-complete"])), "not settled yet");
-        std::thread::sleep(SETTLE + Duration::from_millis(20));
+        assert!(k.check(&headers(&["old-key"])));
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!k.reload(), "settled");
         assert!(k.check(&headers(&["new-key-complete"])));
         assert!(!k.check(&headers(&["old-key"])) && !k.check(&headers(&["new-key-"])));
+    }
+
+    #[test]
+    fn the_default_settle_time_is_one_second() {
+        assert_eq!(SETTLE, Duration::from_secs(1));
+        let dir = dir_with(&[("s", "old-key")]);
+        let k = keys(&dir, &["s"]).expect("load");
+        assert_eq!(k.inner.settle, SETTLE);
     }
 
     #[test]
@@ -767,6 +809,7 @@ mod tests {
             false
         };
         let task = tokio::spawn(reload_loop(
+            Duration::from_millis(5),
             Duration::from_millis(5),
             Duration::from_millis(20),
             reload,

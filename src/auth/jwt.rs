@@ -906,3 +906,211 @@ mod tests {
         assert!(parse_jwks(b"[]").is_err());
     }
 }
+
+/// The unknown-key-id refetch window, on tokio's paused clock: a stand-in issuer served
+/// in this process, keys fetched over real sockets while the clock runs, and the window
+/// crossed with `advance` instead of sleeping through it.
+#[cfg(test)]
+mod refetch_window {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer as _, SigningKey};
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn signer(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn jwk(kid: &str, key: &SigningKey) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()),
+        })
+    }
+
+    /// An OpenID configuration and a JWKS on 127.0.0.1, counting JWKS fetches.
+    struct Issuer {
+        url: String,
+        keys: Arc<Mutex<Vec<serde_json::Value>>>,
+        fetches: Arc<AtomicUsize>,
+    }
+
+    impl Issuer {
+        async fn start() -> Issuer {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let keys = Arc::new(Mutex::new(vec![jwk("ed1", &signer(1))]));
+            let fetches = Arc::new(AtomicUsize::new(0));
+            let (issuer, k, f) = (url.clone(), keys.clone(), fetches.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (issuer, k, f) = (issuer.clone(), k.clone(), f.clone());
+                    let answer = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let body = if req.uri().path() == "/jwks" {
+                            f.fetch_add(1, Ordering::SeqCst);
+                            let keys = k.lock().expect("keys").clone();
+                            serde_json::json!({ "keys": keys })
+                        } else {
+                            serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") })
+                        };
+                        let body = Full::new(Bytes::from(body.to_string()));
+                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                    });
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), answer),
+                    );
+                }
+            });
+            Issuer { url, keys, fetches }
+        }
+
+        fn publish(&self, kid: &str, key: &SigningKey) {
+            self.keys.lock().expect("keys").push(jwk(kid, key));
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+
+        /// An EdDSA token for `ns1:fn1`, valid for ten minutes, naming key `kid`.
+        fn token(&self, kid: &str, key: &SigningKey) -> HeaderMap {
+            let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+            let head = b64(serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": kid }));
+            let claims = b64(serde_json::json!({
+                "iss": self.url, "aud": self.url,
+                "exp": jsonwebtoken::get_current_timestamp() + 600,
+                "function": { "permissions": ["ns1:fn1"] },
+            }));
+            let input = format!("{head}.{claims}");
+            let sig = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()).to_bytes());
+            let mut h = HeaderMap::new();
+            let value = format!("Bearer {input}.{sig}");
+            h.insert(
+                http::header::AUTHORIZATION,
+                value.parse().expect("header value"),
+            );
+            h
+        }
+    }
+
+    async fn started(issuer: &Issuer, window: Duration) -> Jwt {
+        let jwt = Jwt::with_refetch_window(
+            JwtSettings {
+                url: format!("{}/.well-known/openid-configuration", issuer.url),
+                timeout: Duration::from_secs(60),
+                debug: false,
+                function: "ns1:fn1".into(),
+            },
+            window,
+        );
+        jwt.start().await.expect("keys at startup");
+        jwt
+    }
+
+    /// A request deadline that never cuts a wait for a refetch short here.
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// Moves the paused clock forward to `t`.
+    async fn advance_to(t: tokio::time::Instant) {
+        tokio::time::advance(t.saturating_duration_since(tokio::time::Instant::now())).await;
+    }
+
+    #[tokio::test]
+    async fn a_key_added_later_works_and_unknown_kids_refetch_once_per_window() {
+        let window = Duration::from_secs(30);
+        let issuer = Issuer::start().await;
+        let jwt = started(&issuer, window).await;
+        assert_eq!(issuer.fetches(), 1, "one fetch at startup");
+        assert_eq!(
+            jwt.check(&issuer.token("ed1", &signer(1)), far()).await,
+            Ok(())
+        );
+
+        // A key published after startup: its first token refetches, and works. The
+        // refetch starts between `before` and `after`.
+        issuer.publish("ed2", &signer(2));
+        let before = tokio::time::Instant::now();
+        assert_eq!(
+            jwt.check(&issuer.token("ed2", &signer(2)), far()).await,
+            Ok(())
+        );
+        let after = tokio::time::Instant::now();
+        assert_eq!(issuer.fetches(), 2, "one refetch for the new key id");
+
+        // Within the window, a flood of unknown key ids fetches nothing. The clock is
+        // paused here: no fetch is due, so nothing waits on a socket.
+        tokio::time::pause();
+        let ghost = issuer.token("ghost", &signer(3));
+        for step in 1..=20 {
+            assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+            assert_eq!(
+                issuer.fetches(),
+                2,
+                "refetched within the window (step {step})"
+            );
+            advance_to(before + (window - Duration::from_millis(1)) * step / 20).await;
+        }
+        assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+        assert_eq!(
+            issuer.fetches(),
+            2,
+            "refetched 1 ms before the window ended"
+        );
+        // The window has passed: one more refetch (over the socket, on the running
+        // clock), then none again for many requests.
+        advance_to(after + window).await;
+        tokio::time::resume();
+        assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+        assert_eq!(issuer.fetches(), 3, "one refetch once the window passed");
+        tokio::time::pause();
+        for _ in 0..20 {
+            assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+        }
+        assert_eq!(issuer.fetches(), 3, "one refetch per window");
+        // Known keys never refetch.
+        for _ in 0..5 {
+            assert_eq!(
+                jwt.check(&issuer.token("ed1", &signer(1)), far()).await,
+                Ok(())
+            );
+        }
+        assert_eq!(issuer.fetches(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_default_window_is_ten_seconds() {
+        let issuer = Issuer::start().await;
+        let jwt = Jwt::new(JwtSettings {
+            url: format!("{}/.well-known/openid-configuration", issuer.url),
+            timeout: Duration::from_secs(60),
+            debug: false,
+            function: "ns1:fn1".into(),
+        });
+        jwt.start().await.expect("keys at startup");
+        let ghost = issuer.token("ghost", &signer(3));
+        let before = tokio::time::Instant::now();
+        assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+        let after = tokio::time::Instant::now();
+        assert_eq!(issuer.fetches(), 2);
+        tokio::time::pause();
+        advance_to(before + UNKNOWN_KID_REFETCH - Duration::from_millis(1)).await;
+        assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+        assert_eq!(issuer.fetches(), 2, "refetched within ten seconds");
+        advance_to(after + UNKNOWN_KID_REFETCH).await;
+        tokio::time::resume();
+        assert_eq!(jwt.check(&ghost, far()).await, Err(Denied::Invalid));
+        assert_eq!(issuer.fetches(), 3, "refetched after ten seconds");
+    }
+}

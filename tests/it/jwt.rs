@@ -52,7 +52,7 @@ impl Issuer {
     fn start() -> Issuer {
         let i = Issuer::start_after(Duration::ZERO);
         assert!(
-            eventually(Duration::from_secs(20), || i.up()),
+            eventually(Duration::from_secs(30), || i.up()),
             "issuer did not start"
         );
         i
@@ -513,9 +513,12 @@ fn a_token_that_worked_is_refused_once_it_expires() {
     assert_eq!(handler.runs(), 3);
 }
 
+/// Through the real binary: a key the issuer publishes after startup works, with one
+/// refetch. How often unknown key ids may refetch (the window) is tested in process on a
+/// paused clock (auth::jwt's refetch_window tests), not by sleeping through it here.
 #[test]
-fn a_key_added_later_works_and_unknown_kids_refetch_at_most_every_10s() {
-    if !have_pyjwt("a_key_added_later_works_and_unknown_kids_refetch_at_most_every_10s") {
+fn a_key_added_later_works_with_one_refetch() {
+    if !have_pyjwt("a_key_added_later_works_with_one_refetch") {
         return;
     }
     let issuer = Issuer::start();
@@ -527,35 +530,15 @@ fn a_key_added_later_works_and_unknown_kids_refetch_at_most_every_10s() {
     let r = call(w.port, Some(&bearer(&later)));
     assert_eq!(r.status, 200, "a key published after startup: {}", r.text());
     assert_eq!(issuer.jwks_fetches(), 2, "one refetch for the new key id");
-    // A flood of unknown key ids within 10 s of that refetch fetches nothing.
+    // Within the window (ten seconds) an unknown key id fetches nothing more (one more
+    // only if this machine took longer than the window to get here).
     let ghost = issuer.token(json!({ "kid": "ghost" }));
-    let started = Instant::now();
-    for _ in 0..20 {
-        assert_eq!(call(w.port, Some(&bearer(&ghost))).status, 401);
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(9),
-        "test too slow to prove the limit"
-    );
-    assert_eq!(
-        issuer.jwks_fetches(),
-        2,
-        "unknown kids refetched within 10 s"
-    );
-    // After 10 s, one more refetch, and again only one for many requests.
-    std::thread::sleep(
-        Duration::from_secs(10).saturating_sub(started.elapsed()) + Duration::from_millis(500),
-    );
-    for _ in 0..20 {
-        assert_eq!(call(w.port, Some(&bearer(&ghost))).status, 401);
-    }
-    assert_eq!(issuer.jwks_fetches(), 3, "one refetch per 10 s");
+    assert_eq!(call(w.port, Some(&bearer(&ghost))).status, 401);
     // Known keys never refetch.
     let known = issuer.token(json!({ "kid": "ed1" }));
-    for _ in 0..5 {
-        assert_eq!(call(w.port, Some(&bearer(&known))).status, 200);
-    }
-    assert_eq!(issuer.jwks_fetches(), 3);
+    assert_eq!(call(w.port, Some(&bearer(&known))).status, 200);
+    assert!(issuer.jwks_fetches() <= 3, "{}", issuer.jwks_fetches());
+    assert_eq!(handler.runs(), 2);
 }
 
 /// Six requests with unknown key ids while the issuer trickles its keys: they share one
@@ -605,7 +588,7 @@ fn health_is_503_until_a_late_issuer_answers() {
     let started = Instant::now();
     let starting = std::thread::spawn(move || builder.start());
     assert!(
-        eventually(Duration::from_secs(10), || {
+        eventually(Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         }),
         "fwatchdog did not bind"
