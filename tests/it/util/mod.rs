@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,6 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
+
+/// The least time a wait for something that must happen (a log line, an exit, a process
+/// group gone) allows. A loaded machine can take seconds where an idle one takes
+/// milliseconds, and a wait that comes true returns at once, so patience costs a passing
+/// test nothing; only a failing one waits this long before it says so.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A fresh folder under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -161,7 +167,8 @@ impl Builder {
             open_streams,
             tmp,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: a loaded machine can take seconds to start a process.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(p) = w.log_value("Listening on port: ") {
                 w.port = p.parse().expect("port");
@@ -183,11 +190,12 @@ impl Builder {
         w
     }
 
-    /// Runs it to completion (for startup errors); returns the exit status and output.
+    /// Runs it to completion (for startup errors), for `timeout` but at least
+    /// [`PATIENCE`]; returns the exit status and output.
     pub fn run(self, timeout: Duration) -> (ExitStatus, String) {
         let tmp = TempDir::new();
         let mut child = self.command(tmp.path()).spawn().expect("spawn fwatchdog");
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(PATIENCE);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 let mut out = String::new();
@@ -241,9 +249,9 @@ impl Watchdog {
         Some(rest[..end].to_owned())
     }
 
-    /// Waits until the log contains `needle`.
+    /// Waits until the log contains `needle`, for `timeout` but at least [`PATIENCE`].
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(PATIENCE);
         while Instant::now() < deadline {
             if self.log().contains(needle) {
                 return true;
@@ -261,10 +269,12 @@ impl Watchdog {
             .status();
     }
 
-    /// Waits for the exit, then (briefly) for the log to be read to its end, so that
-    /// `log()` afterwards holds the last lines too.
+    /// Waits for the exit (for `timeout` but at least [`PATIENCE`]), then (briefly) for
+    /// the log to be read to its end, so that `log()` afterwards holds the last lines too.
+    /// A test that must prove an exit came quickly compares with a longer timer the
+    /// process would otherwise have waited for (an interval, a sleeping handler).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(PATIENCE);
         let child = self.child.as_mut()?;
         while Instant::now() < deadline {
             if let Some(s) = child.try_wait().expect("wait") {
@@ -294,6 +304,27 @@ impl Watchdog {
     pub fn post(&self, path: &str, body: &[u8]) -> Resp {
         request(self.port, "POST", path, &[], body)
     }
+
+    /// [`Watchdog::get`] that returns an error instead of panicking (for retry loops).
+    pub fn try_get(&self, path: &str) -> io::Result<Resp> {
+        try_request(self.port, "GET", path, &[], b"")
+    }
+
+    /// [`Watchdog::post`] that returns an error instead of panicking (for retry loops).
+    pub fn try_post(&self, path: &str, body: &[u8]) -> io::Result<Resp> {
+        try_request(self.port, "POST", path, &[], body)
+    }
+
+    /// Waits until the log holds `needle` (a marker line), panicking with the log if it
+    /// never comes within a minute: for "the request reached its handler" and the like,
+    /// instead of a sleep.
+    pub fn expect_log(&self, needle: &str) {
+        assert!(
+            self.wait_log(needle, Duration::from_secs(60)),
+            "{needle:?} never appeared in the log:\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for Watchdog {
@@ -319,13 +350,36 @@ impl Drop for Watchdog {
 }
 
 pub fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_connect(port).unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
+}
+
+/// [`connect`] that returns the error.
+pub fn try_connect(port: u16) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
     // Head and body go out as separate writes; without this, Nagle plus delayed ACKs
     // add 40 ms to each request.
-    s.set_nodelay(true).expect("nodelay");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    s
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    Ok(s)
+}
+
+/// Whether a write failed because the peer closed or reset the connection: a server
+/// that answers early (413, 401, 504…) and closes does that to a client still sending.
+pub fn peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// Writes `data`, unless the peer has closed or reset the connection (it answered
+/// early): then stops and returns `Ok(false)`, so the caller reads the answer it sent.
+pub fn write_tolerant(s: &mut impl Write, data: &[u8]) -> io::Result<bool> {
+    match s.write_all(data) {
+        Ok(()) => Ok(true),
+        Err(e) if peer_gone(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// A parsed response. `complete` is false when the body ended early (connection closed
@@ -352,12 +406,31 @@ impl Resp {
     }
 }
 
-/// Sends one request with a Content-Length body and `Connection: close`.
+/// Sends one request with a Content-Length body and `Connection: close`; panics if there
+/// is no answer. Inside `eventually`, use [`try_request`].
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = connect(port);
-    send_head(&mut s, method, path, headers, Some(body.len()));
-    s.write_all(body).expect("write body");
-    read_response(&mut s, method == "HEAD")
+    try_request(port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
+}
+
+/// Sends one request with a Content-Length body and `Connection: close` and reads the
+/// answer. A server that answers before it has read the whole body and closes may make
+/// the rest of the body fail to send (EPIPE, ECONNRESET): that is not an error here, the
+/// answer it sent is read. Any other failure (refused, reset before an answer, no status
+/// line) is the `Err`.
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Resp> {
+    let mut s = try_connect(port)?;
+    let head = head(method, path, headers, Some(body.len()));
+    if write_tolerant(&mut s, head.as_bytes())? {
+        write_tolerant(&mut s, body)?;
+    }
+    try_read_response(&mut s, method == "HEAD")
 }
 
 pub fn send_head(
@@ -367,6 +440,12 @@ pub fn send_head(
     headers: &[(&str, &str)],
     len: Option<usize>,
 ) {
+    s.write_all(head(method, path, headers, len).as_bytes())
+        .expect("write head");
+}
+
+/// A request head (`Connection: close` unless `headers` name a Connection).
+pub fn head(method: &str, path: &str, headers: &[(&str, &str)], len: Option<usize>) -> String {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     if !headers
         .iter()
@@ -383,22 +462,36 @@ pub fn send_head(
         None => head.push_str("Transfer-Encoding: chunked\r\n"),
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write head");
+    head
 }
 
-/// Reads a response head and body from the stream.
+/// Reads a response head and body from the stream; panics if there is none.
 pub fn read_response(s: &mut TcpStream, head_only: bool) -> Resp {
+    try_read_response(s, head_only).unwrap_or_else(|e| panic!("reading the response: {e}"))
+}
+
+/// Reads a response head and body from the stream. No status line (the connection
+/// closed or was reset first, or something else came) is the `Err`; a body cut short
+/// is `complete: false`.
+pub fn try_read_response(s: &mut TcpStream, head_only: bool) -> io::Result<Resp> {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     loop {
         line.clear();
-        r.read_line(&mut line).expect("status line");
+        if r.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "connection closed before a status line",
+            ));
+        }
         // Skip interim 1xx responses.
         let status: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+            .ok_or_else(|| {
+                io::Error::new(ErrorKind::InvalidData, format!("bad status line {line:?}"))
+            })?;
         let headers = read_headers(&mut r);
         if (100..200).contains(&status) {
             continue;
@@ -444,13 +537,13 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Resp {
         } else {
             let _ = r.read_to_end(&mut body);
         }
-        return Resp {
+        return Ok(Resp {
             status,
             headers,
             body,
             trailers,
             complete,
-        };
+        });
     }
 }
 
@@ -585,20 +678,22 @@ pub fn pid_in(file: &Path) -> Option<i32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// Waits (up to 5 s) for the pid a handler writes to `file`; panics if it never comes.
+/// Waits (up to [`PATIENCE`]) for the pid a handler writes to `file`; panics if it never
+/// comes.
 pub fn read_pid(file: &Path) -> i32 {
     let mut pid = None;
-    eventually(Duration::from_secs(5), || {
+    eventually(PATIENCE, || {
         pid = pid_in(file);
         pid.is_some()
     });
     pid.unwrap_or_else(|| panic!("no pid written to {}", file.display()))
 }
 
-/// Asserts that nothing is left of process group `pgid` within `within`.
+/// Asserts that nothing is left of process group `pgid` within `within` (at least
+/// [`PATIENCE`]).
 pub fn assert_group_ends(pgid: i32, within: Duration, what: &str) {
     assert!(
-        eventually(within, || group_members(pgid).is_empty()),
+        eventually(within.max(PATIENCE), || group_members(pgid).is_empty()),
         "{what}: process group {pgid} survived: {:?}",
         group_members(pgid)
     );
@@ -636,7 +731,8 @@ impl Rng {
     }
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
+/// Polls `f` until it returns true or `timeout` passes. `f` must not panic on what a
+/// retry could fix: use the `try_` helpers and [`eventually_ok`].
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -648,6 +744,44 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `f` until it returns `Ok(true)` or `timeout` passes; an `Err` (a refused or reset
+/// connection, no answer yet) is retried like `Ok(false)`. The last error, if the last
+/// try was one, is printed when it gives up, so a failing test says why.
+pub fn eventually_ok(timeout: Duration, mut f: impl FnMut() -> io::Result<bool>) -> bool {
+    let mut last = None;
+    let passed = eventually(timeout, || match f() {
+        Ok(done) => {
+            last = None;
+            done
+        }
+        Err(e) => {
+            last = Some(e);
+            false
+        }
+    });
+    if let Some(e) = last.filter(|_| !passed) {
+        let _ = writeln!(io::stderr(), "eventually_ok: last try failed: {e}");
+    }
+    passed
+}
+
+/// A listener on 127.0.0.1, port chosen by the kernel and held: hand it (or its port,
+/// while it stays bound) to whatever must listen, instead of a `free_port()` that another
+/// test can take between the check and the use.
+pub fn listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+/// Waits (up to a minute) for the file a handler touches as its first act, the marker
+/// that the request reached it; panics if it never appears.
+pub fn wait_for_marker(marker: &Path) {
+    assert!(
+        eventually(Duration::from_secs(60), || marker.exists()),
+        "{} never appeared: the request did not reach its handler",
+        marker.display()
+    );
 }
 
 /// Reads until EOF, an error, or `limit`. Returns what came and whether it ended.
