@@ -291,8 +291,9 @@ fn a_bad_first_line_fails_at_once_and_kills_the_handler() {
     let t = Instant::now();
     let r = w.get("/");
     assert_eq!(r.status, 502, "{}", r.text());
+    // Long before the handler's 100 s sleep ends.
     assert!(
-        t.elapsed() < Duration::from_secs(5),
+        t.elapsed() < Duration::from_secs(20),
         "took {:?}",
         t.elapsed()
     );

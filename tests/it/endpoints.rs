@@ -97,7 +97,7 @@ fn max_inflight_answers_429_exactly_and_releases_slots() {
     // Hold the only slot with a slow request.
     let mut slow = w.connect();
     send_head(&mut slow, "POST", "/", &[("X-Slow", "1")], Some(0));
-    assert!(eventually(Duration::from_secs(5), || w
+    assert!(eventually(Duration::from_secs(30), || w
         .post("/", b"")
         .status
         == 429));
@@ -113,7 +113,7 @@ fn max_inflight_answers_429_exactly_and_releases_slots() {
     assert_eq!(w.get("/_/health").status, 200, "health is not limited");
     // A client that goes away gives its slot back.
     drop(slow);
-    assert!(eventually(Duration::from_secs(5), || w
+    assert!(eventually(Duration::from_secs(30), || w
         .post("/", b"")
         .status
         == 200));
@@ -207,8 +207,9 @@ fn slowloris_head_is_cut_at_read_timeout() {
     let t = std::time::Instant::now();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
+    // Cut at read_timeout (1 s), not held until the client's own 60 s read timeout.
     assert!(
-        t.elapsed() < Duration::from_secs(4),
+        t.elapsed() < Duration::from_secs(20),
         "connection held {:?}",
         t.elapsed()
     );

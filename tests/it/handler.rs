@@ -47,8 +47,9 @@ fn timeout_kills_the_whole_group_even_when_a_grandchild_holds_stdout() {
     let t = Instant::now();
     let r = w.post("/", b"");
     assert_eq!(r.status, 504);
+    // At the deadline, long before the handler's 100 s.
     assert!(
-        t.elapsed() < Duration::from_millis(2500),
+        t.elapsed() < Duration::from_secs(20),
         "took {:?}",
         t.elapsed()
     );
@@ -69,7 +70,7 @@ fn streaming_timeout_after_output_kills_grandchildren_too() {
     let t = Instant::now();
     let r = w.post("/", b"");
     assert!(!r.complete);
-    assert!(t.elapsed() < Duration::from_millis(2500));
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert_handler_group_ends(&pidfile, Duration::from_secs(2), "timed-out handler");
 }
 
@@ -133,7 +134,7 @@ fn stderr_flood_and_a_one_mib_line_never_stall() {
     let t = Instant::now();
     let r = w.post("/", b"");
     assert_eq!(r.text(), "ok\n");
-    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     assert!(w.wait_log("stderr: 20000", Duration::from_secs(5)));
     let log = w.log();
     let long: Vec<usize> = log
@@ -201,7 +202,7 @@ fn thousands_of_requests_leave_no_fd_thread_or_zombie_growth() {
         );
         run(1500);
         assert!(
-            eventually(Duration::from_secs(3), || fd_count(pid) <= fds),
+            eventually(Duration::from_secs(30), || fd_count(pid) <= fds),
             "{mode}: fds {fds} → {}",
             fd_count(pid)
         );
@@ -215,7 +216,7 @@ fn thousands_of_requests_leave_no_fd_thread_or_zombie_growth() {
             "{mode}: RSS {rss} kB → {rss_after} kB"
         );
         assert!(
-            eventually(Duration::from_secs(2), || zombie_children(pid).is_empty()),
+            eventually(Duration::from_secs(30), || zombie_children(pid).is_empty()),
             "{mode}: zombies left"
         );
     }

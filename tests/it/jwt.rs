@@ -629,7 +629,6 @@ fn an_issuer_that_never_answers_is_exit_1_naming_the_url() {
         .run(Duration::from_secs(20));
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(started.elapsed() >= Duration::from_secs(2), "gave up early");
-    assert!(started.elapsed() < Duration::from_secs(8), "took too long");
     assert!(
         out.contains(&url) && out.contains("jwt_auth_timeout=2s"),
         "{out}"

@@ -168,7 +168,7 @@ fn scrape(port: u16) -> String {
 /// Scrapes until `done` holds for the raw text, then parses it.
 fn settled(port: u16, done: impl Fn(&str) -> bool) -> Parsed {
     let mut text = String::new();
-    let ok = eventually(Duration::from_secs(10), || {
+    let ok = eventually(Duration::from_secs(30), || {
         text = scrape(port);
         done(&text)
     });
@@ -337,7 +337,7 @@ fn a_client_disconnect_is_counted_and_logged_as_499() {
     let mport = w.metrics_port.expect("metrics port");
     let mut s = w.connect();
     send_head(&mut s, "POST", "/gone", &[], Some(0));
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(30), || {
         std::fs::read_to_string(&pidfile).is_ok_and(|p| p.ends_with('\n'))
     }));
     let during = settled(mport, |t| t.contains("\nhttp_requests_in_flight 1\n"));
@@ -474,7 +474,7 @@ fn text_request_and_handler_lines_have_the_openfaas_shapes_in_every_fork_mode() 
             w.log()
         );
         // The last request's handler lines may trail its request line a little.
-        assert!(eventually(Duration::from_secs(5), || {
+        assert!(eventually(Duration::from_secs(30), || {
             w.log().matches("stdout: out-tail").count() == 3
                 && w.log().matches("stderr: tail-no-newline").count() == 3
         }));
@@ -512,7 +512,7 @@ fn prefix_logs_false_logs_bare_handler_lines() {
         .env("write_debug", "true")
         .start();
     assert_eq!(w.get("/c").status, 200);
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(30), || {
         let log = w.log();
         log.contains("\ntail-no-newline\n") && log.contains("\nout-tail\n")
     }));
@@ -588,7 +588,7 @@ fn json_logs_are_objects_with_request_and_handler_fields() {
     let r = request(w.port, "POST", "/j?q=1", &[("X-Call-Id", "given-1")], b"x");
     assert_eq!(r.status, 200);
     assert_eq!(w.get("/k").status, 200);
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(30), || {
         let log = w.log();
         log.matches("tail-no-newline").count() == 2
             && log.matches("out-tail").count() == 2
@@ -652,7 +652,7 @@ fn json_error_lines_of_a_request_carry_its_call_id() {
     std::fs::remove_file(&handler).expect("remove the handler");
     let r = request(w.port, "GET", "/", &[("X-Call-Id", "given-7")], b"");
     assert_eq!(r.status, 500);
-    assert!(eventually(Duration::from_secs(5), || w
+    assert!(eventually(Duration::from_secs(30), || w
         .log()
         .contains("cannot start handler")));
     let all = json_lines(&w.log());
@@ -722,7 +722,7 @@ fn a_line_of_several_mib_and_a_last_line_without_newline_are_logged_whole() {
     let t = Instant::now();
     let r = w.post("/", b"");
     assert_eq!(r.text(), "ok\n");
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     assert!(w.wait_log("stderr: last-words\n", Duration::from_secs(10)));
     let log = w.log();
     let long = log
@@ -867,7 +867,7 @@ fn a_stderr_nobody_reads_never_stalls_requests_and_keeps_the_newest_lines() {
     }
     assert_eq!(request(w.port, "GET", "/_/health", &[], b"").status, 200);
     assert!(
-        eventually(Duration::from_secs(20), || {
+        eventually(Duration::from_secs(30), || {
             let m = request(w.metrics_port, "GET", "/metrics", &[], b"").text();
             m.lines()
                 .find_map(|l| l.strip_prefix("fwatchdog_log_lines_dropped_total "))
@@ -892,7 +892,7 @@ fn a_stderr_nobody_reads_never_stalls_requests_and_keeps_the_newest_lines() {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let ok = eventually(Duration::from_secs(20), || {
+    let ok = eventually(Duration::from_secs(30), || {
         let log = log.lock().expect("log");
         log.contains("stderr: last-line /r3\n") && log.contains(" - 200 - ContentLength: 5B (")
     });

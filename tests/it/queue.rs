@@ -36,7 +36,7 @@ fn metric(w: &Watchdog, name: &str) -> Option<f64> {
 }
 
 fn wait_metric(w: &Watchdog, name: &str, want: f64) -> bool {
-    eventually(Duration::from_secs(10), || metric(w, name) == Some(want))
+    eventually(Duration::from_secs(30), || metric(w, name) == Some(want))
 }
 
 /// `n` concurrent GETs, each on its own connection and thread.
@@ -67,7 +67,7 @@ fn a_burst_of_3x_max_inflight_all_succeeds_with_the_queue_and_gets_429s_without(
     let (w, gate) = gated_watchdog(&[("max_inflight", "2")]);
     let calls = burst(w.port, 6);
     assert!(wait_metric(&w, "fwatchdog_handler_starts_total", 2.0));
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually(Duration::from_secs(30), || {
         metric(&w, "http_requests_total{code=\"429\",method=\"get\"}") == Some(4.0)
     }));
     std::fs::write(&gate, b"").expect("open the gate");

@@ -54,7 +54,7 @@ fn served(format: &str) -> Watchdog {
     assert_eq!(w.get("/").status, 200);
     // Request lines are written when the response is finished, after the client has it.
     assert!(
-        crate::util::eventually(Duration::from_secs(5), || {
+        crate::util::eventually(Duration::from_secs(30), || {
             let log = w.log();
             log.matches("ContentLength: ").count() >= 2 && log.contains("stdout")
         }),

@@ -73,7 +73,7 @@ fn two_threads_run_fork_handlers_and_deliver_each_exit_status_to_its_request() {
         }
     });
     assert!(
-        eventually(Duration::from_secs(5), || util::zombie_children(w.pid())
+        eventually(Duration::from_secs(30), || util::zombie_children(w.pid())
             .is_empty()),
         "zombies left: {:?}",
         util::zombie_children(w.pid())
@@ -148,7 +148,10 @@ fn two_threads_proxy_http_mode() {
         .start();
     assert!(thread_count(w.pid()) >= 4, "{}", w.log());
     assert!(
-        eventually(Duration::from_secs(10), || w.get("/_/health").status == 200),
+        util::eventually_ok(Duration::from_secs(30), || Ok(w
+            .try_get("/_/health")?
+            .status
+            == 200)),
         "upstream never healthy:\n{}",
         w.log()
     );
