@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{self, eventually, json, request, skip, watchdog, Builder, TempDir};
+use crate::util::{self, eventually, json, request, skip, watchdog, Builder, TempDir, PATIENCE};
 
 /// The upstream for most tests: `python3 -u upstream.py PORT WORKDIR`. It writes marker
 /// files into WORKDIR (`pid`, `<mark>.started`, `<mark>.done`, `<mark>.cancelled`,
@@ -297,9 +297,10 @@ impl Upstream {
         std::fs::read_to_string(self.work.path().join(name)).ok()
     }
 
+    /// Waits for `timeout`, but at least [`PATIENCE`] (a marker that must come).
     fn wait_marker(&self, name: &str, timeout: Duration) -> Option<String> {
         let mut found = None;
-        eventually(timeout, || {
+        eventually(timeout.max(PATIENCE), || {
             found = self.marker(name);
             found.is_some()
         });
@@ -838,21 +839,21 @@ fn exec_timeout_answers_504_with_duration() {
     let up = Upstream::new();
     // exec_timeout also bounds the upstream's start: leave a loaded machine's
     // python time to start.
-    let w = up.watchdog().env("exec_timeout", "3s").start();
+    let w = up.watchdog().env("exec_timeout", "10s").start();
     let sent = Instant::now();
-    let r = w.get("/slow?ms=8000&mark=t504");
+    let r = w.get("/slow?ms=40000&mark=t504");
     let took = sent.elapsed();
     assert_eq!(r.status, 504, "{}", r.text());
-    assert_eq!(r.text(), "exec_timeout exceeded (3s)\n");
+    assert_eq!(r.text(), "exec_timeout exceeded (10s)\n");
     let secs: f64 = r
         .header("x-duration-seconds")
         .expect("X-Duration-Seconds")
         .parse()
         .expect("secs");
-    // At the 3 s deadline, before the upstream's 8 s answer.
-    assert!((2.9..7.5).contains(&secs), "{secs}");
+    // At the 10 s deadline, long before the upstream's 40 s answer.
+    assert!((9.9..30.0).contains(&secs), "{secs}");
     assert!(
-        took >= Duration::from_millis(2950) && took < Duration::from_millis(7500),
+        took >= Duration::from_millis(9950) && took < Duration::from_secs(30),
         "{took:?}"
     );
     // The upstream request was cancelled, not left running.
@@ -864,15 +865,18 @@ fn exec_timeout_answers_504_with_duration() {
 #[test]
 fn x_timeout_shortens_but_never_disables_or_extends() {
     let up = Upstream::new();
-    let w = up.watchdog().env("exec_timeout", "2s").start();
+    // exec_timeout also bounds the upstream's start: 10 s leaves a loaded machine's
+    // python time to start. Each window ends long before the upstream's 40 s answer;
+    // a shortened deadline ends long before exec_timeout.
+    let w = up.watchdog().env("exec_timeout", "10s").start();
     let port = w.port;
     let cases = [
-        ("500ms", 0.4, 1.5),
-        ("0s", 1.9, 3.5),
-        ("0", 1.9, 3.5),
-        ("10s", 1.9, 3.5),
-        ("-1s", 1.9, 3.5),
-        ("soon", 1.9, 3.5),
+        ("500ms", 0.4, 8.0),
+        ("0s", 9.9, 30.0),
+        ("0", 9.9, 30.0),
+        ("20s", 9.9, 30.0),
+        ("-1s", 9.9, 30.0),
+        ("soon", 9.9, 30.0),
     ];
     let runs: Vec<_> = cases
         .iter()
@@ -884,7 +888,7 @@ fn x_timeout_shortens_but_never_disables_or_extends() {
                 let r = request(
                     port,
                     "GET",
-                    &format!("/slow?ms=6000&mark=x{i}"),
+                    &format!("/slow?ms=40000&mark=x{i}"),
                     &[("X-Timeout", &v)],
                     b"",
                 );
