@@ -246,6 +246,7 @@ impl Fork {
             metrics: self.metrics.clone(),
             grace: self.cfg.timeouts.exec_kill_grace,
             te_trailers,
+            cgi: self.cfg.fork_io.cgi,
         };
         tokio::spawn(stream.run(first));
         let mut resp = builder
@@ -434,22 +435,31 @@ impl Fork {
             return self.timed_out(run, deadline, started);
         };
         self.exited(status);
+        // With --cgi a parsed header block is the answer, whatever the exit status (as
+        // Apache mod_cgi and nginx + fcgiwrap): PHP's `http_response_code(503); echo ...;
+        // exit(1);` is a 503 with its body, not a 500. The exit status is logged.
         let head = match cgi_head {
-            _ if !status.success() => None,
             Some((head, rest, at)) => {
+                if !status.success() {
+                    tracing::info!(
+                        "handler {} {status} after its CGI header block; its answer is sent",
+                        run.child.pid()
+                    );
+                }
                 output.drain(..=at);
                 if !rest.is_empty() {
                     output.insert(0, rest);
                 }
                 Some(head)
             }
+            None if !status.success() => None,
             None if self.cfg.fork_io.cgi => {
                 return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started)
             }
             None => None,
         };
         let mut builder = Response::builder().header(&X_DURATION, duration_header(started));
-        if !status.success() {
+        if !status.success() && head.is_none() {
             output.insert(0, Bytes::from(format!("{status}\n")));
             builder = builder
                 .status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -677,6 +687,9 @@ struct BodyStream {
     metrics: Arc<Metrics>,
     grace: Duration,
     te_trailers: bool,
+    /// A CGI handler: its header block was the answer, so a non-zero exit after it is
+    /// logged, not an abort.
+    cgi: bool,
 }
 
 impl BodyStream {
@@ -748,6 +761,18 @@ impl BodyStream {
         };
         match status {
             Some(s) if s.success() => self.metrics.handler_exit(0),
+            Some(s) if self.cgi => {
+                self.metrics.handler_exit(s.code());
+                tracing::info!(
+                    "handler {} {s} after its CGI header block; its answer is sent",
+                    self.run.child.pid()
+                );
+                if self.te_trailers {
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("x-exit-code", HeaderValue::from(s.code()));
+                    let _ = self.tx.send(Ok(Frame::trailers(trailers))).await;
+                }
+            }
             Some(s) => {
                 self.metrics.handler_exit(s.code());
                 tracing::info!("handler failed after output started: {s}");

@@ -407,3 +407,37 @@ fn chunked_uploads_reach_a_cgi_script_in_serializing_mode_with_a_length() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "5\nhello");
 }
+
+/// A CGI script's complete answer is kept whatever its exit status, as Apache mod_cgi
+/// and nginx + fcgiwrap keep it: PHP's `http_response_code(503); echo '{"error":"busy"}';
+/// exit(1);`. On old main serializing and classic answered 500 with `exit status 1` and
+/// the raw header block as the body, and streaming sent the 503 and then aborted it
+/// (curl exit 18).
+#[test]
+fn a_cgi_answer_is_kept_whatever_the_exit_status() {
+    let tmp = TempDir::new();
+    let script = tmp.script(
+        "busy.cgi",
+        "#!/bin/sh\nprintf 'Status: 503 Service Unavailable\\r\\nContent-Type: application/json\\r\\n\\r\\n'\nprintf '{\"error\":\"busy\"}'\nexit 1\n",
+    );
+    for mode in ["streaming", "serializing", "classic"] {
+        let w = watchdog()
+            .mode(mode)
+            .env("cgi", "true")
+            .fprocess(script.display().to_string())
+            .start();
+        let r = request(w.port, "POST", "/", &[], b"");
+        assert_eq!(r.status, 503, "{mode}: {}", r.text());
+        assert!(r.complete, "{mode}: the answer was cut off");
+        assert_eq!(r.text(), "{\"error\":\"busy\"}", "{mode}");
+        assert_eq!(r.header("content-type"), Some("application/json"), "{mode}");
+        assert!(
+            w.wait_log(
+                "exit status 1 after its CGI header block",
+                Duration::from_secs(10)
+            ),
+            "{mode}: exit status not logged:\n{}",
+            w.log()
+        );
+    }
+}
