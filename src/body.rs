@@ -39,6 +39,14 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     resp
 }
 
+/// fwatchdog's 405, naming the methods it would take (`Allow`).
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
+    resp.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
 /// A body fed frame by frame from a task. An `Err` frame aborts the response: hyper
 /// closes the connection without the final chunk, so the client sees it incomplete.
 pub struct Channel {

@@ -62,12 +62,7 @@ impl Runner {
         {
             // A function is not a tunnel: CONNECT never reaches a handler or the upstream
             // (which would answer 200 and leave the client with nothing).
-            let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
-            resp.headers_mut().insert(
-                http::header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
-            return resp;
+            return body::method_not_allowed("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
         }
         match self {
             Runner::Fork(f) => f.call(req, ctx).await,
@@ -169,12 +164,31 @@ impl Shared {
             return self.probe(req).await;
         }
         let started = Instant::now();
-        let method = req.method().clone();
-        let uri = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
+        let mut done = self.record(&req, started);
+        self.metrics.in_flight.inc();
+        let resp = match self.admit(req, remote, &mut done).await {
+            Err(resp) => resp,
+            Ok(req) => {
+                let ctx = Ctx {
+                    write_deadline: started + self.cfg.timeouts.write,
+                    call_id: done.call_id.clone(),
+                    slot: done.slot.clone(),
+                };
+                self.run_contained(req, &ctx, &done).await
+            }
+        };
+        done.status = resp.status().as_u16();
+        if self.cfg.mode == crate::config::Mode::Http {
+            done.reason = Some(crate::runner::proxy::reason(&resp).to_owned());
+        }
+        let (parts, inner) = resp.into_parts();
+        Response::from_parts(parts, Tracked { inner, done }.boxed_unsync())
+    }
+
+    /// What the request line and the metrics will need of a function request, which
+    /// settles it when dropped.
+    fn record(self: &Arc<Self>, req: &Request<Body>, started: Instant) -> Done {
+        let uri = req.uri().path_and_query();
         let quiet = req
             .headers()
             .get(http::header::USER_AGENT)
@@ -188,56 +202,39 @@ impl Shared {
             }
             None => String::new(),
         };
-        let done = Done {
+        Done {
             shared: self.clone(),
-            method,
-            uri,
+            method: req.method().clone(),
+            uri: uri.map_or_else(|| "/".into(), |p| p.as_str().to_owned()),
             started,
             status: 0,
             reason: None,
             bytes: 0,
             quiet,
-            call_id: call_id.clone(),
+            call_id,
             slot: None,
-        };
-        self.metrics.in_flight.inc();
-        let mut done = done;
-
-        let resp = match self.admit(req, remote, &mut done).await {
-            Err(resp) => resp,
-            Ok(req) => {
-                let ctx = Ctx {
-                    write_deadline: started + self.cfg.timeouts.write,
-                    call_id,
-                    slot: done.slot.clone(),
-                };
-                // Only JSON lines show a span's call id.
-                let span = match self.cfg.logs.format {
-                    crate::config::LogFormat::Json => logging::request_span(&ctx.call_id),
-                    crate::config::LogFormat::Text => tracing::Span::none(),
-                };
-                match AssertUnwindSafe(self.runner.call(req, &ctx).instrument(span))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(resp) => resp,
-                    Err(_) => {
-                        tracing::error!(
-                            "request {} {} panicked; the server keeps serving",
-                            done.method,
-                            done.uri
-                        );
-                        body::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-                    }
-                }
-            }
-        };
-        done.status = resp.status().as_u16();
-        if self.cfg.mode == crate::config::Mode::Http {
-            done.reason = Some(crate::runner::proxy::reason(&resp).to_owned());
         }
-        let (parts, inner) = resp.into_parts();
-        Response::from_parts(parts, Tracked { inner, done }.boxed_unsync())
+    }
+
+    /// The runner's answer; a panic in it is a 500 for this request only.
+    async fn run_contained(&self, req: Request<Body>, ctx: &Ctx, done: &Done) -> Response<Body> {
+        // Only JSON lines show a span's call id.
+        let span = match self.cfg.logs.format {
+            crate::config::LogFormat::Json => logging::request_span(&ctx.call_id),
+            crate::config::LogFormat::Text => tracing::Span::none(),
+        };
+        let run = AssertUnwindSafe(self.runner.call(req, ctx).instrument(span));
+        match run.catch_unwind().await {
+            Ok(resp) => resp,
+            Err(_) => {
+                tracing::error!(
+                    "request {} {} panicked; the server keeps serving",
+                    done.method,
+                    done.uri
+                );
+                body::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            }
+        }
     }
 
     /// Auth, then the concurrency limit (and its line, with `max_queue`). Hands the
@@ -286,10 +283,7 @@ impl Shared {
 
     async fn probe(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
-            resp.headers_mut()
-                .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return resp;
+            return body::method_not_allowed("GET, HEAD");
         }
         if !self.healthy() {
             return body::text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
