@@ -487,6 +487,12 @@ fn prepare_process() -> Result<Stop, Exit> {
 fn log_startup(cfg: &Config) {
     tracing::info!("fwatchdog version: {}", env!("CARGO_PKG_VERSION"));
     tracing::info!("Config: {}", cfg.summary());
+    if !cfg.mode_set {
+        tracing::info!(
+            "mode is not set: running mode={}, of-watchdog's default; an image built for the classic watchdog needs mode=classic",
+            cfg.mode.name()
+        );
+    }
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

@@ -253,6 +253,10 @@ impl Shared {
             }
             return Err(self.auth.response(refusal));
         }
+        if self.state.starting.load(Ordering::Acquire) && !*self.state.backend_ready.borrow() {
+            // The upstream (or FastCGI server) is still starting: nothing to run yet.
+            return Err(starting());
+        }
         if let Some(max) = self.cfg.limits.max_inflight {
             let permit = match &self.state.queue {
                 None => {
@@ -451,6 +455,17 @@ fn authority_is_the_host(req: &mut Request<Body>) {
     if let Ok(v) = HeaderValue::from_str(&host) {
         req.headers_mut().insert(http::header::HOST, v);
     }
+}
+
+/// The 503 for a function request while the backend is still starting.
+fn starting() -> Response<Body> {
+    let mut resp = body::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the function is starting; retry shortly\n",
+    );
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// The 429 for a request over `max_inflight` (with no queue place left).

@@ -11,7 +11,6 @@ pub mod upstream;
 pub mod workers;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -20,9 +19,6 @@ use crate::duration::format_duration;
 use crate::os::process::ExitStatus;
 use upstream::Upstream;
 use workers::Workers;
-
-/// Readiness deadline when `exec_timeout` is 0 (no limit).
-const READY_DEFAULT: Duration = Duration::from_secs(30);
 
 /// Whether the backend can serve: set by the backend, read by health.
 #[derive(Debug, Clone)]
@@ -97,13 +93,15 @@ impl Backend {
         }
     }
 
-    /// Starts it and returns once it is ready. Dropping the future kills what it started.
+    /// Starts it and returns once it is ready, within `startup_timeout` (as long as it
+    /// takes when 0, saying every 10 s what it waits for). Dropping the future kills what
+    /// it started.
     pub async fn start(&mut self) -> Result<(), String> {
-        let within = self.cfg.timeouts.exec.unwrap_or(READY_DEFAULT);
+        let wait = stop::Wait::startup(self.cfg.timeouts.startup);
         match &mut self.kind {
             Kind::None => Ok(()),
             Kind::Upstream(up) => {
-                *up = Some(Upstream::start(&self.cfg, within, &self.ready).await?);
+                *up = Some(Upstream::start(&self.cfg, wait, &self.ready).await?);
                 Ok(())
             }
             Kind::Workers(w) => {
@@ -112,13 +110,18 @@ impl Backend {
             }
             Kind::External(address) => {
                 self.ready.set(false);
-                stop::until_ready(within, || connect(address))
+                let what = format!(
+                    "the FastCGI server at {} to accept connections",
+                    show(address)
+                );
+                tracing::info!("Waiting {} for {what}", wait.describe());
+                stop::until_ready(wait, || connect(address), stop::still_waiting(&what))
                     .await
                     .map_err(|e| {
                         format!(
-                            "the FastCGI server at {} did not accept connections within {}: {e}; exiting",
+                            "the FastCGI server at {} did not accept connections within startup_timeout={}: {e}; exiting",
                             show(address),
-                            format_duration(within)
+                            wait.limit.map(format_duration).unwrap_or_default()
                         )
                     })?;
                 tracing::info!("FastCGI server at {} is ready", show(address));
@@ -137,7 +140,8 @@ impl Backend {
         }
     }
 
-    /// After the drain: SIGTERM, SIGKILL 5 s later.
+    /// After the drain: SIGTERM, SIGKILL `upstream_stop_grace` (the upstream) or 5 s
+    /// (FastCGI workers) later.
     pub async fn stop(&mut self) {
         match &mut self.kind {
             Kind::Upstream(Some(up)) => up.stop().await,

@@ -3,7 +3,8 @@
 //! It is started once, in its own process group, with its output going to the log;
 //! health stays red until it accepts connections (or answers 2xx on `ready_path`), and
 //! turns red again the moment it exits on its own. On shutdown it is stopped only after
-//! the in-flight requests have drained: SIGTERM to its group, SIGKILL 5 s later.
+//! the in-flight requests have drained: SIGTERM to its group, SIGKILL
+//! `upstream_stop_grace` later.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,14 +30,16 @@ pub struct Upstream {
     /// Set once we asked it to stop, so its exit is not reported as a death.
     stopping: Arc<AtomicBool>,
     logs: Vec<JoinHandle<()>>,
+    /// `upstream_stop_grace`.
+    grace: Duration,
 }
 
 impl Upstream {
-    /// Starts `fprocess` and waits until the upstream is ready (within `within`), then
+    /// Starts `fprocess` and waits until the upstream is ready (within `wait`), then
     /// marks it so. Dropping the future (or the `Upstream`) kills the process group.
-    pub async fn start(cfg: &Config, within: Duration, ready: &Ready) -> Result<Upstream, String> {
+    pub async fn start(cfg: &Config, wait: stop::Wait, ready: &Ready) -> Result<Upstream, String> {
         let mut up = Upstream::spawn(cfg, ready)?;
-        up.ready(cfg, within).await?;
+        up.ready(cfg, wait).await?;
         ready.set(true);
         if up.exit.borrow().is_some() {
             // It died between the probe and now.
@@ -81,12 +84,13 @@ impl Upstream {
             exit,
             stopping,
             logs,
+            grace: cfg.timeouts.upstream_stop_grace,
         })
     }
 
     /// Polls until the upstream accepts TCP connections (and answers 2xx on
-    /// `ready_path`, if set), within `within`.
-    async fn ready(&mut self, cfg: &Config, within: Duration) -> Result<(), String> {
+    /// `ready_path`, if set), within `wait`.
+    async fn ready(&mut self, cfg: &Config, wait: stop::Wait) -> Result<(), String> {
         let url = cfg.proxy.upstream_url.clone().unwrap_or_default();
         let host = url
             .host()
@@ -101,17 +105,19 @@ impl Upstream {
             let prefix = url.path().trim_end_matches('/');
             format!("{prefix}{p}")
         });
-        tracing::info!(
-            "Waiting up to {} for the upstream at {url} to {}",
-            format_duration(within),
+        let what = format!(
+            "the upstream at {url} to {}",
             match &ready_path {
                 Some(p) => format!("answer 2xx on GET {p}"),
                 None => "accept connections".into(),
             }
         );
-        let poll = stop::until_ready(within, || {
-            probe(&host, port, &host_header, ready_path.as_deref())
-        });
+        tracing::info!("Waiting {} for {what}", wait.describe());
+        let poll = stop::until_ready(
+            wait,
+            || probe(&host, port, &host_header, ready_path.as_deref()),
+            stop::still_waiting(&what),
+        );
         tokio::select! {
             r = poll => match r {
                 Ok(()) => {
@@ -119,8 +125,8 @@ impl Upstream {
                     Ok(())
                 }
                 Err(last) => Err(format!(
-                    "the upstream at {url} did not become ready within {} ({last}); exiting",
-                    format_duration(within)
+                    "the upstream at {url} did not become ready within startup_timeout={} ({last}); exiting",
+                    wait.limit.map(format_duration).unwrap_or_default()
                 )),
             },
             status = self.exited() => {
@@ -137,8 +143,8 @@ impl Upstream {
         }
     }
 
-    /// SIGTERM to the upstream's group, SIGKILL if it is still alive 5 s later; then
-    /// lets its last log lines through.
+    /// SIGTERM to the upstream's group, SIGKILL if it is still alive
+    /// `upstream_stop_grace` later; then lets its last log lines through.
     pub async fn stop(&mut self) {
         if self.exit.borrow().is_none() || process::group_alive(self.pid) {
             self.stopping.store(true, Ordering::Release);
@@ -146,7 +152,8 @@ impl Upstream {
                 "Stopping the upstream (pid {}): SIGTERM to its process group",
                 self.pid
             );
-            stop::terminate("upstream", &[self.pid], stop::group_gone(self.pid)).await;
+            let gone = stop::group_gone(self.pid);
+            stop::terminate("upstream", &[self.pid], self.grace, gone).await;
         }
         for h in self.logs.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(1), h).await;

@@ -280,7 +280,7 @@ impl Workers {
         let gone = async move {
             let _ = alive.wait_for(|n| *n == 0).await;
         };
-        stop::terminate("FastCGI workers", &pids, gone).await;
+        stop::terminate("FastCGI workers", &pids, stop::KILL_AFTER, gone).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

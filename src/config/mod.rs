@@ -30,6 +30,7 @@ impl Config {
         let mode = sections::mode(&s)?;
         let config = Config {
             mode,
+            mode_set: s.is_set("mode"),
             fprocess: sections::fprocess(&s, mode)?,
             ready_path: sections::ready_path(&s)?,
             listen: sections::listen(&s)?,
@@ -166,6 +167,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug)]
 pub struct Config {
     pub mode: Mode,
+    /// Whether `mode` was given. When it was not, the startup log names the mode that
+    /// runs: images built for the classic watchdog (which has no modes) need `classic`.
+    pub mode_set: bool,
     /// argv of the handler (fork modes), of the upstream (http mode) or of the FastCGI
     /// workers; empty when nothing is started (static mode, an external FastCGI server).
     pub fprocess: Vec<String>,
@@ -219,6 +223,12 @@ pub struct Timeouts {
     pub exec_kill_grace: Duration,
     /// On SIGTERM, how long to keep serving with health failing before draining.
     pub healthcheck_interval: Duration,
+    /// `startup_timeout`: how long the backend may take to become ready; `None` = as
+    /// long as it takes.
+    pub startup: Option<Duration>,
+    /// `upstream_stop_grace`: after the drain, SIGTERM to the http upstream and SIGKILL
+    /// this much later.
+    pub upstream_stop_grace: Duration,
 }
 
 /// How much may be asked at once.

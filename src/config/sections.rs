@@ -117,8 +117,13 @@ pub(super) fn listen(s: &Settings<'_>) -> Result<Listen, ConfigError> {
     })
 }
 
+/// What `upstream_stop_grace` adds to `healthcheck_interval` by default: time for an
+/// upstream that waits that long after SIGTERM to finish and exit.
+const UPSTREAM_STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// `read_timeout`, `write_timeout` (> 0), `exec_timeout` (classic: none by default),
-/// `exec_kill_grace`, `healthcheck_interval` (write_timeout by default).
+/// `exec_kill_grace`, `healthcheck_interval` (write_timeout by default),
+/// `startup_timeout` (none by default), `upstream_stop_grace` (healthcheck_interval + 5s).
 pub(super) fn timeouts(s: &Settings<'_>, mode: Mode) -> Result<Timeouts, ConfigError> {
     let read = s.parse("read_timeout", Duration::from_secs(30), parse_duration)?;
     let write = s.parse(
@@ -144,12 +149,23 @@ pub(super) fn timeouts(s: &Settings<'_>, mode: Mode) -> Result<Timeouts, ConfigE
     let exec = Some(exec).filter(|d| !d.is_zero());
     let healthcheck_interval = s.parse("healthcheck_interval", write, parse_duration)?;
     let exec_kill_grace = s.parse("exec_kill_grace", Duration::ZERO, parse_duration)?;
+    let startup =
+        Some(s.parse("startup_timeout", Duration::ZERO, parse_duration)?).filter(|d| !d.is_zero());
+    // The official Go templates keep serving for their healthcheck_interval after
+    // SIGTERM (read from the same environment, or less when it is unset), then drain.
+    let upstream_stop_grace = s.parse(
+        "upstream_stop_grace",
+        healthcheck_interval.saturating_add(UPSTREAM_STOP_MARGIN),
+        parse_duration,
+    )?;
     Ok(Timeouts {
         read,
         write,
         exec,
         exec_kill_grace,
         healthcheck_interval,
+        startup,
+        upstream_stop_grace,
     })
 }
 

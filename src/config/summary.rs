@@ -31,6 +31,10 @@ impl Config {
             _ => {}
         }
         self.proxy.summary(&mut out);
+        if self.mode == Mode::Http {
+            let grace = format_duration(self.timeouts.upstream_stop_grace);
+            let _ = write!(out, " upstream_stop_grace={grace}");
+        }
         self.auth.summary(&mut out);
         out
     }
@@ -73,6 +77,12 @@ impl Timeouts {
             let grace = format_duration(self.exec_kill_grace);
             let _ = write!(out, " exec_kill_grace={grace}");
         }
+        let startup = self.startup.map(format_duration);
+        let _ = write!(
+            out,
+            " startup_timeout={}",
+            startup.as_deref().unwrap_or("0 (no limit)")
+        );
     }
 }
 

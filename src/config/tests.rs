@@ -140,6 +140,8 @@ mod numeric_bounds {
         "exec_timeout",
         "exec_kill_grace",
         "healthcheck_interval",
+        "startup_timeout",
+        "upstream_stop_grace",
         "max_inflight",
         "max_queue",
         "queue_timeout",
@@ -200,6 +202,8 @@ mod numeric_bounds {
                         c.timeouts.exec.unwrap_or_default(),
                         c.timeouts.exec_kill_grace,
                         c.timeouts.healthcheck_interval,
+                        c.timeouts.startup.unwrap_or_default(),
+                        c.timeouts.upstream_stop_grace,
                         c.limits.queue_timeout,
                         c.auth.secret_reload_interval.unwrap_or_default(),
                     ] {
@@ -319,6 +323,7 @@ fn shown_default(setting: &crate::cli::Setting, mode: &str) -> Option<String> {
         "number of CPUs" => Some(cpus.to_string()),
         // Another setting's value: its default here.
         "write_timeout" => Some("30s".to_owned()),
+        "healthcheck_interval + 5s" => Some("35s".to_owned()),
         v => Some(v.replace(" MiB", "Mi")),
     }
 }

@@ -444,10 +444,13 @@ fn never_ready_upstream_exits_1_with_a_message_and_is_killed() {
             pidfile.display()
         ))
         .env("upstream_url", format!("http://127.0.0.1:{port}"))
-        .env("exec_timeout", "1s")
+        .env("startup_timeout", "1s")
         .run(Duration::from_secs(50));
     assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("did not become ready within 1s"), "{out}");
+    assert!(
+        out.contains("did not become ready within startup_timeout=1s"),
+        "{out}"
+    );
     assert!(!out.contains("Listening on port"), "{out}");
     // Long before the upstream's 60 s sleep ends.
     assert!(
@@ -837,8 +840,6 @@ fn refused_and_dropped_connections_are_502() {
 #[test]
 fn exec_timeout_answers_504_with_duration() {
     let up = Upstream::new();
-    // exec_timeout also bounds the upstream's start: leave a loaded machine's
-    // python time to start.
     let w = up.watchdog().env("exec_timeout", "10s").start();
     let sent = Instant::now();
     let r = w.get("/slow?ms=40000&mark=t504");

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::util::{request, watchdog, Builder, TempDir};
+use crate::util::{eventually, request, watchdog, Builder, TempDir};
 
 /// The upstream: `python3 -u upstream.py PORT WORKDIR`.
 ///
@@ -112,6 +112,10 @@ impl App {
         std::fs::write(self.work.path().join("go"), "").expect("write go");
     }
 
+    fn marker(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.work.path().join(name)).ok()
+    }
+
     /// fwatchdog in http mode in front of it, as the template's Dockerfile sets it up.
     fn watchdog(&self) -> Builder {
         watchdog()
@@ -173,4 +177,124 @@ fn http_request_lines_carry_the_upstream_status_line_and_a_human_size() {
         Some(true),
         "{made:?}"
     );
+}
+
+/// A python3-http handler that loads a model at import listens late. With the default
+/// `startup_timeout=0` fwatchdog waits as long as that takes: health and function
+/// requests answer 503 (with `Retry-After`) meanwhile, and `exec_timeout` (1 s here)
+/// bounds requests only. On the old code fwatchdog gave up after `exec_timeout` and
+/// exited 1 (`did not become ready within 1s`): the pod crash-looped.
+#[test]
+fn a_slow_starting_upstream_is_waited_for_with_503s_meanwhile() {
+    let app = App::new();
+    let port = free_port();
+    let builder = app
+        .watchdog()
+        .env("exec_timeout", "1s")
+        .env("port", port.to_string());
+    let starting = std::thread::spawn(move || builder.start());
+    assert!(
+        eventually(Duration::from_secs(20), || app.marker("loading").is_some()),
+        "the app never started loading"
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    // Longer than exec_timeout, which used to bound the start. Not a synchronisation:
+    // whatever the machine's speed, this much real time has passed.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !starting.is_finished(),
+        "fwatchdog gave up on a loading upstream"
+    );
+    let health = request(port, "GET", "/_/health", &[], b"");
+    assert_eq!(health.status, 503);
+    let r = request(port, "POST", "/", &[], b"too early");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    app.go();
+    let w = starting.join().expect("watchdog started");
+    let r = request(w.port, "GET", "/", &[], b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "twenty bytes, exact\n")
+    );
+    assert_eq!(request(w.port, "GET", "/_/health", &[], b"").status, 200);
+    let log = w.log();
+    assert!(
+        log.contains(&format!(
+            "Waiting as long as it takes (startup_timeout=0) for the upstream at http://127.0.0.1:{}/ to accept connections",
+            app.port
+        )),
+        "{log}"
+    );
+    assert!(log.contains("POST / - 503 "), "{log}");
+}
+
+/// The golang-http and golang-middleware templates keep serving for their
+/// `healthcheck_interval` after SIGTERM, then drain and exit. With the default
+/// `upstream_stop_grace` (healthcheck_interval + 5s) they exit on their own. SIGINT
+/// skips fwatchdog's own wait, so only the template's 6 s is waited for. On the old code
+/// the upstream got SIGKILL 5 s after SIGTERM, mid-wait, and the stop logged a SIGKILL.
+#[test]
+fn a_go_template_upstream_exits_on_its_own_after_its_healthcheck_interval() {
+    let app = App::new();
+    app.go();
+    let mut w = app.watchdog().env("healthcheck_interval", "6s").start();
+    assert_eq!(request(w.port, "GET", "/", &[], b"").status, 200);
+    w.signal(2);
+    let status = w
+        .wait_exit(Duration::from_secs(30))
+        .expect("fwatchdog exited");
+    let log = w.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("[entrypoint] SIGTERM: no connections in: 6s"),
+        "{log}"
+    );
+    assert!(log.contains("[entrypoint] Exiting."), "{log}");
+    assert!(
+        app.marker("exited").is_some(),
+        "the upstream did not exit on its own:\n{log}"
+    );
+    assert!(!log.contains("SIGKILL"), "{log}");
+}
+
+/// A shorter `upstream_stop_grace` cuts such an upstream off: SIGKILL, said in the log.
+#[test]
+fn upstream_stop_grace_bounds_the_upstream_s_exit() {
+    let app = App::new();
+    app.go();
+    let mut w = app
+        .watchdog()
+        .env("healthcheck_interval", "6s")
+        .env("upstream_stop_grace", "1s")
+        .start();
+    assert!(w.log().contains("upstream_stop_grace=1s"), "{}", w.log());
+    w.signal(2);
+    let status = w
+        .wait_exit(Duration::from_secs(30))
+        .expect("fwatchdog exited");
+    let log = w.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("upstream still running 1s after SIGTERM: SIGKILL"),
+        "{log}"
+    );
+    assert!(app.marker("exited").is_none(), "{log}");
+}
+
+/// The classic templates never set `mode` (the classic watchdog has none): swapped onto
+/// fwatchdog they would silently get streaming. With `mode` unset the startup log says
+/// which mode runs and what a classic image needs; a set `mode` says nothing more. On
+/// the old code there was no such line.
+#[test]
+fn an_unset_mode_is_named_in_the_startup_log_with_the_classic_advice() {
+    let w = watchdog().fprocess("cat").start();
+    let line = "mode is not set: running mode=streaming, of-watchdog's default; an image built for the classic watchdog needs mode=classic";
+    assert!(w.log().contains(line), "{}", w.log());
+    let listening = w.log().find("Listening on port").expect("listening");
+    assert!(w.log().find(line).expect("line") < listening, "{}", w.log());
+    let set = watchdog().mode("streaming").fprocess("cat").start();
+    assert!(!set.log().contains("mode is not set"), "{}", set.log());
 }
