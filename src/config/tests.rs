@@ -333,6 +333,8 @@ fn shown_default(setting: &crate::cli::Setting, mode: &str) -> Option<String> {
 fn effective(env: &[(&str, &str)]) -> String {
     let mut c = config(env).unwrap_or_else(|e| panic!("{env:?}: {e}"));
     c.warnings.clear();
+    // Whether `mode` was given only adds a startup line; the mode is what counts.
+    c.mode_set = true;
     format!("{c:?} {}", c.summary())
 }
 
