@@ -866,9 +866,8 @@ fn exec_timeout_answers_504_with_duration() {
 #[test]
 fn x_timeout_shortens_but_never_disables_or_extends() {
     let up = Upstream::new();
-    // exec_timeout also bounds the upstream's start: 10 s leaves a loaded machine's
-    // python time to start. Each window ends long before the upstream's 40 s answer;
-    // a shortened deadline ends long before exec_timeout.
+    // Each window ends long before the upstream's 40 s answer; a shortened deadline
+    // ends long before exec_timeout.
     let w = up.watchdog().env("exec_timeout", "10s").start();
     let port = w.port;
     let cases = [
