@@ -437,6 +437,7 @@ async fn serve(cfg: Arc<Config>) -> Result<Exit, Exit> {
     let mut backend = Backend::new(cfg.clone()).map_err(|e| fail(&e))?;
     let shared = build_shared(&cfg, port, metrics, &backend);
     let main_port = spawn_main_port(&cfg, &shared, listener);
+    tokio::spawn(crate::os::memory::give_back());
     let lock = become_ready(&cfg, &shared, &mut backend, &mut stop_signals).await?;
     tracing::info!("Listening on port: {port}");
     // The log writer batches lines; health goes green only once these are out. This

@@ -521,6 +521,7 @@ impl Drop for Done {
                 show_call_id: self.shared.cfg.logs.callid,
             });
         }
+        crate::os::memory::request_ended();
     }
 }
 

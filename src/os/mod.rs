@@ -5,12 +5,13 @@
 //! that the safe wrappers of `nix` and the standard library do not cover — `posix_spawn`
 //! with every signal reset, `sigaction` at startup, the raw `rt_sigaction` for the
 //! real-time signals, the `sock_diag` query that tells which FastCGI worker holds a
-//! connection — live here, each behind a safe function whose arguments cannot
-//! make it unsound.
+//! connection, mimalloc's `mi_collect` in the static builds — live here, each behind a
+//! safe function whose arguments cannot make it unsound.
 
 #![allow(unsafe_code)]
 
 pub mod limits;
+pub mod memory;
 pub mod peer;
 pub mod process;
 pub mod signal;
