@@ -103,7 +103,7 @@ fn open_file_limit(cfg: &Config) {
     };
     if let Err(need) = limits::carries(nofile.soft, cfg.listen.max_connections, per_request) {
         tracing::warn!(
-            "the open-file limit {} (hard limit {}) cannot carry max_connections={}: {} mode needs about {per_request} descriptors per request, {need} in all; raise the limit (docker run --ulimit nofile=, a pod's limits) or lower max_connections",
+            "the open-file limit {} (hard limit {}) cannot carry max_connections={}: {} mode needs about {per_request} descriptors per request, {need} in all; raise the hard limit (docker run --ulimit nofile=N:N, or the container runtime's default) or lower max_connections",
             nofile.soft,
             nofile.hard,
             cfg.listen.max_connections,
