@@ -17,6 +17,7 @@
 //! thread.
 
 mod render;
+mod time;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};

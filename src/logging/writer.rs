@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::render::{write_json_time, write_text_time};
+use super::time::{write_json_time, write_text_time};
 use super::DROPPED;
 use crate::config::LogFormat;
 
