@@ -189,8 +189,10 @@ const EXEC_TIED: &str = "--exec-tied-to-parent";
 ///
 /// posix_spawn cannot set the parent-death signal, and it survives `exec`, hence the
 /// one extra `exec` per worker start. The signal comes when the *thread* that spawned
-/// the child ends: every spawn happens on the runtime's one thread, the main thread,
-/// which lives as long as the process.
+/// the child ends, not the process. So a tied program must be started from a thread
+/// that lives as long as the runtime: the main thread or a runtime worker thread (with
+/// `threads > 1` the pool restarts workers from tasks on those), never from a
+/// `spawn_blocking` thread, which ends after sitting idle.
 pub fn exec_tied_if_asked() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(OsStr::new(EXEC_TIED)) {

@@ -678,6 +678,60 @@ fn fastcgi_workers_die_when_the_watchdog_is_killed() {
     assert!(gone, "workers {left:?} outlived the watchdog");
 }
 
+/// The parent-death signal fires when the *thread* that started the child ends, not the
+/// process. With `threads=2` recycled workers are started again by a task on a runtime
+/// worker thread: they must keep serving, and still die when the watchdog is killed,
+/// because those threads live as long as the runtime (a tied program is never started
+/// from a `spawn_blocking` thread, which ends when idle).
+#[test]
+fn fastcgi_workers_restarted_on_worker_threads_serve_and_die_with_the_watchdog() {
+    let name = "fastcgi_workers_restarted_on_worker_threads_serve_and_die_with_the_watchdog";
+    if !have("php-cgi") {
+        return skip(name, PHP);
+    }
+    let tmp = TempDir::new();
+    let extra = [("threads", "2"), ("pool_max_requests", "1")];
+    let mut w = php_watchdog(&tmp, PHP_SCRIPT, &extra);
+    assert!(
+        util::eventually(Duration::from_secs(30), || children(w.pid()).len() == 2),
+        "{:?}",
+        children(w.pid())
+    );
+    let first = children(w.pid());
+    // Each request ends its worker (one request each); the pool starts another.
+    for _ in 0..6 {
+        assert_eq!(w.get("/").status, 404, "{}", w.log());
+    }
+    let restarted = || {
+        let now = children(w.pid());
+        now.len() == 2 && now.iter().all(|p| !first.contains(p))
+    };
+    assert!(
+        util::eventually(Duration::from_secs(30), restarted),
+        "{first:?} → {:?}\n{}",
+        children(w.pid()),
+        w.log()
+    );
+    let workers = children(w.pid());
+    w.signal(9);
+    let _ = w.wait_exit(Duration::from_secs(5));
+    let alive = |pid: i32| {
+        util::processes()
+            .iter()
+            .any(|p| p.pid == pid && p.state != 'Z')
+    };
+    let gone = util::eventually(Duration::from_secs(30), || {
+        !workers.iter().any(|p| alive(*p))
+    });
+    let left: Vec<i32> = workers.iter().copied().filter(|p| alive(*p)).collect();
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(gone, "restarted workers {left:?} outlived the watchdog");
+}
+
 /// With an absolute-form target the target's authority is the host, and CONNECT is not
 /// run. Reproduction: `GET http://evil.example:9999/admin?host` with `Host:
 /// legit.example` gave the application `HTTP_HOST=legit.example`; `CONNECT
