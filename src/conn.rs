@@ -120,6 +120,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stream<T> {
     }
 }
 
+/// A share in a client connection's place among the open ones: the connection counts
+/// as open (`max_connections`, the drain) while any share is alive. Each request carries
+/// one in its extensions, so that what outlives hyper's hold on the connection (a
+/// websocket tunnel, once the upgrade has resolved) keeps it counted.
+#[derive(Clone)]
+pub struct Held(#[allow(dead_code)] std::sync::Arc<dyn Send + Sync>);
+
+impl Held {
+    /// A share in `guard`, which is dropped with the last share.
+    pub fn new<G: Send + Sync + 'static>(guard: G) -> Held {
+        Held(std::sync::Arc::new(guard))
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,7 @@ where
             async move { shared.handle(req, peer).await }
         },
         None,
+        None,
     );
     builder
         .serve_connection(TokioIo::new(io), svc)
@@ -120,10 +121,12 @@ where
 }
 
 /// hyper's service over `handle`, for one connection: the request body boxed, no error
-/// ever (a failure is a response). `begun` is told when a request begins.
+/// ever (a failure is a response). `begun` is told when a request begins; each request
+/// carries a share in the connection's place (`held`) in its extensions.
 fn service<H, F>(
     handle: H,
     begun: Option<Arc<Notify>>,
+    held: Option<crate::conn::Held>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<Body>,
@@ -140,7 +143,11 @@ where
         if let Some(b) = &begun {
             b.notify_one();
         }
-        let resp = handle(boxed(req));
+        let mut req = boxed(req);
+        if let Some(h) = &held {
+            req.extensions_mut().insert(h.clone());
+        }
+        let resp = handle(req);
         async move { Ok(resp.await) }
     })
 }
@@ -370,7 +377,7 @@ where
     let _ = stream.set_nodelay(true);
     let conns = &port.conns;
     conns.open.fetch_add(1, Ordering::AcqRel);
-    let guard = ConnGuard(conns.clone());
+    let guard = crate::conn::Held::new(ConnGuard(conns.clone()));
     let builder = port.builder.clone();
     let mut closing = conns.closing.subscribe();
     // Set once the connection has begun a request; see the shutdown branch below.
@@ -378,8 +385,11 @@ where
     let begun_in_service = begun.clone();
     let write_timeout = port.write_timeout;
     tokio::spawn(async move {
-        let _guard = guard;
-        let svc = service(move |req| handle(req, peer), Some(begun_in_service));
+        let svc = service(
+            move |req| handle(req, peer),
+            Some(begun_in_service),
+            Some(guard),
+        );
         let conn = builder
             .serve_connection(
                 TokioIo::new(crate::conn::Stream::new(stream, write_timeout)),

@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::queue::Slot;
-use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http, Ctx};
+use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http, Budget, Ctx};
 
 /// A runner written as a closure, for tests of the chain itself.
 pub type CustomRunner = Box<
@@ -67,7 +67,7 @@ impl Runner {
         match self {
             Runner::Fork(f) => f.call(req, ctx).await,
             Runner::Http(h) => h.call(req, ctx).await,
-            Runner::Files(f) => f.call(req).await,
+            Runner::Files(f) => f.call(req, ctx).await,
             Runner::FastCgi(f) => f.call(req, ctx).await,
             Runner::Custom(f) => f(req).await,
         }
@@ -170,7 +170,7 @@ impl Shared {
             Err(resp) => resp,
             Ok(req) => {
                 let ctx = Ctx {
-                    write_deadline: started + self.cfg.timeouts.write,
+                    budget: Budget::new(&self.cfg, started),
                     call_id: done.call_id.clone(),
                     slot: done.slot.clone(),
                 };
@@ -345,7 +345,7 @@ impl Shared {
     async fn ask_ready(&self, path: &str) -> ReadyAnswer {
         let inner = Request::get(path).body(body::empty()).unwrap_or_default();
         let ctx = Ctx {
-            write_deadline: Instant::now() + self.cfg.timeouts.write,
+            budget: Budget::new(&self.cfg, Instant::now()),
             call_id: String::new(),
             slot: None,
         };

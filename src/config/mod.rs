@@ -15,6 +15,9 @@ use crate::auth::ApiKeys;
 use crate::cli::Raw;
 use crate::duration::format_duration;
 pub use grammar::{parse_bool, parse_duration};
+pub use sections::{
+    default_limits, HELD_WHOLE_DEFAULT, LAMBDA_BODY_DEFAULT, LAMBDA_RESPONSE_DEFAULT,
+};
 use settings::Settings;
 
 mod grammar;
@@ -28,6 +31,7 @@ impl Config {
         settings::refuse_blank(raw)?;
         let s = Settings(raw);
         let mode = sections::mode(&s)?;
+        let proxy = sections::proxy(&s, mode)?;
         let config = Config {
             mode,
             mode_set: s.is_set("mode"),
@@ -35,10 +39,10 @@ impl Config {
             ready_path: sections::ready_path(&s)?,
             listen: sections::listen(&s)?,
             timeouts: sections::timeouts(&s, mode)?,
-            limits: sections::limits(&s, mode)?,
+            limits: sections::limits(&s, mode, proxy.buffer_req_body)?,
             logs: sections::logs(&s)?,
             fork_io: sections::fork_io(&s, mode)?,
-            proxy: sections::proxy(&s, mode)?,
+            proxy,
             static_files: sections::static_files(&s)?,
             fastcgi: sections::fastcgi(&s, mode)?,
             lock_file: sections::lock_file(&s)?,
@@ -234,8 +238,12 @@ pub struct Timeouts {
 /// How much may be asked at once.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Request body bytes accepted; `None` = no limit.
+    /// Request body bytes accepted; `None` = no limit (a body held whole is still
+    /// capped: `runner::budget::HOLD_DEFAULT`).
     pub max_body_bytes: Option<u64>,
+    /// The largest answer held whole in memory (serializing, classic); `None` = no limit
+    /// (an answer held whole is still capped: `runner::budget::HOLD_DEFAULT`).
+    pub max_response_bytes: Option<u64>,
     /// Function requests running at once; `None` = no limit.
     pub max_inflight: Option<usize>,
     /// Requests that may wait for a slot when `max_inflight` is reached; 0 = no queue.

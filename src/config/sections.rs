@@ -19,8 +19,28 @@ use super::{
 use crate::auth::ApiKeys;
 use crate::cli::{Raw, RawValue};
 
-/// The largest body serializing and classic hold in memory unless told otherwise.
-const DEFAULT_SERIALIZING_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// What fwatchdog holds whole in memory is capped at this by default (a collected
+/// request body, a buffered answer).
+pub const HELD_WHOLE_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Lambda's own limits: a request body (the event), and a buffered result.
+pub const LAMBDA_BODY_DEFAULT: u64 = 6_291_456;
+pub const LAMBDA_RESPONSE_DEFAULT: u64 = 6_291_556;
+
+/// The defaults of `max_body_bytes` and `max_response_bytes` in `mode` (`buffer`:
+/// `http_buffer_req_body`): unlimited where fwatchdog streams the body or the answer, a
+/// cap wherever it holds one whole. The one place a mode's default limits are decided;
+/// a new mode adds its arm here (lambda: [`LAMBDA_BODY_DEFAULT`],
+/// [`LAMBDA_RESPONSE_DEFAULT`]).
+pub fn default_limits(mode: Mode, buffer: bool) -> (Option<u64>, Option<u64>) {
+    match mode {
+        Mode::Serializing | Mode::Classic => (Some(HELD_WHOLE_DEFAULT), Some(HELD_WHOLE_DEFAULT)),
+        Mode::Http if buffer => (Some(HELD_WHOLE_DEFAULT), None),
+        // A chunked FastCGI body is held whole, a Content-Length one streamed: the runner
+        // caps what it holds (runner::budget::HOLD_DEFAULT) without refusing a large
+        // streamed upload.
+        Mode::Streaming | Mode::Http | Mode::Static | Mode::FastCgi => (None, None),
+    }
+}
 
 /// `mode`.
 pub(super) fn mode(s: &Settings<'_>) -> Result<Mode, ConfigError> {
@@ -169,17 +189,20 @@ pub(super) fn timeouts(s: &Settings<'_>, mode: Mode) -> Result<Timeouts, ConfigE
     })
 }
 
-/// `max_body_bytes` (serializing and classic: 64 MiB by default), `max_inflight`,
-/// `max_queue`, `queue_timeout`.
-pub(super) fn limits(s: &Settings<'_>, mode: Mode) -> Result<Limits, ConfigError> {
+/// `max_body_bytes` and `max_response_bytes` (defaults: [`default_limits`]),
+/// `max_inflight`, `max_queue`, `queue_timeout`.
+pub(super) fn limits(s: &Settings<'_>, mode: Mode, buffer: bool) -> Result<Limits, ConfigError> {
     let max_inflight = s.parse("max_inflight", 0usize, |v| parse_count(v, MAX_SLOTS))?;
     let max_queue = s.parse("max_queue", 0usize, |v| parse_count(v, MAX_SLOTS))?;
     let queue_timeout = s.parse("queue_timeout", Duration::from_secs(10), parse_positive)?;
-    let body_default =
-        matches!(mode, Mode::Serializing | Mode::Classic).then_some(DEFAULT_SERIALIZING_BODY_LIMIT);
+    let (body_default, response_default) = default_limits(mode, buffer);
     let max_body_bytes = s.parse("max_body_bytes", body_default, |v| parse_size(v).map(Some))?;
+    let max_response_bytes = s.parse("max_response_bytes", response_default, |v| {
+        parse_size(v).map(Some)
+    })?;
     Ok(Limits {
         max_body_bytes,
+        max_response_bytes,
         max_inflight: Some(max_inflight).filter(|n| *n > 0),
         max_queue,
         queue_timeout,

@@ -90,9 +90,10 @@ impl Limits {
     fn summary(&self, out: &mut String) {
         let _ = write!(
             out,
-            " max_inflight={} max_body_bytes={}",
+            " max_inflight={} max_body_bytes={} max_response_bytes={}",
             self.max_inflight.unwrap_or(0),
             limit(self.max_body_bytes),
+            limit(self.max_response_bytes),
         );
         if self.max_queue > 0 {
             let _ = write!(

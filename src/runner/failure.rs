@@ -9,7 +9,6 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::cgi;
 use super::pipe::BodyEnd;
-use super::Ctx;
 use crate::body::{self, Body};
 use crate::duration::format_duration;
 use crate::os::process::ExitStatus;
@@ -26,28 +25,6 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    /// `limit` (named by the first field) after `started`, but never after the
-    /// request's write deadline, which `write_timeout` set.
-    pub fn new(
-        started: Instant,
-        limit: Option<(&'static str, Duration)>,
-        ctx: &Ctx,
-        write_timeout: Duration,
-    ) -> Deadline {
-        match limit {
-            Some((what, t)) if started + t <= ctx.write_deadline => Deadline {
-                at: started + t,
-                what,
-                limit: t,
-            },
-            _ => Deadline {
-                at: ctx.write_deadline,
-                what: "write_timeout",
-                limit: write_timeout,
-            },
-        }
-    }
-
     /// `exec_timeout exceeded (10s)`.
     pub fn exceeded(&self) -> String {
         format!("{} exceeded ({})", self.what, format_duration(self.limit))
@@ -66,10 +43,10 @@ pub enum Failure {
     Malformed,
     /// The FastCGI server said it is overloaded: 503.
     Overloaded,
-    /// The request body could not be read whole (with `max_body_bytes`): 413, 408, 400.
-    Body(BodyEnd, Option<u64>),
-    /// A body over `max_body_bytes` (the limit): 413.
-    TooLarge(u64),
+    /// The request body could not be read whole: 413, 408, 400.
+    Body(BodyEnd),
+    /// The answer to hold whole grew past `max_response_bytes` (the limit): 500.
+    ResponseTooLarge(u64),
     /// A request that cannot be passed on: 400 with this text.
     BadRequest(String),
     /// The handler could not be started, or its pipes set up: 500 with this text.
@@ -89,25 +66,25 @@ impl Failure {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the FastCGI server is overloaded\n".to_owned(),
             ),
-            Failure::TooLarge(max) | Failure::Body(BodyEnd::TooLarge, Some(max)) => (
+            Failure::Body(BodyEnd::TooLarge(max)) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body larger than max_body_bytes ({max} bytes)\n"),
             ),
-            Failure::Body(BodyEnd::TooLarge, None) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body larger than max_body_bytes (0 bytes)\n".to_owned(),
-            ),
-            Failure::Body(BodyEnd::Idle, _) => (
+            Failure::Body(BodyEnd::Idle) => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request body: client too slow (read_timeout)\n".to_owned(),
             ),
-            Failure::Body(BodyEnd::Failed(why), _) => (
+            Failure::Body(BodyEnd::Failed(why)) => (
                 StatusCode::BAD_REQUEST,
                 format!("request body could not be read: {why}\n"),
             ),
-            Failure::Body(BodyEnd::Done(_), _) => (
+            Failure::Body(BodyEnd::Done(_)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "unexpected end of body\n".to_owned(),
+            ),
+            Failure::ResponseTooLarge(max) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("response exceeds max_response_bytes ({max})\n"),
             ),
             Failure::BadRequest(why) => (StatusCode::BAD_REQUEST, why + "\n"),
             Failure::Start(why) => (StatusCode::INTERNAL_SERVER_ERROR, why + "\n"),
@@ -137,26 +114,20 @@ mod tests {
 
     #[test]
     fn every_failure_says_how_long_it_took() {
-        let ctx = Ctx {
-            write_deadline: Instant::now() + Duration::from_secs(60),
-            call_id: String::new(),
-            slot: None,
-        };
         let started = Instant::now() - Duration::from_millis(1500);
-        let deadline = Deadline::new(
-            started,
-            Some(("exec_timeout", Duration::from_secs(1))),
-            &ctx,
-            Duration::from_secs(60),
-        );
+        let deadline = Deadline {
+            at: started + Duration::from_secs(1),
+            what: "exec_timeout",
+            limit: Duration::from_secs(1),
+        };
         let all = [
             (Failure::Timeout(deadline), 504),
             (Failure::BadGateway("x".into()), 502),
             (Failure::Malformed, 502),
             (Failure::Overloaded, 503),
-            (Failure::Body(BodyEnd::Idle, None), 408),
-            (Failure::Body(BodyEnd::TooLarge, Some(3)), 413),
-            (Failure::TooLarge(3), 413),
+            (Failure::Body(BodyEnd::Idle), 408),
+            (Failure::Body(BodyEnd::TooLarge(3)), 413),
+            (Failure::ResponseTooLarge(3), 500),
             (Failure::BadRequest("x".into()), 400),
             (Failure::Start("x".into()), 500),
             (Failure::Exit(ExitStatus::Code(3)), 500),
@@ -172,26 +143,6 @@ mod tests {
                 .expect("seconds");
             assert!(secs >= 1.5, "{what}: {secs}");
         }
-    }
-
-    #[test]
-    fn a_deadline_never_passes_the_write_deadline() {
-        let now = Instant::now();
-        let ctx = Ctx {
-            write_deadline: now + Duration::from_secs(2),
-            call_id: String::new(),
-            slot: None,
-        };
-        let exec = Some(("exec_timeout", Duration::from_secs(5)));
-        let d = Deadline::new(now, exec, &ctx, Duration::from_secs(2));
-        assert_eq!((d.at, d.what), (ctx.write_deadline, "write_timeout"));
-        assert_eq!(d.exceeded(), "write_timeout exceeded (2s)");
-        let d = Deadline::new(
-            now,
-            Some(("X-Timeout", Duration::from_secs(1))),
-            &ctx,
-            Duration::from_secs(2),
-        );
-        assert_eq!((d.at, d.what), (now + Duration::from_secs(1), "X-Timeout"));
+        assert_eq!(deadline.exceeded(), "exec_timeout exceeded (1s)");
     }
 }

@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
+use super::Ctx;
 use crate::body::{self, Body};
 use crate::config::Config;
 
@@ -49,7 +50,9 @@ impl Files {
         }
     }
 
-    pub async fn call(&self, req: Request<Body>) -> Response<Body> {
+    /// Serves one request; the file's body is aborted if still being sent at the write
+    /// deadline.
+    pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         if !self.hidden_files && hidden(req.uri().path()) {
             return not_found();
         }
@@ -74,7 +77,10 @@ impl Files {
         let req = req.map(|_| http_body_util::Empty::<bytes::Bytes>::new());
         match self.dir.clone().try_call(req).await {
             Ok(resp) => {
-                let resp = resp.map(|b| b.map_err(Into::into).boxed_unsync());
+                let resp = resp.map(|b| {
+                    let b: Body = b.map_err(Into::into).boxed_unsync();
+                    ctx.budget.response(b)
+                });
                 if resp.status() == StatusCode::NOT_FOUND {
                     return not_found();
                 }

@@ -23,10 +23,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::budget::{Budget, OverCap};
 use super::cgi;
 use super::env::{handler_env, EnvOptions};
 use super::failure::{duration_header, X_DURATION};
-use super::pipe::{body_to_stdin, chunks_to_stdin, collect, lines, BodyEnd, LineSplitter};
+use super::pipe::{body_to_stdin, chunks_to_stdin, lines, BodyEnd, LineSplitter};
 use super::sniff;
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
@@ -90,21 +91,13 @@ impl Fork {
     }
 
     pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
-        if let Some(max) = self.cfg.limits.max_body_bytes {
-            if content_length(req.headers()).is_some_and(|n| n > max) {
-                return Failure::TooLarge(max).answer(Instant::now());
-            }
+        if let Err(f) = ctx.budget.check_declared(req.headers()) {
+            return f.answer(ctx.budget.started);
         }
         match self.cfg.mode {
             Mode::Streaming => self.streaming(req, ctx).await,
             _ => self.serializing(req, ctx).await,
         }
-    }
-
-    /// When a run must end: `exec_timeout` from now, and never after the write deadline.
-    fn deadline(&self, ctx: &Ctx, started: Instant) -> Deadline {
-        let exec = self.cfg.timeouts.exec.map(|t| ("exec_timeout", t));
-        Deadline::new(started, exec, ctx, self.cfg.timeouts.write)
     }
 
     fn stderr_logger(&self, fd: Option<OwnedFd>, ctx: &Ctx) -> Option<oneshot::Sender<()>> {
@@ -138,15 +131,17 @@ impl Fork {
     }
 
     /// `content_length` is classic's `Http_ContentLength`; `stdin_len`, CGI's
-    /// `CONTENT_LENGTH`, when known.
+    /// `CONTENT_LENGTH`, when known. Nothing starts once the request's deadline has
+    /// passed.
     fn start(
         &self,
         parts: &http::request::Parts,
         content_length: Option<u64>,
         stdin_len: Option<u64>,
-        deadline: Deadline,
+        (budget, deadline): (&Budget, Deadline),
         stderr: Stderr,
     ) -> Result<process::Child, Failure> {
+        budget.expired()?;
         let hidden = self
             .cfg
             .auth
@@ -217,8 +212,8 @@ impl Fork {
     async fn streaming(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let te_trailers = wants_trailers(&parts.headers);
-        let started = Instant::now();
-        let deadline = self.deadline(ctx, started);
+        let started = ctx.budget.started;
+        let deadline = ctx.budget.run();
         let run = match self.launch(&parts, body, ctx, deadline) {
             Ok(run) => run,
             Err(f) => return f.answer(started),
@@ -271,15 +266,16 @@ impl Fork {
         deadline: Deadline,
     ) -> Result<Run, Failure> {
         let stdin_len = content_length(&parts.headers);
-        let mut child = self.start(parts, None, stdin_len, deadline, Stderr::Pipe)?;
+        let mut child = self.start(
+            parts,
+            None,
+            stdin_len,
+            (&ctx.budget, deadline),
+            Stderr::Pipe,
+        )?;
         let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (mut run, stdin) = Run::new(child, stderr_done, self.stdout_log(ctx))?;
-        run.pump = Some(tokio::spawn(body_to_stdin(
-            body,
-            stdin,
-            self.cfg.timeouts.read,
-            self.cfg.limits.max_body_bytes,
-        )));
+        let (mut run, stdin) = Run::new(child, stderr_done, self.stdout_log(ctx), ctx)?;
+        run.pump = Some(tokio::spawn(body_to_stdin(ctx.budget.stream(body), stdin)));
         Ok(run)
     }
 
@@ -311,7 +307,7 @@ impl Fork {
             Step::Deadline => return Err(self.timed_out(run, deadline, started)),
             Step::Body(end) => {
                 run.child.kill();
-                return Err(Failure::Body(end, self.cfg.limits.max_body_bytes).answer(started));
+                return Err(Failure::Body(end).answer(started));
             }
         };
         Ok((run, first, head))
@@ -343,68 +339,111 @@ impl Fork {
         Failure::Exit(status).answer(started)
     }
 
+    /// Serializing and classic: the body is read whole, written to stdin while stdout is
+    /// collected (capped by `max_response_bytes`), and the answer sent once the handler
+    /// has exited.
     async fn serializing(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
-        let classic = self.cfg.mode == Mode::Classic;
-        if classic
-            && !matches!(
-                *req.method(),
-                Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-            )
-        {
-            let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
-            resp.headers_mut().insert(
-                http::header::ALLOW,
-                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
-            );
-            return resp;
+        let started = ctx.budget.started;
+        if let Some(refused) = self.classic_refuses(req.method()) {
+            return refused;
         }
-        let begun = Instant::now();
         let (parts, body) = req.into_parts();
-        let (chunks, total) =
-            match collect(body, self.cfg.timeouts.read, self.cfg.limits.max_body_bytes).await {
-                Ok(c) => c,
-                Err(end) => {
-                    return Failure::Body(end, self.cfg.limits.max_body_bytes).answer(begun)
-                }
-            };
+        let (input, total) = match self.read_input(&parts, body, &ctx.budget).await {
+            Ok(input) => input,
+            Err(f) => return f.answer(started),
+        };
+        let deadline = ctx.budget.run();
+        let (run, _writer) = match self.spawn_buffered(&parts, input, total, deadline, ctx) {
+            Ok(started_run) => started_run,
+            Err(f) => return f.answer(started),
+        };
+        match self.collect_output(run, deadline, ctx).await {
+            Ok(collected) => self.buffered_response(&parts, collected, started),
+            Err(resp) => resp,
+        }
+    }
+
+    /// Classic mode answers only GET, POST, PUT, PATCH and DELETE.
+    fn classic_refuses(&self, method: &Method) -> Option<Response<Body>> {
+        let allowed = matches!(
+            *method,
+            Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        if self.cfg.mode != Mode::Classic || allowed {
+            return None;
+        }
+        let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
+        resp.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
+        );
+        Some(resp)
+    }
+
+    /// The whole body, within the budget, as stdin will get it (the `marshal_request`
+    /// envelope, if set), and the body's own length.
+    async fn read_input(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+        budget: &Budget,
+    ) -> Result<(Vec<Bytes>, u64), Failure> {
+        let (chunks, total) = budget.collect(body).await?;
         let input = if self.cfg.fork_io.marshal_request {
             vec![marshal(&parts.headers, &chunks)]
         } else {
             chunks
         };
+        Ok((input, total))
+    }
+
+    /// Starts a buffered run: the handler, its stderr log, and the copy of `input` to its
+    /// stdin (a task aborted when the returned guard is dropped).
+    fn spawn_buffered(
+        &self,
+        parts: &http::request::Parts,
+        input: Vec<Bytes>,
+        total: u64,
+        deadline: Deadline,
+        ctx: &Ctx,
+    ) -> Result<(Run, AbortOnDrop<()>), Failure> {
         let stderr_mode = if self.cfg.fork_io.combine_output {
             Stderr::Stdout
         } else {
             Stderr::Pipe
         };
-        let started = Instant::now();
-        let deadline = self.deadline(ctx, started);
         let stdin_len = input.iter().map(|c| c.len() as u64).sum();
-        let mut child = match self.start(
-            &parts,
+        let classic = self.cfg.mode == Mode::Classic;
+        let mut child = self.start(
+            parts,
             classic.then_some(total),
             Some(stdin_len),
-            deadline,
+            (&ctx.budget, deadline),
             stderr_mode,
-        ) {
-            Ok(c) => c,
-            Err(f) => return f.answer(started),
-        };
+        )?;
         let _stderr_done = self.stderr_logger(child.stderr.take(), ctx);
-        let (mut run, stdin) = match Run::new(child, None, self.stdout_log(ctx)) {
-            Ok(r) => r,
-            Err(f) => return f.answer(started),
-        };
-        let _writer = AbortOnDrop(tokio::spawn(chunks_to_stdin(input, stdin)));
-        let mut output: Vec<Bytes> = Vec::new();
-        // With --cgi the header block is checked as it arrives, so a handler that does not
-        // speak CGI fails at once. `cgi_head`: the head, the start of the body, and the
-        // index in `output` of the chunk it starts in.
+        let (run, stdin) = Run::new(child, None, self.stdout_log(ctx), ctx)?;
+        let writer = AbortOnDrop(tokio::spawn(chunks_to_stdin(input, stdin)));
+        Ok((run, writer))
+    }
+
+    /// Collects the run's output until EOF and its exit status, within `deadline` and
+    /// `max_response_bytes`. With --cgi the header block is checked as it arrives, so a
+    /// handler that does not speak CGI fails at once.
+    async fn collect_output(
+        &self,
+        mut run: Run,
+        deadline: Deadline,
+        ctx: &Ctx,
+    ) -> Result<Collected, Response<Body>> {
+        let started = ctx.budget.started;
+        let mut output = ctx.budget.output();
         let mut cgi_buf = self
             .cfg
             .fork_io
             .cgi
             .then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
+        // The head, the start of the body, and the index of the chunk it starts in.
         let mut cgi_head = None;
         let timed_out = loop {
             match run.step(deadline.at).await {
@@ -413,13 +452,15 @@ impl Fork {
                         match buf.push(d.clone()) {
                             Ok(None) => {}
                             Ok(Some((head, rest))) => {
-                                cgi_head = Some((head, rest, output.len()));
+                                cgi_head = Some((head, rest, output.chunks().len()));
                                 cgi_buf = None;
                             }
-                            Err(e) => return bad_cgi(run.child.pid(), &e, started),
+                            Err(e) => return Err(bad_cgi(run.child.pid(), &e, started)),
                         }
                     }
-                    output.push(d);
+                    if let Err(OverCap(max)) = output.push(d) {
+                        return Err(self.over_cap(run, max, started));
+                    }
                 }
                 Step::Eof => break false,
                 Step::Deadline => break true,
@@ -432,12 +473,13 @@ impl Fork {
             run.wait(deadline.at).await
         };
         let Some(status) = status else {
-            return self.timed_out(run, deadline, started);
+            return Err(self.timed_out(run, deadline, started));
         };
         self.exited(status);
         // With --cgi a parsed header block is the answer, whatever the exit status (as
         // Apache mod_cgi and nginx + fcgiwrap): PHP's `http_response_code(503); echo ...;
         // exit(1);` is a 503 with its body, not a 500. The exit status is logged.
+        let mut output = output.into_chunks();
         let head = match cgi_head {
             Some((head, rest, at)) => {
                 if !status.success() {
@@ -446,18 +488,51 @@ impl Fork {
                         run.child.pid()
                     );
                 }
-                output.drain(..=at);
-                if !rest.is_empty() {
-                    output.insert(0, rest);
-                }
+                take_cgi_head(&mut output, rest, at);
                 Some(head)
             }
             None if !status.success() => None,
             None if self.cfg.fork_io.cgi => {
-                return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started)
+                return Err(bad_cgi(
+                    run.child.pid(),
+                    &cgi::HeadError::Unterminated,
+                    started,
+                ))
             }
             None => None,
         };
+        Ok(Collected {
+            status,
+            output,
+            head,
+        })
+    }
+
+    /// The handler wrote more than `max_response_bytes`: its group is killed and the
+    /// request gets 500. Nothing more of its output is held.
+    fn over_cap(&self, run: Run, max: u64, started: Instant) -> Response<Body> {
+        tracing::warn!(
+            "handler {} killed: its answer exceeds max_response_bytes ({max})",
+            run.child.pid()
+        );
+        run.child.kill();
+        Failure::ResponseTooLarge(max).answer(started)
+    }
+
+    /// The answer of a buffered run: 200 with the output (its Content-Type configured,
+    /// echoed from the request, or sniffed), the CGI head's, or 500 with the exit status
+    /// and the output.
+    fn buffered_response(
+        &self,
+        parts: &http::request::Parts,
+        collected: Collected,
+        started: Instant,
+    ) -> Response<Body> {
+        let Collected {
+            status,
+            mut output,
+            head,
+        } = collected;
         let mut builder = Response::builder().header(&X_DURATION, duration_header(started));
         if !status.success() && head.is_none() {
             output.insert(0, Bytes::from(format!("{status}\n")));
@@ -484,6 +559,24 @@ impl Fork {
         builder
             .body(body)
             .unwrap_or_else(|_| Response::new(body::empty()))
+    }
+}
+
+/// What a buffered run produced.
+struct Collected {
+    status: ExitStatus,
+    output: Vec<Bytes>,
+    /// The CGI head, split off `output` (with --cgi, whatever the exit status).
+    head: Option<cgi::Head>,
+}
+
+/// Removes the CGI header block from the collected output: the chunks up to and
+/// including the one the body starts in (`at`) go, and `rest`, the start of the body,
+/// takes their place.
+fn take_cgi_head(output: &mut Vec<Bytes>, rest: Bytes, at: usize) {
+    output.drain(..=at);
+    if !rest.is_empty() {
+        output.insert(0, rest);
     }
 }
 
@@ -525,9 +618,12 @@ enum Step {
 struct Run {
     child: process::Child,
     stdout: pipe::Receiver,
-    /// The request-body copy. Not aborted with the run: when the handler stops reading,
-    /// the rest of the upload is read and discarded so the client can read its answer.
+    /// The request-body copy, ended with the run: nothing of the body is read after
+    /// the answer (see [`body_to_stdin`] for what is discarded before).
     pump: Option<tokio::task::JoinHandle<BodyEnd>>,
+    /// The request's concurrency slot (`max_inflight`), held until the run is over,
+    /// `exec_kill_grace` included: live handler groups never outnumber the slots.
+    _slot: Option<crate::queue::Slot>,
     status: Option<ExitStatus>,
     exited_at: Option<Instant>,
     _stderr_done: Option<oneshot::Sender<()>>,
@@ -544,6 +640,7 @@ impl Run {
         mut child: process::Child,
         stderr_done: Option<oneshot::Sender<()>>,
         stdout_log: Option<StdoutLog>,
+        ctx: &Ctx,
     ) -> Result<(Run, pipe::Sender), Failure> {
         let (stdin, stdout) = match (
             child.stdin.take().map(writer),
@@ -556,6 +653,7 @@ impl Run {
             child,
             stdout,
             pump: None,
+            _slot: ctx.slot.clone(),
             status: None,
             exited_at: None,
             _stderr_done: stderr_done,
@@ -635,6 +733,9 @@ impl Run {
     /// cleans up; the leader's exit ends the grace early (the reaper then kills what is
     /// left of the group).
     fn expire(mut self, grace: Duration) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
         if grace.is_zero()
             || !process::signal_group(self.child.pid(), nix::sys::signal::Signal::SIGTERM)
         {
@@ -659,6 +760,14 @@ impl Run {
             .ok()?;
         self.status = Some(s);
         Some(s)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
     }
 }
 
@@ -718,28 +827,14 @@ impl BodyStream {
                     tokio::select! {
                         r = self.tx.send(Ok(Frame::data(data))) => if r.is_err() { return None },
                         _ = tokio::time::sleep_until(self.deadline.at.into()) => {
-                            self.metrics.handler_timeouts.inc();
-                            self.run.expire(self.grace);
-                            // Not `try_send`: with the channel full (a slow reader)
-                            // it would fail, and dropping `tx` ends the body cleanly,
-                            // a truncated 200. This waits until the client reads or
-                            // the stalled connection is cut (crate::conn).
-                            let msg = format!("{} exceeded", self.deadline.what);
-                            let _ = self.tx.send(fail(msg)).await;
+                            self.overrun().await;
                             return None;
                         }
                     }
                 }
                 Step::Eof => return Some(self),
                 Step::Deadline => {
-                    self.run.expire(self.grace);
-                    self.metrics.handler_timeouts.inc();
-                    tracing::info!(
-                        "handler killed after output started: {}",
-                        self.deadline.exceeded()
-                    );
-                    let msg = format!("{} exceeded", self.deadline.what);
-                    let _ = self.tx.send(fail(msg)).await;
+                    self.overrun().await;
                     return None;
                 }
                 Step::Body(end) => {
@@ -784,13 +879,23 @@ impl BodyStream {
                     let _ = self.tx.send(fail(s.to_string())).await;
                 }
             }
-            None => {
-                self.run.expire(self.grace);
-                self.metrics.handler_timeouts.inc();
-                let msg = format!("{} exceeded", self.deadline.what);
-                let _ = self.tx.send(fail(msg)).await;
-            }
+            None => self.overrun().await,
         }
+    }
+
+    /// The run outlived its deadline after the head went out: it is ended (SIGKILL, or
+    /// SIGTERM and the grace) and the body aborted, so the client sees it cut off.
+    async fn overrun(self) {
+        self.metrics.handler_timeouts.inc();
+        tracing::info!(
+            "handler killed after output started: {}",
+            self.deadline.exceeded()
+        );
+        self.run.expire(self.grace);
+        // Not `try_send`: with the channel full (a slow reader) it would fail, and
+        // dropping `tx` ends the body cleanly, a truncated 200. This waits until the
+        // client reads or the stalled connection is cut (crate::conn).
+        let _ = self.tx.send(Err(self.deadline.abort())).await;
     }
 }
 

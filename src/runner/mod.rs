@@ -6,14 +6,17 @@
 //! Each runner takes a request whose auth and concurrency checks have passed and returns
 //! the response; it never panics the server and always ends the work it started. A
 //! runner that cannot give the function's answer gives a [`Failure`]'s, and a run is
-//! bounded by a [`Deadline`].
+//! bounded by a [`Deadline`]. Every runner reads and holds bodies, starts work and times
+//! its runs through the request's one [`Budget`].
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
+pub use budget::Budget;
 pub use failure::{Deadline, Failure};
 
+pub mod budget;
 pub mod cgi;
 pub mod env;
 pub mod failure;
@@ -27,8 +30,8 @@ pub mod sniff;
 /// What a runner knows about the request besides the request itself.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// The whole response must be written by then (`write_timeout` after the head).
-    pub write_deadline: Instant,
+    /// What the request may spend: deadlines, byte caps, the discard allowance.
+    pub budget: Budget,
     /// `X-Call-Id`, or empty.
     pub call_id: String,
     /// The request's concurrency slot, with `max_inflight`: a runner whose work can

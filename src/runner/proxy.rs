@@ -10,30 +10,25 @@
 //! websocket` is tunnelled. The request is one future on the connection's task: no task
 //! is spawned for it, and dropping it (the client hung up) cancels the upstream request.
 
-use std::future::Future as _;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::time::Sleep;
 
+use super::budget::BodyEnd;
 use super::failure::{duration_header, X_DURATION};
-use super::pipe::{collect, BodyEnd};
-use super::{content_length, Ctx, Deadline, Failure};
-use crate::body::{self, Abort, Body, BoxError};
+use super::{content_length, Budget, Ctx, Deadline, Failure};
+use crate::body::{self, Body};
 use crate::config::{parse_duration, Config};
 use crate::duration::format_duration;
 
@@ -56,11 +51,9 @@ pub struct Http {
     /// The upstream URL's path without its trailing `/`; `None` when that leaves nothing.
     prefix: Option<String>,
     url: String,
+    /// What `X-Timeout` may shorten.
     exec_timeout: Option<Duration>,
-    write_timeout: Duration,
-    read_timeout: Duration,
     buffer: bool,
-    max_body: Option<u64>,
     /// With API-key protection: the key header.
     key: Option<HeaderName>,
 }
@@ -86,36 +79,59 @@ impl Http {
             prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
             url: upstream.to_string(),
             exec_timeout: cfg.timeouts.exec,
-            write_timeout: cfg.timeouts.write,
-            read_timeout: cfg.timeouts.read,
             buffer: cfg.proxy.buffer_req_body,
-            max_body: cfg.limits.max_body_bytes,
             key: cfg.auth.api_keys.as_ref().map(|k| k.header().clone()),
         }
     }
 
-    /// Proxies one request.
+    /// Proxies one request: the head made ready for the upstream, the body passed on
+    /// within the budget (or read whole first, with `http_buffer_req_body`), the
+    /// upstream's head awaited until the run's deadline, its answer streamed back.
     pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
-        let started = Instant::now();
+        let mut budget = ctx.budget.clone();
+        let started = budget.started;
         let (mut parts, body) = req.into_parts();
-        if let Some(max) = self.max_body {
-            if content_length(&parts.headers).is_some_and(|n| n > max) {
-                return Failure::TooLarge(max).answer(started);
-            }
+        let prepared = match self.prepare(&mut parts, &mut budget) {
+            Ok(p) => p,
+            Err(f) => return f.answer(started),
+        };
+        let body = match self.request_body(&mut parts, body, &budget).await {
+            Ok(b) => b,
+            Err(f) => return f.answer(started),
+        };
+        let resp = match self.send(parts, body, &prepared, &budget).await {
+            Ok(resp) => resp,
+            Err(resp) => return resp,
+        };
+        respond(resp, prepared, ctx, &budget)
+    }
+
+    /// Checks the declared length, sets the run's deadline (`exec_timeout`, or a shorter
+    /// `X-Timeout`), and turns the client's head into the upstream's: hop-by-hop headers
+    /// out, `X-Forwarded-For` and `X-Deadline-Ms` in, the path resolved and joined to
+    /// `upstream_url`. A websocket upgrade keeps what the tunnel needs.
+    fn prepare(
+        &self,
+        parts: &mut http::request::Parts,
+        budget: &mut Budget,
+    ) -> Result<Prepared, Failure> {
+        budget.check_declared(&parts.headers)?;
+        if let Some(t) = x_timeout(&parts.headers, self.exec_timeout) {
+            budget.shorten("X-Timeout", t);
         }
-        let deadline = self.deadline(&parts.headers, ctx, started);
+        let deadline = budget.run();
         let upgrade = websocket(&parts.headers);
-        let client_upgrade = upgrade
-            .as_ref()
-            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let tunnel = upgrade.as_ref().and_then(|_| {
+            Some(Tunnel {
+                client: parts.extensions.remove::<OnUpgrade>()?,
+                conn: parts.extensions.remove::<crate::conn::Held>(),
+            })
+        });
         let peer = parts.extensions.get::<SocketAddr>().map(|a| a.ip());
         parts.extensions.clear();
 
         // `Expect` goes too: we stream the body as soon as the upstream reads it, and its
         // own 100 Continue would only be swallowed by hyper.
-        // Read before the hop-by-hop headers go: was the body sent chunked?
-        let unknown_length =
-            content_length(&parts.headers).is_none() && !http_body::Body::is_end_stream(&body);
         strip_hop_by_hop(&mut parts.headers, Some(&header::EXPECT));
         if let Some(key) = &self.key {
             drop_key_lookalikes(&mut parts.headers, key);
@@ -129,8 +145,8 @@ impl Http {
         if let Some(ip) = peer {
             forwarded_for(&mut parts.headers, ip);
         }
-        // Issue 10: when we stop waiting for the upstream's answer, in ms since the Unix
-        // epoch. Always ours: a client's own X-Deadline-Ms is replaced.
+        // When we stop waiting for the upstream's answer, in ms since the Unix epoch.
+        // Always ours: a client's own X-Deadline-Ms is replaced.
         parts.headers.insert(
             HeaderName::from_static("x-deadline-ms"),
             super::deadline_ms(deadline.at).into(),
@@ -142,45 +158,59 @@ impl Http {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // The request chain has resolved the path's dot-segments ([`crate::head`]).
-        parts.uri = match self.target(&path) {
-            Ok(uri) => uri,
-            Err(e) => {
-                return Failure::BadRequest(format!("cannot build the upstream URL: {e}"))
-                    .answer(started)
-            }
-        };
+        parts.uri = self
+            .target(&path)
+            .map_err(|e| Failure::BadRequest(format!("cannot build the upstream URL: {e}")))?;
         parts.version = Version::HTTP_11;
+        Ok(Prepared {
+            deadline,
+            tunnel,
+            method,
+            path,
+        })
+    }
 
-        let body = if self.buffer {
-            match collect(body, self.read_timeout, self.max_body).await {
-                Ok((chunks, total)) => {
-                    parts.headers.insert(header::CONTENT_LENGTH, total.into());
-                    body::Chunks::new(chunks).boxed_unsync()
-                }
-                Err(end) => return Failure::Body(end, self.max_body).answer(started),
-            }
-        } else {
-            if unknown_length {
-                // hyper's client sends a GET or HEAD body of unknown length as no body
-                // at all unless the request says chunked: say it, for every method.
-                parts.headers.insert(
-                    header::TRANSFER_ENCODING,
-                    HeaderValue::from_static("chunked"),
-                );
-            }
-            match self.max_body {
-                Some(max) => {
-                    http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
-                        .boxed_unsync()
-                }
-                None => body,
-            }
-        };
+    /// The body as it goes upstream: read whole within the budget and sent with a
+    /// `Content-Length` (`http_buffer_req_body`), else passed on as it arrives, with the
+    /// budget's byte cap and silence bound.
+    async fn request_body(
+        &self,
+        parts: &mut http::request::Parts,
+        body: Body,
+        budget: &Budget,
+    ) -> Result<Body, Failure> {
+        if self.buffer {
+            let (chunks, total) = budget.collect(body).await?;
+            parts.headers.insert(header::CONTENT_LENGTH, total.into());
+            return Ok(body::Chunks::new(chunks).boxed_unsync());
+        }
+        if content_length(&parts.headers).is_none() && !http_body::Body::is_end_stream(&body) {
+            // hyper's client sends a GET or HEAD body of unknown length as no body at all
+            // unless the request says chunked: say it, for every method.
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        Ok(budget.stream(body))
+    }
 
+    /// Sends the request and waits for the upstream's head until the run's deadline;
+    /// nothing is sent once the request's own deadline has passed.
+    async fn send(
+        &self,
+        parts: http::request::Parts,
+        body: Body,
+        prepared: &Prepared,
+        budget: &Budget,
+    ) -> Result<Response<Incoming>, Response<Body>> {
+        let started = budget.started;
+        budget.expired().map_err(|f| f.answer(started))?;
+        let (method, path, deadline) = (&prepared.method, &prepared.path, prepared.deadline);
         let mut pending = Pending {
             started,
-            method: &method,
-            path: &path,
+            method,
+            path,
             armed: true,
         };
         let sent = tokio::time::timeout_at(
@@ -189,66 +219,18 @@ impl Http {
         )
         .await;
         pending.armed = false;
-        let resp = match sent {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return self.failed(&e, &method, &path, started),
+        match sent {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.failed(&e, method, path, started)),
             Err(_) => {
                 tracing::info!(
                     "upstream did not answer {method} {path} within {} ({})",
                     deadline.what,
                     format_duration(deadline.limit)
                 );
-                return Failure::Timeout(deadline).answer(started);
+                Err(Failure::Timeout(deadline).answer(started))
             }
-        };
-
-        let (mut parts, incoming) = resp.into_parts();
-        let body = match (parts.status, client_upgrade) {
-            (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => {
-                let upstream = parts.extensions.remove::<OnUpgrade>();
-                let up = parts.headers.get(header::UPGRADE).cloned();
-                strip_hop_by_hop(&mut parts.headers, None);
-                if let (Some(upstream), Some(up)) = (upstream, up) {
-                    parts
-                        .headers
-                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                    parts.headers.insert(header::UPGRADE, up);
-                    tokio::spawn(tunnel(client, upstream));
-                }
-                body::empty()
-            }
-            _ => {
-                strip_hop_by_hop(&mut parts.headers, None);
-                Timed {
-                    inner: incoming,
-                    deadline: ctx.write_deadline,
-                    sleep: None,
-                }
-                .boxed_unsync()
-            }
-        };
-        let reason = parts.extensions.remove::<hyper::ext::ReasonPhrase>();
-        parts.extensions.clear();
-        if let Some(r) = reason {
-            parts.extensions.insert(UpstreamReason(r));
         }
-        // hyper writes the status line with this version; the upstream's own (often
-        // HTTP/1.0) says nothing about our connection with the client.
-        parts.version = Version::HTTP_11;
-        parts
-            .headers
-            .insert(X_DURATION.clone(), duration_header(started));
-        Response::from_parts(parts, body)
-    }
-
-    /// When the response head must have come: `exec_timeout`, shortened for this request
-    /// by a valid `X-Timeout`, and never after the write deadline.
-    fn deadline(&self, headers: &HeaderMap, ctx: &Ctx, started: Instant) -> Deadline {
-        let mut limit = self.exec_timeout.map(|t| ("exec_timeout", t));
-        if let Some(t) = x_timeout(headers, self.exec_timeout) {
-            limit = Some(("X-Timeout", t));
-        }
-        Deadline::new(started, limit, ctx, self.write_timeout)
     }
 
     /// `upstream_url` + the request's path and query, without a doubled `/`.
@@ -293,15 +275,8 @@ impl Http {
             cause = next;
         }
         if let Some(why) = client_body {
-            let too_large = std::iter::successors(Some(why), |e| e.source())
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
             tracing::info!("{method} {path}: the request body failed: {cause}");
-            let end = if too_large {
-                BodyEnd::TooLarge
-            } else {
-                BodyEnd::Failed(cause.to_string())
-            };
-            return Failure::Body(end, self.max_body).answer(started);
+            return Failure::Body(BodyEnd::of(why)).answer(started);
         }
         let msg = if e.is_connect() {
             format!("cannot connect to upstream {}: {cause}", self.url)
@@ -341,52 +316,74 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// The upstream's response body, aborted if it is still streaming at the write deadline.
-/// The timer is only armed once the body has to wait, so a response that is already
-/// complete costs none.
-struct Timed {
-    inner: Incoming,
-    deadline: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
+/// What [`Http::prepare`] settled for the rest of the request.
+struct Prepared {
+    /// When the upstream's head must have come.
+    deadline: Deadline,
+    /// With a websocket upgrade: the client's side of it.
+    tunnel: Option<Tunnel>,
+    method: Method,
+    path: PathAndQuery,
 }
 
-impl http_body::Body for Timed {
-    type Data = Bytes;
-    type Error = BoxError;
+/// The client's side of a websocket upgrade, and its connection's share in
+/// `max_connections` and the drain.
+struct Tunnel {
+    client: OnUpgrade,
+    conn: Option<crate::conn::Held>,
+}
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        let deadline = this.deadline;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-        match sleep.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => {
-                tracing::info!("upstream response still streaming at write_timeout: aborted");
-                Poll::Ready(Some(Err(Box::new(Abort("write_timeout exceeded".into())))))
+/// The client's answer from the upstream's: a websocket tunnel once both sides agreed to
+/// switch, else the upstream's body, aborted if still streaming at the write deadline.
+fn respond(
+    resp: Response<Incoming>,
+    prepared: Prepared,
+    ctx: &Ctx,
+    budget: &Budget,
+) -> Response<Body> {
+    let (mut parts, incoming) = resp.into_parts();
+    let body = match (parts.status, prepared.tunnel) {
+        (StatusCode::SWITCHING_PROTOCOLS, Some(tunnel)) => {
+            let upstream = parts.extensions.remove::<OnUpgrade>();
+            let up = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers, None);
+            if let (Some(upstream), Some(up)) = (upstream, up) {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, up);
+                // The tunnel keeps its connection counted (`max_connections`, the
+                // drain) and the request's concurrency slot until it closes.
+                let held = (tunnel.conn, ctx.slot.clone());
+                tokio::spawn(async move {
+                    let _held = held;
+                    copy_tunnel(tunnel.client, upstream).await;
+                });
             }
+            body::empty()
         }
+        _ => {
+            strip_hop_by_hop(&mut parts.headers, None);
+            budget.response(incoming)
+        }
+    };
+    let reason = parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    parts.extensions.clear();
+    if let Some(r) = reason {
+        parts.extensions.insert(UpstreamReason(r));
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+    // hyper writes the status line with this version; the upstream's own (often
+    // HTTP/1.0) says nothing about our connection with the client.
+    parts.version = Version::HTTP_11;
+    parts
+        .headers
+        .insert(X_DURATION.clone(), duration_header(budget.started));
+    Response::from_parts(parts, body)
 }
 
 /// Copies bytes both ways between an upgraded client connection and the upstream's,
 /// until both sides have closed.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+async fn copy_tunnel(client: OnUpgrade, upstream: OnUpgrade) {
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(c), Ok(u)) => (c, u),
         (Err(e), _) | (_, Err(e)) => {

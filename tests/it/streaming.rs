@@ -7,7 +7,9 @@ use crate::util::{
     random_bytes, read_response, request, send_head, watchdog, write_tolerant, TempDir,
 };
 
-/// Sends `body` while the response is read, as a real client would.
+/// Sends `body` while the response is read, as a real client would. A write that fails
+/// because the server has answered and closed is the server's right (it reads only a
+/// little past its answer): what the test checks is the answer.
 fn echo(port: u16, body: &[u8], chunked: bool) -> crate::util::Resp {
     let mut s = crate::util::connect(port);
     send_head(

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cgi;
 use super::failure::{duration_header, X_DURATION};
-use super::pipe::{collect, BodyEnd, LineSplitter};
+use super::pipe::{BodyEnd, LineSplitter};
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{Config, FastCgiAddress};
@@ -50,9 +50,6 @@ use crate::logging;
 use codec::{Decoder, End, Record};
 use pool::{Connections, Io};
 
-/// A chunked body (no `Content-Length`) is read whole to tell the application its
-/// `CONTENT_LENGTH`, as nginx does; this caps it when `max_body_bytes` is not set.
-const BUFFERED_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 /// Response body frames queued towards a slow client.
 const BODY_DEPTH: usize = 8;
 
@@ -116,30 +113,30 @@ impl FastCgi {
 
     /// Answers one request.
     pub async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
-        let started = Instant::now();
-        let cfg = &self.inner.cfg;
+        let budget = &ctx.budget;
+        let started = budget.started;
         let (parts, body) = req.into_parts();
-        let declared = content_length(&parts.headers);
-        if let (Some(max), Some(n)) = (cfg.limits.max_body_bytes, declared) {
-            if n > max {
-                return Failure::TooLarge(max).answer(started);
-            }
+        if let Err(f) = budget.check_declared(&parts.headers) {
+            return f.answer(started);
         }
-        let exec = cfg.timeouts.exec.map(|t| ("exec_timeout", t));
-        let deadline = Deadline::new(started, exec, ctx, cfg.timeouts.write);
         // The application needs CONTENT_LENGTH to read its input: a chunked body is read
-        // first (bounded), a Content-Length one is streamed.
+        // whole first, as nginx does (within the budget), a Content-Length one is
+        // streamed.
+        let declared = content_length(&parts.headers);
         let (input, stdin_len) = if let Some(n) = declared {
-            (Input::Stream(body), Some(n))
+            (Input::Stream(budget.stream(body)), Some(n))
         } else if body.is_end_stream() {
             (Input::Empty, None)
         } else {
-            let max = cfg.limits.max_body_bytes.unwrap_or(BUFFERED_BODY_LIMIT);
-            match collect(body, cfg.timeouts.read, Some(max)).await {
+            match budget.collect(body).await {
                 Ok((chunks, total)) => (Input::Chunks(chunks), Some(total)),
-                Err(end) => return Failure::Body(end, Some(max)).answer(started),
+                Err(f) => return f.answer(started),
             }
         };
+        if let Err(f) = budget.expired() {
+            return f.answer(started);
+        }
+        let deadline = budget.run();
         let params = self.request_params(&parts, stdin_len);
         let safe = matches!(
             parts.method,
@@ -265,7 +262,8 @@ struct Job {
     deadline: Deadline,
     started: Instant,
     call_id: String,
-    /// The part of a streamed body the application did not read.
+    /// The part of a streamed body the application did not read, held (unread) until
+    /// the answer is over.
     rest: Option<Body>,
 }
 
@@ -339,17 +337,9 @@ impl Job {
             break r.map(|end| (end, progress.head_done));
         };
         self.finish(outcome).await;
-        // The response is over (its sender goes with `self`); what the application did
-        // not read of the body is read and discarded so the client can finish sending.
-        let (rest, idle, until) = (
-            self.rest.take(),
-            self.inner.cfg.timeouts.read,
-            self.deadline.at,
-        );
-        drop(self);
-        if let Some(body) = rest {
-            drain(body, idle, until).await;
-        }
+        // The response is over (its sender goes with `self`), and so is the body: what
+        // the application did not read is not read after the answer (the connection is
+        // closed instead).
     }
 
     /// Answers what is left to answer once the exchange is over.
@@ -387,17 +377,7 @@ impl Job {
                     }
                     Interrupt::Worker(why) => bad_gateway(why, self.started),
                     Interrupt::Malformed(e) => malformed(e, self.started),
-                    Interrupt::Body(end) => Failure::Body(
-                        end.clone(),
-                        Some(
-                            self.inner
-                                .cfg
-                                .limits
-                                .max_body_bytes
-                                .unwrap_or(BUFFERED_BODY_LIMIT),
-                        ),
-                    )
-                    .answer(self.started),
+                    Interrupt::Body(end) => Failure::Body(end.clone()).answer(self.started),
                     Interrupt::Gone => return,
                 };
                 if self.head_tx.is_some() {
@@ -405,7 +385,7 @@ impl Job {
                 } else {
                     // The head is out: cut the response so the client sees it incomplete.
                     let why = match f {
-                        Interrupt::TimedOut => format!("{} exceeded", self.deadline.what),
+                        Interrupt::TimedOut => self.deadline.exceeded(),
                         Interrupt::Worker(w) => w,
                         Interrupt::Malformed(_) => "malformed CGI response".into(),
                         _ => "request failed".into(),
@@ -441,7 +421,6 @@ impl Job {
             Input::Empty => (Input::Empty, Some(Input::Empty)),
             s => (s, None),
         };
-        let read_timeout = self.inner.cfg.timeouts.read;
         let deadline = self.deadline.at;
         let mid_record = &progress.mid_record;
         let mut stdin_done = false;
@@ -456,7 +435,7 @@ impl Job {
         };
         let tx = self.tx.clone();
         let result = {
-            let writer = write_request(&mut w, id, &head, &mut input, read_timeout, mid_record);
+            let writer = write_request(&mut w, id, &head, &mut input, mid_record);
             tokio::pin!(writer);
             let reader = read_response(&mut r, &mut reading, self);
             tokio::pin!(reader);
@@ -560,7 +539,6 @@ async fn write_request<W: AsyncWrite + Unpin>(
     id: u16,
     head: &[u8],
     input: &mut Input,
-    idle: Duration,
     mid_record: &AtomicBool,
 ) -> Result<(), Interrupt> {
     let worker =
@@ -584,14 +562,12 @@ async fn write_request<W: AsyncWrite + Unpin>(
         Input::Stream(body) => {
             w.write_all(head).await.map_err(worker)?;
             mid_record.store(false, Ordering::Relaxed);
+            // The body's bounds (silence, size) are its own: it comes through the budget.
             loop {
-                let frame = match tokio::time::timeout(idle, body.frame()).await {
-                    Err(_) => return Err(Interrupt::Body(BodyEnd::Idle)),
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        return Err(Interrupt::Body(BodyEnd::Failed(e.to_string())))
-                    }
-                    Ok(Some(Ok(f))) => f,
+                let frame = match body.frame().await {
+                    None => break,
+                    Some(Err(e)) => return Err(Interrupt::Body(BodyEnd::of(&*e))),
+                    Some(Ok(f)) => f,
                 };
                 let Ok(data) = frame.into_data() else {
                     continue;
@@ -735,14 +711,6 @@ async fn wait_end<R: AsyncRead + Unpin>(
     })
     .await
     .is_ok()
-}
-
-/// Reads and discards the rest of a request body, within bounds.
-async fn drain(mut body: Body, idle: Duration, until: Instant) {
-    let _ = tokio::time::timeout_at(until.into(), async {
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(idle, body.frame()).await {}
-    })
-    .await;
 }
 
 fn bad_gateway(why: &str, started: Instant) -> Response<Body> {

@@ -121,9 +121,9 @@ fn end(status: u32, proto: u8) -> Vec<u8> {
     out
 }
 
-fn ctx() -> Ctx {
+fn ctx(r: &FastCgi) -> Ctx {
     Ctx {
-        write_deadline: Instant::now() + Duration::from_secs(10),
+        budget: crate::runner::Budget::new(&r.inner.cfg, Instant::now()),
         call_id: String::new(),
         slot: None,
     }
@@ -131,7 +131,7 @@ fn ctx() -> Ctx {
 
 async fn get(r: &FastCgi, uri: &str) -> (StatusCode, HeaderMap, Result<Bytes, String>) {
     let req = Request::get(uri).body(body::empty()).expect("req");
-    let resp = r.call(req, &ctx()).await;
+    let resp = r.call(req, &ctx(r)).await;
     let (parts, b) = resp.into_parts();
     let body = b
         .collect()
