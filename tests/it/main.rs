@@ -6,6 +6,7 @@ mod util;
 mod adversarial;
 mod adversarial_input;
 mod auth;
+mod budget;
 mod cgi;
 mod docker;
 mod docs;
