@@ -104,7 +104,11 @@ pub async fn serve_io<I>(io: I, shared: Arc<Shared>, peer: Option<SocketAddr>) -
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = crate::conn::Stream::new(io, shared.cfg.timeouts.write);
+    let io = crate::conn::Stream::new(
+        io,
+        shared.cfg.timeouts.write,
+        crate::conn::WriteDeadline::default(),
+    );
     let builder = conn_builder(&shared.cfg);
     let svc = service(
         move |req| {
@@ -145,6 +149,7 @@ where
         }
         let mut req = boxed(req);
         if let Some(h) = &held {
+            h.request_begins();
             req.extensions_mut().insert(h.clone());
         }
         let resp = handle(req);
@@ -377,7 +382,12 @@ where
     let _ = stream.set_nodelay(true);
     let conns = &port.conns;
     conns.open.fetch_add(1, Ordering::AcqRel);
-    let guard = crate::conn::Held::new(ConnGuard(conns.clone()));
+    let deadline = crate::conn::WriteDeadline::default();
+    let guard = crate::conn::Held::new(
+        ConnGuard(conns.clone()),
+        deadline.clone(),
+        port.write_timeout,
+    );
     let builder = port.builder.clone();
     let mut closing = conns.closing.subscribe();
     // Set once the connection has begun a request; see the shutdown branch below.
@@ -392,7 +402,7 @@ where
         );
         let conn = builder
             .serve_connection(
-                TokioIo::new(crate::conn::Stream::new(stream, write_timeout)),
+                TokioIo::new(crate::conn::Stream::new(stream, write_timeout, deadline)),
                 svc,
             )
             .with_upgrades();

@@ -354,6 +354,9 @@ fn respond(
                 parts.headers.insert(header::UPGRADE, up);
                 // The tunnel keeps its connection counted (`max_connections`, the
                 // drain) and the request's concurrency slot until it closes.
+                if let Some(conn) = &tunnel.conn {
+                    conn.lift_write_deadline();
+                }
                 let held = (tunnel.conn, ctx.slot.clone());
                 tokio::spawn(async move {
                     let _held = held;

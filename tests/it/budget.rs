@@ -11,77 +11,79 @@ use crate::util::{
     self, eventually, read_response, read_to_close, request, send_head, watchdog, TempDir,
 };
 
-/// A raw python3 upstream for http mode: answers a websocket upgrade with 101 and then
-/// echoes bytes; `/hi` answers at once without reading the body and closes; anything
-/// else reads its whole `Content-Length` body before answering `ok`.
-pub const RAW_UPSTREAM_PY: &str = r#"
-import socket, sys, threading
-port = int(sys.argv[1])
-def handle(c):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = c.recv(65536)
-        if not d:
-            c.close(); return
-        buf += d
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    low = head.lower()
-    if b"upgrade: websocket" in low:
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        if rest:
-            c.sendall(rest)
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            c.sendall(d)
-        c.close(); return
-    path = head.split(b" ")[1]
-    if path == b"/forever":
-        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
-        chunk = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
-        try:
-            while True:
-                c.sendall(chunk)
-        except OSError:
-            pass
-        c.close(); return
-    if path != b"/hi":
-        n = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                n = int(line.split(b":")[1])
-        while len(rest) < n:
-            d = c.recv(65536)
-            if not d:
-                c.close(); return
-            rest += d
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n")
-    c.close()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port))
-s.listen(128)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
-"#;
-
-/// A port nobody listens on now, for an upstream that must be told its port.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A watchdog in http mode in front of [`RAW_UPSTREAM_PY`].
-pub fn raw_upstream(tmp: &TempDir) -> util::Builder {
-    let script = tmp.path().join("upstream.py");
-    std::fs::write(&script, RAW_UPSTREAM_PY).expect("write upstream.py");
-    let port = free_port();
+/// A raw upstream for http mode, served by this test process on a listener bound
+/// before the watchdog starts (so it is ready at once and no port can be taken in
+/// between): a websocket upgrade gets 101 and then an echo of every byte; `/forever`
+/// streams a chunked body that never ends; `/hi` answers at once without reading the
+/// body and closes; anything else reads its whole `Content-Length` body first.
+pub fn raw_upstream(_tmp: &TempDir) -> util::Builder {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || serve_raw(conn));
+        }
+    });
+    // The watchdog needs a process to supervise; the upstream itself is ours.
     watchdog()
         .mode("http")
-        .fprocess(format!("python3 -u {} {port}", script.display()))
+        .fprocess("sleep 3600")
         .env("upstream_url", format!("http://127.0.0.1:{port}"))
+}
+
+fn serve_raw(mut c: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let rest = buf[head_end + 4..].to_vec();
+    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+    if head.contains("upgrade: websocket") {
+        let _ = c.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        let _ = c.write_all(&rest);
+        while let Ok(n) = c.read(&mut chunk) {
+            if n == 0 || c.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+        }
+        return;
+    }
+    if path == "/forever" || path == "/zero" {
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+        piece.extend_from_slice(&vec![b'y'; chunk.len()]);
+        piece.extend_from_slice(b"\r\n");
+        while c.write_all(&piece).is_ok() {}
+        return;
+    }
+    if path != "/hi" {
+        let want: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut got = rest.len();
+        while got < want {
+            match c.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    }
+    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n");
 }
 
 /// Writes chunks of a never-ending chunked body until the server stops taking them;

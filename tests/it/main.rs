@@ -20,6 +20,7 @@ mod hostile;
 mod http;
 mod jwt;
 mod lifecycle;
+mod matrix;
 mod observability;
 mod openfaas;
 mod protocol;
