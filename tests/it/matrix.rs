@@ -214,7 +214,9 @@ fn hostile_client(port: u16, what: Hostile, get_only: bool, stop: &AtomicBool) -
     let upload = if get_only { "GET" } else { "POST" };
     match what {
         Hostile::EndlessUpload => {
-            send_head(&mut s, upload, "/hi", &[], None);
+            // Keep-alive: with `Connection: close` hyper ends the connection after the
+            // answer anyway, which hides a server that would read on.
+            send_head(&mut s, upload, "/hi", &[("Connection", "keep-alive")], None);
             let mut w = s.try_clone().expect("clone");
             std::thread::scope(|scope| {
                 scope.spawn(|| {
@@ -236,7 +238,13 @@ fn hostile_client(port: u16, what: Hostile, get_only: bool, stop: &AtomicBool) -
             })
         }
         Hostile::TrickleUpload => {
-            send_head(&mut s, upload, "/cat", &[], Some(1000));
+            send_head(
+                &mut s,
+                upload,
+                "/cat",
+                &[("Connection", "keep-alive")],
+                Some(1000),
+            );
             let mut w = s.try_clone().expect("clone");
             std::thread::scope(|scope| {
                 scope.spawn(|| {
