@@ -14,15 +14,24 @@
 mod common;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
+use fwatchdog::config::Config;
+use fwatchdog::runner::budget::Budget;
 use fwatchdog::runner::files::Files;
+use fwatchdog::runner::Ctx;
 use http::{Method, Request, Uri};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(common::static_config)
+}
+
 fn files() -> &'static Arc<Files> {
     static FILES: OnceLock<Arc<Files>> = OnceLock::new();
-    FILES.get_or_init(|| Arc::new(Files::new(&common::static_config())))
+    FILES.get_or_init(|| Arc::new(Files::new(config())))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -45,7 +54,12 @@ fuzz_target!(|data: &[u8]| {
         .body(fwatchdog::body::empty())
         .expect("request");
     let (status, body) = common::runtime().block_on(async move {
-        let resp = files.call(req).await;
+        let ctx = Ctx {
+            budget: Budget::new(config(), Instant::now()),
+            call_id: String::new(),
+            slot: None,
+        };
+        let resp = files.call(req, &ctx).await;
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, body)
