@@ -47,6 +47,13 @@ pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
     resp
 }
 
+/// How many frames of a streamed response ([`Channel`]) wait for a slow client before
+/// the runner feeding it waits too. A frame is one read of a handler's stdout or one
+/// FastCGI `STDOUT` record, at most 64 KiB each; applications often write far smaller
+/// ones (php flushes every 4 KiB), which a shorter queue would throttle. A client that
+/// stops reading is cut off by the connection's write stall, not by this.
+pub const RESPONSE_DEPTH: usize = 8;
+
 /// A body fed frame by frame from a task. An `Err` frame aborts the response: hyper
 /// closes the connection without the final chunk, so the client sees it incomplete.
 pub struct Channel {

@@ -446,6 +446,12 @@ impl ApiKeys {
         self.inner.forward
     }
 
+    /// The key header when it is not forwarded: removed from each request once checked,
+    /// and never passed to a handler, whatever the spelling.
+    pub fn hidden(&self) -> Option<&HeaderName> {
+        (!self.inner.forward).then_some(&self.inner.header)
+    }
+
     pub fn names(&self) -> Vec<String> {
         lock(&self.inner.secrets)
             .iter()

@@ -66,10 +66,8 @@ impl Chain {
         if let Some(jwt) = &self.jwt {
             jwt.check(headers, deadline).await.map_err(Refusal::Token)?;
         }
-        if let Some(keys) = &self.api_keys {
-            if !keys.forward() {
-                headers.remove(keys.header());
-            }
+        if let Some(hidden) = self.api_keys.as_ref().and_then(ApiKeys::hidden) {
+            headers.remove(hidden);
         }
         Ok(())
     }

@@ -110,21 +110,18 @@ impl Backend {
             }
             Kind::External(address) => {
                 self.ready.set(false);
-                let what = format!(
-                    "the FastCGI server at {} to accept connections",
-                    show(address)
-                );
+                let what = format!("the FastCGI server at {} to accept connections", address);
                 tracing::info!("Waiting {} for {what}", wait.describe());
                 stop::until_ready(wait, || connect(address), stop::still_waiting(&what))
                     .await
                     .map_err(|e| {
                         format!(
                             "the FastCGI server at {} did not accept connections within startup_timeout={}: {e}; exiting",
-                            show(address),
+                            address,
                             wait.limit.map(format_duration).unwrap_or_default()
                         )
                     })?;
-                tracing::info!("FastCGI server at {} is ready", show(address));
+                tracing::info!("FastCGI server at {} is ready", address);
                 self.ready.set(true);
                 Ok(())
             }
@@ -158,11 +155,4 @@ async fn connect(address: &FastCgiAddress) -> Result<(), String> {
         FastCgiAddress::Unix(p) => tokio::net::UnixStream::connect(p).await.map(drop),
     }
     .map_err(|e| e.to_string())
-}
-
-fn show(address: &FastCgiAddress) -> String {
-    match address {
-        FastCgiAddress::Tcp(a) => a.clone(),
-        FastCgiAddress::Unix(p) => p.display().to_string(),
-    }
 }

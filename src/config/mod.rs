@@ -312,6 +312,13 @@ pub struct Auth {
     pub jwt: Option<JwtSettings>,
 }
 
+impl Auth {
+    /// The API-key header handlers never see ([`ApiKeys::hidden`]).
+    pub fn hidden_header(&self) -> Option<&http::HeaderName> {
+        self.api_keys.as_ref().and_then(ApiKeys::hidden)
+    }
+}
+
 /// Where OpenFaaS on Kubernetes puts the function's namespace.
 pub const SERVICE_ACCOUNT_NAMESPACE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";

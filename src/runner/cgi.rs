@@ -32,6 +32,24 @@ pub struct Meta<'a> {
     pub hidden: Option<&'a HeaderName>,
 }
 
+impl<'a> Meta<'a> {
+    /// What the meta-variables need for `parts`: the client is the address the
+    /// connection recorded in the request's extensions.
+    pub fn for_request(
+        parts: &Parts,
+        server_port: u16,
+        content_length: Option<u64>,
+        hidden: Option<&'a HeaderName>,
+    ) -> Meta<'a> {
+        Meta {
+            remote: parts.extensions.get::<SocketAddr>().copied(),
+            server_port,
+            content_length,
+            hidden,
+        }
+    }
+}
+
 /// The RFC 3875 §4.1 meta-variables for one request, plus `REDIRECT_STATUS=200` (php-cgi
 /// refuses to run without it) and `REMOTE_PORT`.
 ///

@@ -97,6 +97,18 @@ impl Failure {
     }
 }
 
+/// The 502 for output that is not a CGI response. The client gets a fixed text
+/// ([`cgi::MALFORMED`]): the details quote the handler's output, which may be anything
+/// (a password in an error message), so they go to the log only, after `who`.
+pub fn malformed_cgi(
+    who: &dyn std::fmt::Display,
+    e: &cgi::HeadError,
+    started: Instant,
+) -> Response<Body> {
+    tracing::warn!("{who}: malformed CGI response, answering 502: {e}");
+    Failure::Malformed.answer(started)
+}
+
 /// `X-Duration-Seconds`: seconds since `started`, 6 decimals (integer formatting: no
 /// float rounding work on every response).
 pub fn duration_header(started: Instant) -> HeaderValue {

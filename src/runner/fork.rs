@@ -26,14 +26,13 @@ use tokio::sync::oneshot;
 use super::budget::{Budget, OverCap};
 use super::cgi;
 use super::env::{handler_env, EnvOptions};
-use super::failure::{duration_header, X_DURATION};
-use super::pipe::{body_to_stdin, chunks_to_stdin, lines, BodyEnd, LineSplitter};
+use super::failure::{duration_header, malformed_cgi, X_DURATION};
+use super::pipe::{body_to_stdin, chunks_to_stdin, BodyEnd, LogSink};
 use super::sniff;
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{Config, Mode};
 use crate::header::canonical as canonical_header;
-use crate::logging;
 use crate::metrics::Metrics;
 use crate::os::process::{self, ExitStatus, Stderr};
 
@@ -103,13 +102,8 @@ impl Fork {
     fn stderr_logger(&self, fd: Option<OwnedFd>, ctx: &Ctx) -> Option<oneshot::Sender<()>> {
         let rx = reader(fd?).ok()?;
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let max = self.cfg.logs.buffer_size;
-        let prefix = self.cfg.logs.prefix;
-        let call_id = ctx.call_id.clone();
+        let log = self.log_sink("stderr", ctx).read_from(rx);
         tokio::spawn(async move {
-            let log = lines(rx, max, |l| {
-                logging::handler_line("stderr", l, prefix, &call_id)
-            });
             tokio::pin!(log);
             tokio::select! {
                 _ = &mut log => {}
@@ -122,12 +116,19 @@ impl Fork {
         Some(done_tx)
     }
 
-    fn stdout_log(&self, ctx: &Ctx) -> Option<StdoutLog> {
-        self.cfg.fork_io.write_debug.then(|| StdoutLog {
-            split: LineSplitter::new(self.cfg.logs.buffer_size),
-            prefix: self.cfg.logs.prefix,
-            call_id: ctx.call_id.clone(),
-        })
+    /// The log lines of the handler's `stream` for this request.
+    fn log_sink(&self, stream: &'static str, ctx: &Ctx) -> LogSink {
+        let logs = &self.cfg.logs;
+        LogSink::new(stream, logs.buffer_size, logs.prefix, ctx.call_id.clone())
+    }
+
+    /// With `write_debug`, the handler's stdout is logged too, line by line as it is
+    /// read (so a streaming response is logged while it streams).
+    fn stdout_log(&self, ctx: &Ctx) -> Option<LogSink> {
+        self.cfg
+            .fork_io
+            .write_debug
+            .then(|| self.log_sink("stdout", ctx))
     }
 
     /// `content_length` is classic's `Http_ContentLength`; `stdin_len`, CGI's
@@ -142,13 +143,7 @@ impl Fork {
         stderr: Stderr,
     ) -> Result<process::Child, Failure> {
         budget.expired()?;
-        let hidden = self
-            .cfg
-            .auth
-            .api_keys
-            .as_ref()
-            .filter(|k| !k.forward())
-            .map(|k| k.header());
+        let hidden = self.cfg.auth.hidden_header();
         let mut env = handler_env(
             parts,
             &EnvOptions {
@@ -158,15 +153,8 @@ impl Fork {
             },
         );
         if self.cfg.fork_io.cgi {
-            env.extend(cgi::meta_variables(
-                parts,
-                &cgi::Meta {
-                    remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
-                    server_port: self.port,
-                    content_length: stdin_len,
-                    hidden,
-                },
-            ));
+            let meta = cgi::Meta::for_request(parts, self.port, stdin_len, hidden);
+            env.extend(cgi::meta_variables(parts, &meta));
         }
         let deadline_ms = super::deadline_ms(deadline.at).to_string();
         env.push(("FWATCHDOG_DEADLINE_MS".to_owned(), deadline_ms.into()));
@@ -233,7 +221,7 @@ impl Fork {
             return self.silent_end(run, builder, deadline, started).await;
         };
 
-        let (tx, rx) = body::Channel::new(2);
+        let (tx, rx) = body::Channel::new(body::RESPONSE_DEPTH);
         let stream = BodyStream {
             run,
             tx,
@@ -372,12 +360,7 @@ impl Fork {
         if self.cfg.mode != Mode::Classic || allowed {
             return None;
         }
-        let mut resp = body::text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed\n");
-        resp.headers_mut().insert(
-            http::header::ALLOW,
-            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
-        );
-        Some(resp)
+        Some(body::method_not_allowed("GET, POST, PUT, PATCH, DELETE"))
     }
 
     /// The whole body, within the budget, as stdin will get it (the `marshal_request`
@@ -580,32 +563,6 @@ fn take_cgi_head(output: &mut Vec<Bytes>, rest: Bytes, at: usize) {
     }
 }
 
-/// `write_debug`'s copy of a handler's stdout into the log (in every fork mode, as the
-/// output is read, so a streaming response is logged while it streams). The last line is
-/// logged when the run ends, even without a newline.
-struct StdoutLog {
-    split: LineSplitter,
-    prefix: bool,
-    call_id: String,
-}
-
-impl StdoutLog {
-    fn push(&mut self, data: &[u8]) {
-        let (prefix, id) = (self.prefix, &self.call_id);
-        self.split.push(data, &mut |l| {
-            logging::handler_line("stdout", l, prefix, id)
-        });
-    }
-}
-
-impl Drop for StdoutLog {
-    fn drop(&mut self) {
-        let (prefix, id) = (self.prefix, &self.call_id);
-        self.split
-            .finish(&mut |l| logging::handler_line("stdout", l, prefix, id));
-    }
-}
-
 /// What a handler run did next.
 enum Step {
     Data(Bytes),
@@ -628,7 +585,7 @@ struct Run {
     exited_at: Option<Instant>,
     _stderr_done: Option<oneshot::Sender<()>>,
     /// With `write_debug`: stdout is logged too, line by line as it is read.
-    stdout_log: Option<StdoutLog>,
+    stdout_log: Option<LogSink>,
     buf: BytesMut,
     chunk: usize,
 }
@@ -639,7 +596,7 @@ impl Run {
     fn new(
         mut child: process::Child,
         stderr_done: Option<oneshot::Sender<()>>,
-        stdout_log: Option<StdoutLog>,
+        stdout_log: Option<LogSink>,
         ctx: &Ctx,
     ) -> Result<(Run, pipe::Sender), Failure> {
         let (stdin, stdout) = match (
@@ -909,12 +866,9 @@ fn with_head(mut builder: http::response::Builder, head: cgi::Head) -> http::res
     builder
 }
 
-/// The 502 for a handler whose output is not a CGI response. The client gets a fixed
-/// text: the offending line is the handler's own output, which may be anything (a
-/// password in an error message), so it goes to the log only.
+/// The 502 for a handler whose output is not a CGI response.
 fn bad_cgi(pid: i32, e: &cgi::HeadError, started: Instant) -> Response<Body> {
-    tracing::warn!("handler {pid}: malformed CGI response, answering 502: {e}");
-    Failure::Malformed.answer(started)
+    malformed_cgi(&format_args!("handler {pid}"), e, started)
 }
 
 /// The classic watchdog's `marshal_request` envelope.

@@ -122,26 +122,6 @@ pub async fn chunks_to_stdin<W: AsyncWrite + Unpin>(chunks: Vec<Bytes>, mut stdi
     let _ = stdin.shutdown().await;
 }
 
-/// Splits a stream into lines for the log. A line longer than `max` is emitted in
-/// pieces of `max` bytes, so the reader never stalls; a final line without a newline is
-/// emitted at the end.
-pub async fn lines<R: AsyncRead + Unpin>(
-    mut r: R,
-    max: Option<usize>,
-    mut emit: impl FnMut(&[u8]),
-) {
-    let mut split = LineSplitter::new(max);
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        split.push(&chunk[..n], &mut emit);
-    }
-    split.finish(&mut emit);
-}
-
 /// Logs a long-running process's stdout and stderr line by line (an http upstream, a
 /// FastCGI worker), each on its own task until the pipe closes.
 pub fn log_output(
@@ -158,12 +138,8 @@ pub fn log_output(
         else {
             continue;
         };
-        tasks.push(tokio::spawn(async move {
-            lines(rx, max, |l| {
-                crate::logging::handler_line(stream, l, prefix, "")
-            })
-            .await;
-        }));
+        let sink = LogSink::new(stream, max, prefix, String::new());
+        tasks.push(tokio::spawn(sink.read_from(rx)));
     }
     tasks
 }
@@ -238,6 +214,64 @@ impl LineSplitter {
     }
 }
 
+/// A handler's stdout or stderr copied into the log line by line
+/// ([`crate::logging::handler_line`]), each line tagged with the stream and the request.
+/// A last line without a newline is logged by [`LogSink::finish`], or when the sink is
+/// dropped.
+#[derive(Debug)]
+pub struct LogSink {
+    split: LineSplitter,
+    stream: &'static str,
+    prefix: bool,
+    call_id: String,
+}
+
+impl LogSink {
+    /// The lines of `stream` (`stdout`, `stderr`), split at `max` bytes
+    /// (`log_buffer_size`), with the date and stream first when `prefix`, tagged with
+    /// `call_id` (empty: no request).
+    pub fn new(stream: &'static str, max: Option<usize>, prefix: bool, call_id: String) -> LogSink {
+        LogSink {
+            split: LineSplitter::new(max),
+            stream,
+            prefix,
+            call_id,
+        }
+    }
+
+    /// Logs every line `data` completes.
+    pub fn push(&mut self, data: &[u8]) {
+        let (stream, prefix, id) = (self.stream, self.prefix, &self.call_id);
+        self.split.push(data, &mut |l| {
+            crate::logging::handler_line(stream, l, prefix, id)
+        });
+    }
+
+    /// Logs what is left of a last line without a newline.
+    pub fn finish(&mut self) {
+        let (stream, prefix, id) = (self.stream, self.prefix, &self.call_id);
+        self.split
+            .finish(&mut |l| crate::logging::handler_line(stream, l, prefix, id));
+    }
+
+    /// Logs what `r` gives until its end (or an error).
+    pub async fn read_from<R: AsyncRead + Unpin>(mut self, mut r: R) {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.push(&chunk[..n]),
+            }
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -246,6 +280,24 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// `r` split into lines as [`LogSink::read_from`] splits it, each given to `emit`.
+    async fn lines<R: AsyncRead + Unpin>(
+        mut r: R,
+        max: Option<usize>,
+        mut emit: impl FnMut(&[u8]),
+    ) {
+        let mut split = LineSplitter::new(max);
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            split.push(&chunk[..n], &mut emit);
+        }
+        split.finish(&mut emit);
+    }
 
     async fn split(input: &[u8], max: Option<usize>) -> Vec<Vec<u8>> {
         let (mut w, r) = tokio::io::duplex(64);

@@ -40,8 +40,6 @@ const POOL_IDLE: Duration = Duration::from_secs(1);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The reverse proxy: what answers function requests in http mode.
 pub struct Http {
@@ -426,22 +424,28 @@ fn websocket(headers: &HeaderMap) -> Option<HeaderValue> {
         .then(|| v.clone())
 }
 
+/// The fixed hop-by-hop list: RFC 9110 §7.6.1, plus `Proxy-Authorization` and
+/// `Proxy-Authenticate`, which are meant for the proxy they reach first (RFC 9110 §11.7),
+/// and the obsolete `Keep-Alive` and `Proxy-Connection`.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    HOP_BY_HOP.contains(name)
 }
 
-/// Removes the hop-by-hop headers (RFC 9110 §7.6.1, plus `Proxy-Authorization` and
-/// `Proxy-Authenticate`, which are meant for the proxy they reach first, RFC 9110 §11.7): the fixed
-/// list, every header named in `Connection`, and `also`. One scan finds whether there is anything to do,
-/// which is cheaper than a hashed removal per name for the usual head that has none.
+/// Removes the hop-by-hop headers: the fixed list ([`HOP_BY_HOP`]), every header named
+/// in `Connection`, and `also`. One scan finds whether there is anything to do, which is
+/// cheaper than a hashed removal per name for the usual head that has none.
 fn strip_hop_by_hop(headers: &mut HeaderMap, also: Option<&HeaderName>) {
     if !headers
         .keys()
@@ -467,16 +471,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, also: Option<&HeaderName>) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -40,18 +40,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::cgi;
-use super::failure::{duration_header, X_DURATION};
-use super::pipe::{BodyEnd, LineSplitter};
+use super::failure::{duration_header, malformed_cgi, X_DURATION};
+use super::pipe::{BodyEnd, LogSink};
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{Config, FastCgiAddress};
 use crate::duration::format_duration;
-use crate::logging;
 use codec::{Decoder, End, Record};
 use pool::{Connections, Io};
-
-/// Response body frames queued towards a slow client.
-const BODY_DEPTH: usize = 8;
 
 /// The spawned workers as the runner sees them (the backend runs them): where they
 /// listen, and a way to stop the one still busy with an overdue request.
@@ -59,13 +55,6 @@ pub trait Pool: Send + Sync {
     fn socket(&self) -> &Path;
     /// SIGKILLs the worker at the other end of our connection `conn`, if it is ours.
     fn kill_peer(&self, conn: std::os::fd::BorrowedFd<'_>);
-}
-
-/// Where requests go: the workers' socket or the external server.
-#[derive(Debug, Clone)]
-pub enum Target {
-    Unix(PathBuf),
-    Tcp(String),
 }
 
 /// The FastCGI runner: what answers function requests in fastcgi mode.
@@ -88,12 +77,12 @@ impl FastCgi {
     /// The runner over `workers` (the backend's spawned pool), or over the external
     /// server of `fastcgi_address`.
     pub fn new(cfg: Arc<Config>, port: u16, workers: Option<Arc<dyn Pool>>) -> FastCgi {
+        // Where requests go: the workers' socket or the external server.
         let target = match (&workers, &cfg.fastcgi.address) {
-            (Some(w), _) => Target::Unix(w.socket().to_owned()),
-            (None, Some(FastCgiAddress::Tcp(a))) => Target::Tcp(a.clone()),
-            (None, Some(FastCgiAddress::Unix(p))) => Target::Unix(p.clone()),
+            (Some(w), _) => FastCgiAddress::Unix(w.socket().to_owned()),
+            (None, Some(address)) => address.clone(),
             // Not a valid configuration: requests fail with 502.
-            (None, None) => Target::Unix(PathBuf::new()),
+            (None, None) => FastCgiAddress::Unix(PathBuf::new()),
         };
         let conns = Arc::new(Connections::new(target, cfg.fastcgi.pool_size));
         FastCgi {
@@ -143,7 +132,7 @@ impl FastCgi {
             http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
         );
 
-        let (tx, chan) = body::Channel::new(BODY_DEPTH);
+        let (tx, chan) = body::Channel::new(body::RESPONSE_DEPTH);
         let (head_tx, head_rx) = oneshot::channel();
         let job = Job {
             inner: self.inner.clone(),
@@ -175,21 +164,9 @@ impl FastCgi {
     /// routes on it) and `SCRIPT_FILENAME` when configured.
     fn request_params(&self, parts: &http::request::Parts, stdin_len: Option<u64>) -> Vec<u8> {
         let cfg = &self.inner.cfg;
-        let hidden = cfg
-            .auth
-            .api_keys
-            .as_ref()
-            .filter(|k| !k.forward())
-            .map(|k| k.header());
-        let meta = cgi::meta_variables(
-            parts,
-            &cgi::Meta {
-                remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
-                server_port: self.inner.port,
-                content_length: stdin_len,
-                hidden,
-            },
-        );
+        let hidden = cfg.auth.hidden_header();
+        let meta = cgi::Meta::for_request(parts, self.inner.port, stdin_len, hidden);
+        let meta = cgi::meta_variables(parts, &meta);
         let uri = parts
             .uri
             .path_and_query()
@@ -202,15 +179,6 @@ impl FastCgi {
             .chain(std::iter::once((&b"REQUEST_URI"[..], uri)))
             .chain(script.map(|s| (&b"SCRIPT_FILENAME"[..], s)));
         codec::encode_pairs(params)
-    }
-}
-
-impl Target {
-    fn show(&self) -> String {
-        match self {
-            Target::Unix(p) => p.display().to_string(),
-            Target::Tcp(a) => a.clone(),
-        }
     }
 }
 
@@ -429,8 +397,12 @@ impl Job {
             id,
             buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
             dec: Decoder::new(),
-            log: LineSplitter::new(self.inner.cfg.logs.buffer_size),
-            prefix: self.inner.cfg.logs.prefix,
+            log: LogSink::new(
+                "stderr",
+                self.inner.cfg.logs.buffer_size,
+                self.inner.cfg.logs.prefix,
+                self.call_id.clone(),
+            ),
             any_record: false,
         };
         let tx = self.tx.clone();
@@ -470,7 +442,7 @@ impl Job {
                 // concurrency slot meanwhile.
                 progress.overdue = match result {
                     Err(Interrupt::Gone) if matches!(sent, Ok(Ok(()))) => {
-                        !wait_end(&mut r, &mut reading, deadline, &self.call_id).await
+                        !wait_end(&mut r, &mut reading, deadline).await
                     }
                     Err(Interrupt::Gone) => false,
                     _ => true,
@@ -482,8 +454,7 @@ impl Job {
             }
         }
         progress.leftover = reading.dec.pending();
-        let mut emit = |l: &[u8]| logging::handler_line("stderr", l, reading.prefix, &self.call_id);
-        reading.log.finish(&mut emit);
+        reading.log.finish();
         if result.is_err() {
             // Kept for a retry on a fresh connection.
             if let Some(i) = replay {
@@ -528,8 +499,8 @@ struct Reading {
     id: u16,
     buf: cgi::HeadBuf,
     dec: Decoder,
-    log: LineSplitter,
-    prefix: bool,
+    /// The worker's `STDERR`.
+    log: LogSink,
     any_record: bool,
 }
 
@@ -662,11 +633,7 @@ async fn read_response<R: AsyncRead + Unpin>(
                     return Err(Interrupt::Gone);
                 }
             }
-            codec::STDERR => {
-                let mut emit =
-                    |l: &[u8]| logging::handler_line("stderr", l, st.prefix, &job.call_id);
-                st.log.push(&content, &mut emit);
-            }
+            codec::STDERR => st.log.push(&content),
             codec::END_REQUEST => return codec::parse_end(&content).map_err(|e| proto(&e)),
             other => return Err(proto(&format!("unexpected record type {other}"))),
         }
@@ -676,12 +643,7 @@ async fn read_response<R: AsyncRead + Unpin>(
 /// After `ABORT_REQUEST` for a client that has gone: reads and discards what the worker
 /// still sends (its stderr still goes to the log) until its `END_REQUEST`, the
 /// connection closing, or anything unexpected (true), or `deadline` (false).
-async fn wait_end<R: AsyncRead + Unpin>(
-    r: &mut R,
-    st: &mut Reading,
-    deadline: Instant,
-    call_id: &str,
-) -> bool {
+async fn wait_end<R: AsyncRead + Unpin>(r: &mut R, st: &mut Reading, deadline: Instant) -> bool {
     tokio::time::timeout_at(deadline.into(), async {
         loop {
             let rec = match st.dec.next_record() {
@@ -700,11 +662,7 @@ async fn wait_end<R: AsyncRead + Unpin>(
             }
             match rec.kind {
                 codec::STDOUT => {}
-                codec::STDERR => {
-                    let mut emit =
-                        |l: &[u8]| logging::handler_line("stderr", l, st.prefix, call_id);
-                    st.log.push(&rec.content, &mut emit);
-                }
+                codec::STDERR => st.log.push(&rec.content),
                 _ => return,
             }
         }
@@ -718,12 +676,9 @@ fn bad_gateway(why: &str, started: Instant) -> Response<Body> {
     Failure::BadGateway(why.to_owned()).answer(started)
 }
 
-/// The 502 for output that is not a CGI response: the details quote the application's
-/// output, which may be anything (a password in an error message), so the client gets a
-/// fixed text and the log the details.
+/// The 502 for output that is not a CGI response.
 fn malformed(e: &cgi::HeadError, started: Instant) -> Response<Body> {
-    tracing::warn!("FastCGI: the application's response is not a CGI response, answering 502: {e}");
-    Failure::Malformed.answer(started)
+    malformed_cgi(&"FastCGI application", e, started)
 }
 
 #[cfg(test)]

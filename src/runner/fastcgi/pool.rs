@@ -9,11 +9,12 @@ use std::time::Instant;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
-use super::{Interrupt, Target};
+use super::Interrupt;
+use crate::config::FastCgiAddress;
 
 /// The connections to one FastCGI server.
 pub(super) struct Connections {
-    target: Target,
+    target: FastCgiAddress,
     /// `pool_size`: the most connections open at once.
     max: usize,
     state: Mutex<State>,
@@ -46,10 +47,10 @@ pub(super) enum Io {
 }
 
 impl Conn {
-    async fn connect(target: &Target) -> std::io::Result<Conn> {
+    async fn connect(target: &FastCgiAddress) -> std::io::Result<Conn> {
         let io = match target {
-            Target::Unix(p) => Io::Unix(UnixStream::connect(p).await?),
-            Target::Tcp(a) => {
+            FastCgiAddress::Unix(p) => Io::Unix(UnixStream::connect(p).await?),
+            FastCgiAddress::Tcp(a) => {
                 let s = TcpStream::connect(a.as_str()).await?;
                 let _ = s.set_nodelay(true);
                 Io::Tcp(s)
@@ -110,7 +111,7 @@ impl Drop for Lease {
 
 impl Connections {
     /// At most `max` connections to `target`.
-    pub(super) fn new(target: Target, max: usize) -> Connections {
+    pub(super) fn new(target: FastCgiAddress, max: usize) -> Connections {
         Connections {
             target,
             max,
@@ -181,7 +182,7 @@ impl Connections {
                     }
                     Ok(Err(e)) => Err(Interrupt::Worker(format!(
                         "cannot connect to the FastCGI server at {}: {e}",
-                        self.target.show()
+                        self.target
                     ))),
                     Err(_) => Err(Interrupt::TimedOut),
                 };
