@@ -119,4 +119,173 @@ mod layering {
             "imports against the layering: {broken:#?}"
         );
     }
+
+    /// The module a file under `src/` is, as path segments: `runner/fastcgi/mod.rs` is
+    /// `runner::fastcgi`, `lib.rs` the crate root (no segments).
+    fn module_of(src: &Path, file: &Path) -> Vec<String> {
+        let rel = file
+            .strip_prefix(src)
+            .expect("under src")
+            .with_extension("");
+        let mut segs: Vec<String> = rel
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        if segs.last().is_some_and(|s| s == "mod") || segs == ["lib"] || segs == ["main"] {
+            segs.pop();
+        }
+        segs
+    }
+
+    /// `a::{b, c::{d, e as f}}` → `a::b`, `a::c::d`, `a::c::e`.
+    fn expand(tree: &str) -> Vec<String> {
+        let tree = tree.trim();
+        let Some(open) = tree.find('{') else {
+            let path = tree.split(" as ").next().unwrap_or(tree);
+            return vec![path.split_whitespace().collect()];
+        };
+        let (prefix, rest) = (&tree[..open], &tree[open + 1..]);
+        let (mut depth, mut start, mut out) = (0, 0, Vec::new());
+        for (i, c) in rest.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    out.extend(expand(&format!("{prefix}{}", rest[start..i].trim())));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.extend(expand(&format!("{prefix}{}", rest[start..i].trim())));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The crate modules a file's code refers to (`use` trees and inline `crate::`,
+    /// `super::`, `self::` paths, tests and comments left out): each path resolved from
+    /// the file's module `at`, cut to the longest prefix that is a module in `known`.
+    fn refers(
+        at: &[String],
+        file: &Path,
+        known: &std::collections::BTreeSet<Vec<String>>,
+    ) -> std::collections::BTreeSet<Vec<String>> {
+        let text = std::fs::read_to_string(file).expect("read source");
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let is_path = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        let mut paths = Vec::new();
+        for (i, _) in code.match_indices("use ") {
+            if code[..i].ends_with(|c: char| is_path(c)) {
+                continue;
+            }
+            paths.extend(expand(code[i + 4..].split(';').next().unwrap_or_default()));
+        }
+        for root in ["crate::", "super::", "self::"] {
+            for (i, _) in code.match_indices(root) {
+                if !code[..i].ends_with(|c: char| is_path(c)) {
+                    paths.push(code[i..].chars().take_while(|c| is_path(*c)).collect());
+                }
+            }
+        }
+        let mut found = std::collections::BTreeSet::new();
+        for path in paths {
+            let mut segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            let mut full: Vec<String> = at.to_vec();
+            match segs.first() {
+                Some(&"crate") => {
+                    full.clear();
+                    segs.remove(0);
+                }
+                Some(&"super") | Some(&"self") => {
+                    while let Some(s @ (&"super" | &"self")) = segs.first() {
+                        if *s == "super" {
+                            full.pop();
+                        }
+                        segs.remove(0);
+                    }
+                }
+                Some(first) if known.contains(&[at, &[first.to_string()]].concat()) => {}
+                _ => continue, // std, a dependency, or a name in scope
+            }
+            full.extend(segs.iter().map(|s| s.to_string()));
+            while !known.contains(&full) {
+                full.pop();
+            }
+            found.insert(full);
+        }
+        found
+    }
+
+    /// No two modules side by side (the children of one module, each with everything
+    /// inside it) import each other, directly or around a circle: a circle means neither
+    /// can be read, tested or moved without the other.
+    #[test]
+    fn no_import_circles() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut list = Vec::new();
+        files(&src, &mut list);
+        // `tests.rs` files are `#[cfg(test)] mod tests;`.
+        list.retain(|f| !f.ends_with("tests.rs"));
+        let modules: BTreeMap<Vec<String>, std::path::PathBuf> =
+            list.into_iter().map(|f| (module_of(&src, &f), f)).collect();
+        let known: BTreeSet<Vec<String>> = modules.keys().cloned().collect();
+        let edges: Vec<(Vec<String>, Vec<String>)> = modules
+            .iter()
+            .flat_map(|(m, f)| refers(m, f, &known).into_iter().map(|to| (m.clone(), to)))
+            .collect();
+        let mut circles = Vec::new();
+        for parent in &known {
+            // child of `parent` → the children of `parent` it imports
+            let mut graph: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+            let child = |m: &'_ Vec<String>| -> Option<usize> {
+                (m.len() > parent.len() && m.starts_with(parent)).then_some(parent.len())
+            };
+            for (from, to) in &edges {
+                if let (Some(i), Some(j)) = (child(from), child(to)) {
+                    if from[i] != to[j] {
+                        graph.entry(&from[i]).or_default().insert(&to[j]);
+                    }
+                }
+            }
+            // A module that imports another that, step by step, imports it back.
+            for &start in graph.keys() {
+                let mut seen = BTreeSet::new();
+                let mut todo: Vec<Vec<&str>> = vec![vec![start]];
+                while let Some(trail) = todo.pop() {
+                    let last = trail[trail.len() - 1];
+                    for &next in graph.get(last).into_iter().flatten() {
+                        // Each circle once, from its first module.
+                        if next == start && trail.iter().all(|m| start <= *m) {
+                            let mut circle = trail.clone();
+                            circle.push(start);
+                            circles.push(format!("{}: {}", parent.join("::"), circle.join(" → ")));
+                        } else if next != start && seen.insert(next) {
+                            todo.push([trail.clone(), vec![next]].concat());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(circles.is_empty(), "import circles: {circles:#?}");
+        assert!(edges.len() > 100, "only {} imports found", edges.len());
+    }
+
+    #[test]
+    fn the_circle_check_sees_use_trees_and_paths() {
+        assert_eq!(
+            expand("super::{a, b::{c, D as E}}"),
+            ["super::a", "super::b::c", "super::b::D"]
+        );
+        assert_eq!(expand("crate::x::Y as Z"), ["crate::x::Y"]);
+    }
 }

@@ -6,28 +6,11 @@
 //! reading, or flood stderr, and nothing deadlocks.
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use super::budget::BodyEnd;
-use super::budget::DISCARD;
+use super::budget::{next_data, DISCARD};
 use crate::body::Body;
-
-/// Reads one frame; `Ok(None)` at the end of the body. The bounds (silence, size) are
-/// the body's own: it comes through the request's [`super::Budget`].
-async fn next_data(body: &mut Body) -> Result<Option<Bytes>, BodyEnd> {
-    loop {
-        match body.frame().await {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(BodyEnd::of(&*e)),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok(Some(data));
-                }
-            }
-        }
-    }
-}
 
 /// Copies `body` into `stdin` and closes it. When the handler stops reading (its stdin
 /// is closed), at most [`DISCARD`] more bytes are read and thrown away, so a client that
@@ -66,49 +49,6 @@ where
         let _ = w.shutdown().await;
     }
     BodyEnd::Done(total)
-}
-
-/// A body up to this size is kept as the frames it arrived in.
-const KEEP_FRAMES: u64 = 64 * 1024;
-/// Past that, frames are copied into blocks of this size.
-const BLOCK: usize = 1 << 20;
-
-/// Reads the whole body into memory; its bounds are the body's own (see
-/// [`super::Budget::collect`]). A small body stays in the frames it arrived in; a larger
-/// one is copied into full blocks of [`BLOCK`] bytes (the last one trimmed). A frame is a
-/// slice of the connection's read buffer and keeps the whole buffer alive, including the
-/// room past it that the next read did not use; the copy costs one memcpy of the body
-/// and keeps memory close to the body's size, whatever the allocator recycles.
-pub async fn collect(mut body: Body) -> Result<(Vec<Bytes>, u64), BodyEnd> {
-    let mut chunks = Vec::new();
-    let mut block: Vec<u8> = Vec::new();
-    let mut total: u64 = 0;
-    while let Some(data) = next_data(&mut body).await? {
-        total += data.len() as u64;
-        if total <= KEEP_FRAMES {
-            if !data.is_empty() {
-                chunks.push(data);
-            }
-            continue;
-        }
-        let mut rest = &data[..];
-        while !rest.is_empty() {
-            if block.len() == block.capacity() {
-                if !block.is_empty() {
-                    chunks.push(Bytes::from(std::mem::take(&mut block)));
-                }
-                block.reserve_exact(BLOCK);
-            }
-            let n = rest.len().min(block.capacity() - block.len());
-            block.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
-    }
-    if !block.is_empty() {
-        block.shrink_to_fit();
-        chunks.push(Bytes::from(block));
-    }
-    Ok((chunks, total))
 }
 
 /// Writes chunks to stdin, dropping each once written so memory is freed as it goes,
@@ -279,6 +219,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
 
     /// `r` split into lines as [`LogSink::read_from`] splits it, each given to `emit`.
@@ -376,26 +317,6 @@ mod tests {
         let mut got = Vec::new();
         r.read_to_end(&mut got).await.expect("read");
         assert_eq!(got.len(), 1000);
-    }
-
-    #[tokio::test]
-    async fn collected_bodies_keep_every_byte_in_order() {
-        for len in [0usize, 1, 1000, 64 * 1024, 64 * 1024 + 1, 3 * BLOCK + 12345] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-            // Frames of an awkward size, so blocks and frames never line up.
-            let frames: Vec<Bytes> = data.chunks(40_000).map(Bytes::copy_from_slice).collect();
-            let body = crate::body::Chunks::new(frames);
-            let body = http_body_util::BodyExt::boxed_unsync(body);
-            let (chunks, total) = collect(body).await.expect("collect");
-            assert_eq!(total, len as u64);
-            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-            assert_eq!(joined, data, "{len} bytes");
-            assert!(chunks.iter().all(|c| !c.is_empty()));
-            if len > 2 * BLOCK {
-                // Full blocks, not one chunk per frame.
-                assert!(chunks.len() <= 2 + len / BLOCK, "{} chunks", chunks.len());
-            }
-        }
     }
 
     /// Before, the rest of an upload nobody read was read for as long as the client
