@@ -35,7 +35,7 @@ use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::os::signal::Stop;
 use crate::runner::fastcgi::{FastCgi, Pool};
-use crate::runner::{files::Files, fork::Fork, proxy::Http};
+use crate::runner::{files::Files, fork::Fork, proxy::Proxy};
 use crate::service::{Runner, Shared};
 
 /// Open connections, and the switch that asks them to close once idle.
@@ -575,7 +575,7 @@ fn build_shared(
     backend: &Backend,
 ) -> Arc<Shared> {
     let runner = match cfg.mode {
-        Mode::Http => Runner::Http(Box::new(Http::new(cfg))),
+        Mode::Http => Runner::Proxy(Box::new(Proxy::new(cfg))),
         Mode::Static => Runner::Files(Files::new(cfg)),
         Mode::FastCgi => {
             let pool = backend.workers().map(|w| w as Arc<dyn Pool>);

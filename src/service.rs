@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::queue::Slot;
-use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Http, Budget, Ctx};
+use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Proxy, Budget, Ctx};
 
 /// A runner written as a closure, for tests of the chain itself.
 pub type CustomRunner = Box<
@@ -40,7 +40,7 @@ pub type CustomRunner = Box<
 /// What answers function requests.
 pub enum Runner {
     Fork(Fork),
-    Http(Box<Http>),
+    Proxy(Box<Proxy>),
     Files(Files),
     FastCgi(FastCgi),
     /// For tests of the chain itself.
@@ -58,7 +58,10 @@ impl Runner {
 
     async fn call(&self, req: Request<Body>, ctx: &Ctx) -> Response<Body> {
         if req.method() == Method::CONNECT
-            && matches!(self, Runner::Fork(_) | Runner::FastCgi(_) | Runner::Http(_))
+            && matches!(
+                self,
+                Runner::Fork(_) | Runner::FastCgi(_) | Runner::Proxy(_)
+            )
         {
             // A function is not a tunnel: CONNECT never reaches a handler or the upstream
             // (which would answer 200 and leave the client with nothing).
@@ -66,7 +69,7 @@ impl Runner {
         }
         match self {
             Runner::Fork(f) => f.call(req, ctx).await,
-            Runner::Http(h) => h.call(req, ctx).await,
+            Runner::Proxy(h) => h.call(req, ctx).await,
             Runner::Files(f) => f.call(req, ctx).await,
             Runner::FastCgi(f) => f.call(req, ctx).await,
             Runner::Custom(f) => f(req).await,

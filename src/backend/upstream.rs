@@ -167,6 +167,9 @@ impl Drop for Upstream {
     }
 }
 
+/// How long one readiness check may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One readiness check: a TCP connect, then `GET ready_path` when set.
 async fn probe(
     host: &str,
@@ -197,7 +200,12 @@ async fn probe(
             r = conn => Err(format!("GET {path}: connection closed ({r:?})")),
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| Err("no answer within 2s".into()))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {}",
+                format_duration(PROBE_TIMEOUT)
+            ))
+        })
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use crate::auth::jwt::JwtSettings;
 use crate::auth::ApiKeys;
 use crate::cli::Raw;
-use crate::duration::format_duration;
 pub use grammar::{parse_bool, parse_duration};
 pub use sections::{
     default_limits, HELD_WHOLE_DEFAULT, LAMBDA_BODY_DEFAULT, LAMBDA_RESPONSE_DEFAULT,
@@ -80,15 +79,23 @@ impl Config {
     }
 }
 
-/// Fork-per-request and long-running modes.
+/// The `mode` setting: which runner answers function requests, and what the backend
+/// keeps running for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// One handler per request, its output streamed ([`crate::runner::fork::Fork`]).
     Streaming,
+    /// One handler per request, body and answer held whole (`fork::Fork`).
     Serializing,
+    /// Serializing with the classic watchdog's headers and limits (`fork::Fork`).
     Classic,
+    /// A reverse proxy ([`crate::runner::proxy::Proxy`]) in front of one long-running
+    /// HTTP server (`backend::upstream::Upstream`).
     Http,
+    /// A folder served as it is ([`crate::runner::files::Files`]).
     Static,
-    /// A pool of warm FastCGI workers.
+    /// A pool of warm FastCGI workers (`backend::workers::Workers`) or an external
+    /// FastCGI server, spoken to by [`crate::runner::fastcgi::FastCgi`].
     FastCgi,
 }
 

@@ -5,9 +5,10 @@
 use std::fmt::Write;
 
 use super::{
-    format_duration, Auth, Config, FastCgiAddress, FastCgiConfig, ForkIo, Limits, Listen,
-    LogFormat, Logs, Mode, Proxy, StaticFiles, Timeouts,
+    Auth, Config, FastCgiAddress, FastCgiConfig, ForkIo, Limits, Listen, LogFormat, Logs, Mode,
+    Proxy, StaticFiles, Timeouts,
 };
+use crate::duration::format_duration;
 
 impl Config {
     /// Settings for the startup log line; secrets appear by name only.

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::grammar::{parse_threads, MAX_THREADS};
 use super::*;
+use crate::duration::format_duration;
 
 impl Config {
     /// The configuration these environment variables give, as if the binary had been

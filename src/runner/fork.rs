@@ -134,7 +134,7 @@ impl Fork {
     /// `content_length` is classic's `Http_ContentLength`; `stdin_len`, CGI's
     /// `CONTENT_LENGTH`, when known. Nothing starts once the request's deadline has
     /// passed.
-    fn start(
+    fn spawn_handler(
         &self,
         parts: &http::request::Parts,
         content_length: Option<u64>,
@@ -191,7 +191,7 @@ impl Fork {
         Failure::Timeout(deadline).answer(started)
     }
 
-    fn exited(&self, status: ExitStatus) {
+    fn count_exit(&self, status: ExitStatus) {
         self.metrics.handler_exit(status.code());
     }
 
@@ -202,11 +202,11 @@ impl Fork {
         let te_trailers = wants_trailers(&parts.headers);
         let started = ctx.budget.started;
         let deadline = ctx.budget.run();
-        let run = match self.launch(&parts, body, ctx, deadline) {
+        let run = match self.start_streaming(&parts, body, ctx, deadline) {
             Ok(run) => run,
             Err(f) => return f.answer(started),
         };
-        let (run, first, head) = match self.opening(run, deadline, started).await {
+        let (run, first, head) = match self.await_head(run, deadline, started).await {
             Ok(opened) => opened,
             Err(resp) => return resp,
         };
@@ -218,7 +218,9 @@ impl Fork {
             builder = with_head(builder, head);
         }
         let Some(first) = first else {
-            return self.silent_end(run, builder, deadline, started).await;
+            return self
+                .answer_without_output(run, builder, deadline, started)
+                .await;
         };
 
         let (tx, rx) = body::Channel::new(body::RESPONSE_DEPTH);
@@ -246,7 +248,7 @@ impl Fork {
 
     /// Starts a streaming run: the handler, its stderr log, and the copy of the request
     /// body to its stdin.
-    fn launch(
+    fn start_streaming(
         &self,
         parts: &http::request::Parts,
         body: Body,
@@ -254,7 +256,7 @@ impl Fork {
         deadline: Deadline,
     ) -> Result<Run, Failure> {
         let stdin_len = content_length(&parts.headers);
-        let mut child = self.start(
+        let mut child = self.spawn_handler(
             parts,
             None,
             stdin_len,
@@ -271,7 +273,7 @@ impl Fork {
     /// header block), EOF, or a failure. Decides whether the answer is a failure (504 on
     /// the deadline, 502 for a bad CGI head, the body's 4xx/5xx) or a response whose head
     /// can be sent: then returns the first output (`None` at EOF) and any CGI head.
-    async fn opening(
+    async fn await_head(
         &self,
         mut run: Run,
         deadline: Deadline,
@@ -304,7 +306,7 @@ impl Fork {
     /// The answer for a run that exited (or closed stdout) without output: the exit
     /// status decides between the empty 200 in `builder`, a 500, and a 504 if it hangs
     /// on past the deadline. With --cgi no output is a malformed response (502).
-    async fn silent_end(
+    async fn answer_without_output(
         &self,
         mut run: Run,
         builder: http::response::Builder,
@@ -315,7 +317,7 @@ impl Fork {
             Some(s) => s,
             None => return self.timed_out(run, deadline, started),
         };
-        self.exited(status);
+        self.count_exit(status);
         if status.success() && self.cfg.fork_io.cgi {
             return bad_cgi(run.child.pid(), &cgi::HeadError::Unterminated, started);
         }
@@ -341,7 +343,7 @@ impl Fork {
             Err(f) => return f.answer(started),
         };
         let deadline = ctx.budget.run();
-        let (run, _writer) = match self.spawn_buffered(&parts, input, total, deadline, ctx) {
+        let (run, _writer) = match self.start_buffered(&parts, input, total, deadline, ctx) {
             Ok(started_run) => started_run,
             Err(f) => return f.answer(started),
         };
@@ -382,7 +384,7 @@ impl Fork {
 
     /// Starts a buffered run: the handler, its stderr log, and the copy of `input` to its
     /// stdin (a task aborted when the returned guard is dropped).
-    fn spawn_buffered(
+    fn start_buffered(
         &self,
         parts: &http::request::Parts,
         input: Vec<Bytes>,
@@ -397,7 +399,7 @@ impl Fork {
         };
         let stdin_len = input.iter().map(|c| c.len() as u64).sum();
         let classic = self.cfg.mode == Mode::Classic;
-        let mut child = self.start(
+        let mut child = self.spawn_handler(
             parts,
             classic.then_some(total),
             Some(stdin_len),
@@ -458,7 +460,7 @@ impl Fork {
         let Some(status) = status else {
             return Err(self.timed_out(run, deadline, started));
         };
-        self.exited(status);
+        self.count_exit(status);
         // With --cgi a parsed header block is the answer, whatever the exit status (as
         // Apache mod_cgi and nginx + fcgiwrap): PHP's `http_response_code(503); echo ...;
         // exit(1);` is a 503 with its body, not a 500. The exit status is logged.

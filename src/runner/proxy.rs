@@ -1,12 +1,13 @@
 //! http mode: the reverse proxy in front of one long-running handler that is
 //! itself an HTTP server ([`crate::backend::upstream`] runs that handler).
 //!
-//! [`Http`] proxies each request over a pooled keep-alive client. Bodies are streamed in
+//! [`Proxy`] proxies each request over a pooled keep-alive client. Bodies are streamed in
 //! both directions frame by frame, so SSE and NDJSON reach the client as the upstream
 //! writes them; a request that came with a `Content-Length` goes out with the same one
 //! (WSGI servers read nothing from a chunked body). The path's dot-segments were resolved
 //! by the request chain ([`crate::head`]) before it is joined to `upstream_url`'s, so the
-//! upstream never sees a path outside its prefix. Hop-by-hop headers are removed both ways, `Host` is kept, `X-Forwarded-For` gets the client's address, and `Upgrade:
+//! upstream never sees a path outside its prefix. Hop-by-hop headers are removed both
+//! ways, `Host` is kept, `X-Forwarded-For` gets the client's address, and `Upgrade:
 //! websocket` is tunnelled. The request is one future on the connection's task: no task
 //! is spawned for it, and dropping it (the client hung up) cancels the upstream request.
 
@@ -42,7 +43,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
 
 /// The reverse proxy: what answers function requests in http mode.
-pub struct Http {
+pub struct Proxy {
     client: Client<HttpConnector, Body>,
     scheme: Scheme,
     authority: Authority,
@@ -56,8 +57,8 @@ pub struct Http {
     key: Option<HeaderName>,
 }
 
-impl Http {
-    pub fn new(cfg: &Config) -> Http {
+impl Proxy {
+    pub fn new(cfg: &Config) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -67,7 +68,7 @@ impl Http {
             .build(connector);
         let upstream = cfg.proxy.upstream_url.clone().unwrap_or_default();
         let prefix = upstream.path().trim_end_matches('/');
-        Http {
+        Proxy {
             client,
             scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
             authority: upstream
@@ -314,7 +315,7 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// What [`Http::prepare`] settled for the rest of the request.
+/// What [`Proxy::prepare`] settled for the rest of the request.
 struct Prepared {
     /// When the upstream's head must have come.
     deadline: Deadline,
@@ -639,9 +640,9 @@ mod tests {
         assert!(websocket(&HeaderMap::new()).is_none());
     }
 
-    fn http(url: &str) -> Http {
+    fn http(url: &str) -> Proxy {
         let env = [("fprocess", "cat"), ("mode", "http"), ("upstream_url", url)];
-        Http::new(&Config::from_env_pairs(&env).expect("config"))
+        Proxy::new(&Config::from_env_pairs(&env).expect("config"))
     }
 
     #[tokio::test]

@@ -45,9 +45,12 @@ use super::pipe::{BodyEnd, LogSink};
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{Config, FastCgiAddress};
-use crate::duration::format_duration;
 use codec::{Decoder, End, Record};
 use pool::{Connections, Io};
+
+/// How long `ABORT_REQUEST` may take to send; a worker that does not take it in that
+/// time is not waited for.
+const ABORT_SEND: Duration = Duration::from_millis(100);
 
 /// The spawned workers as the runner sees them (the backend runs them): where they
 /// listen, and a way to stop the one still busy with an overdue request.
@@ -337,9 +340,8 @@ impl Job {
                 let resp = match &f {
                     Interrupt::TimedOut => {
                         tracing::info!(
-                            "FastCGI request did not finish within {} ({})",
-                            self.deadline.what,
-                            format_duration(self.deadline.limit)
+                            "FastCGI request did not finish: {}",
+                            self.deadline.exceeded()
                         );
                         Failure::Timeout(self.deadline).answer(self.started)
                     }
@@ -431,7 +433,7 @@ impl Job {
             // is simply closed.
             if !mid_record.load(Ordering::Relaxed) {
                 let abort = codec::abort_request(id);
-                let sent = tokio::time::timeout(Duration::from_millis(100), async {
+                let sent = tokio::time::timeout(ABORT_SEND, async {
                     w.write_all(&abort).await?;
                     w.flush().await
                 })
