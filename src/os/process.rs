@@ -63,11 +63,28 @@ impl std::fmt::Display for ExitStatus {
 }
 
 /// A process group we started. `exit` is `None` once its leader has been reaped; the
-/// entry stays only for a lingering group (see [`Child::keep_group_on_exit`]).
+/// entry stays only for a lingering group (see [`Child::keep_group_on_exit`]) or a group
+/// kept until its [`Child`] is dropped ([`Program::group_outlives_leader`]).
 struct Entry {
     exit: Option<oneshot::Sender<ExitStatus>>,
     linger: bool,
+    /// Kept after the leader's exit until the [`Child`] is dropped (`released`).
+    owned: bool,
+    released: bool,
+    /// Which [`Child`] this is: a group id can be handed out again once the group is
+    /// empty, and a stale handle must never signal the new group.
+    id: u64,
 }
+
+impl Entry {
+    /// Kept past its leader's exit: the owner still needs the group.
+    fn kept(&self) -> bool {
+        self.linger || (self.owned && !self.released)
+    }
+}
+
+/// Numbers the groups we start ([`Entry::id`]).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Default)]
 struct Reaper {
@@ -116,7 +133,7 @@ fn reap() {
             _ => ExitStatus::Code(-1),
         };
         if let Some(mut entry) = leaders.remove(&pid.as_raw()) {
-            if entry.linger {
+            if entry.kept() {
                 // The rest of the group may still be shutting down; keep it signalable.
                 let tx = entry.exit.take();
                 leaders.insert(pid.as_raw(), entry);
@@ -133,7 +150,16 @@ fn reap() {
         }
         // Leader or orphan, it is reaped now; loop on EINTR only.
         while let Err(Errno::EINTR) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {}
+        prune(&mut leaders);
     }
+}
+
+/// Forgets the released groups whose last member is gone (their members are reaped
+/// here, so a SIGCHLD comes when one dies).
+fn prune(leaders: &mut HashMap<i32, Entry>) {
+    leaders.retain(|pid, e| {
+        !(e.exit.is_none() && e.released && killpg(Pid::from_raw(*pid), None).is_err())
+    });
 }
 
 /// A started handler: its pipes and its exit status to come. Dropping it before the
@@ -144,6 +170,8 @@ pub struct Child {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     exit: Option<oneshot::Receiver<ExitStatus>>,
+    /// Its [`Entry::id`].
+    id: u64,
 }
 
 /// Where the handler's stderr goes.
@@ -174,6 +202,8 @@ pub struct Program {
     path: OnceLock<CString>,
     /// Started through [`exec_tied_if_asked`], so it dies with us.
     tied: bool,
+    /// The group is not killed when the leader exits, only when the [`Child`] is dropped.
+    owned_group: bool,
 }
 
 /// The argument that makes fwatchdog, started by itself, a trampoline for
@@ -353,6 +383,7 @@ impl Program {
             argv,
             path: OnceLock::new(),
             tied: false,
+            owned_group: false,
         })
     }
 
@@ -362,6 +393,15 @@ impl Program {
     /// ([`exec_tied_if_asked`]), which sets the parent-death signal and then becomes it.
     pub fn tied_to_us(mut self) -> Program {
         self.tied = true;
+        self
+    }
+
+    /// Keeps each started group alive after its leader exits, until the [`Child`] is
+    /// dropped (which SIGKILLs what is left): a handler's background processes may still
+    /// be writing the answer. Without this the group is killed as soon as the leader is
+    /// reaped.
+    pub fn group_outlives_leader(mut self) -> Program {
+        self.owned_group = true;
         self
     }
 
@@ -451,7 +491,9 @@ impl Program {
         let envp = envp.array();
 
         let (tx, rx) = oneshot::channel();
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut leaders = table();
+        prune(&mut leaders);
         let pid = posix_spawn(
             exe,
             &argv,
@@ -468,6 +510,9 @@ impl Program {
             Entry {
                 exit: Some(tx),
                 linger: false,
+                owned: self.owned_group,
+                released: false,
+                id,
             },
         );
         drop(leaders);
@@ -479,6 +524,7 @@ impl Program {
             stdout: Some(stdout_r),
             stderr: stderr_r,
             exit: Some(rx),
+            id,
         })
     }
 }
@@ -748,15 +794,39 @@ impl Child {
         }
     }
 
-    /// SIGKILLs the whole group if the leader has not been reaped yet.
+    /// SIGKILLs the whole group if the leader has not been reaped yet (or, for a group
+    /// that outlives its leader, while it has members).
     pub fn kill(&self) {
-        signal_group(self.pid, Signal::SIGKILL);
+        self.signal(Signal::SIGKILL);
+    }
+
+    /// Signals the group, as [`signal_group`], if it is still this child's.
+    pub fn signal(&self, sig: Signal) -> bool {
+        let ours = table().get(&self.pid).is_some_and(|e| e.id == self.id);
+        ours && signal_group(self.pid, sig)
+    }
+
+    /// Whether the group still has a live member (the leader included, until reaped).
+    pub fn group_alive(&self) -> bool {
+        let leaders = table();
+        leaders.get(&self.pid).is_some_and(|e| e.id == self.id)
+            && killpg(Pid::from_raw(self.pid), None).is_ok()
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.exit.is_some() {
+        let owned = {
+            let mut leaders = table();
+            match leaders.get_mut(&self.pid) {
+                Some(e) if e.id == self.id && e.owned => {
+                    e.released = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if self.exit.is_some() || owned {
             self.kill();
         }
     }

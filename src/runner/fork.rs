@@ -36,9 +36,12 @@ use crate::header::canonical as canonical_header;
 use crate::metrics::Metrics;
 use crate::os::process::{self, ExitStatus, Stderr};
 
-/// After the handler exits, how long its pipes may stay open (held by something that
-/// escaped its process group) before we stop waiting for EOF.
+/// Once the handler's process group is gone, how long its stdout may stay open (held by
+/// a process that left the group, such as a `setsid` daemon) before the answer ends.
+/// While the group has members, its output is read until EOF, up to the run's deadline.
 const EOF_GRACE: Duration = Duration::from_secs(1);
+/// After the leader's exit, how often we look whether its group still has members.
+const GROUP_POLL: Duration = Duration::from_millis(100);
 /// Largest single read from stdout.
 const MAX_CHUNK: usize = 64 * 1024;
 
@@ -75,7 +78,11 @@ fn writer(fd: OwnedFd) -> std::io::Result<pipe::Sender> {
 impl Fork {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Fork {
         let port = cfg.listen.port;
-        let program = process::Program::new(&cfg.fprocess).ok();
+        // The group outlives the leader: background processes it started may still be
+        // writing the answer, which is read until EOF (bounded by the run's deadline).
+        let program = process::Program::new(&cfg.fprocess)
+            .ok()
+            .map(process::Program::group_outlives_leader);
         Fork {
             cfg,
             metrics,
@@ -584,7 +591,11 @@ struct Run {
     /// `exec_kill_grace` included: live handler groups never outnumber the slots.
     _slot: Option<crate::queue::Slot>,
     status: Option<ExitStatus>,
-    exited_at: Option<Instant>,
+    /// After the leader's exit, when to look next whether its group has members left.
+    next_check: Option<Instant>,
+    /// When the group was seen empty with stdout still open: [`EOF_GRACE`] counts from
+    /// here.
+    orphaned_at: Option<Instant>,
     _stderr_done: Option<oneshot::Sender<()>>,
     /// With `write_debug`: stdout is logged too, line by line as it is read.
     stdout_log: Option<LogSink>,
@@ -614,7 +625,8 @@ impl Run {
             pump: None,
             _slot: ctx.slot.clone(),
             status: None,
-            exited_at: None,
+            next_check: None,
+            orphaned_at: None,
             _stderr_done: stderr_done,
             buf: BytesMut::with_capacity(4096),
             chunk: 4096,
@@ -624,12 +636,18 @@ impl Run {
     }
 
     /// Waits for the next thing that matters: output, EOF, the deadline, or a body failure.
+    ///
+    /// The leader's exit does not end the output: processes it started in its group may
+    /// still hold stdout and write to it, and are read until EOF or the deadline. Only
+    /// when the group is gone and stdout is still open (held by a process that left the
+    /// group, which we cannot kill) does the output end, [`EOF_GRACE`] later.
     async fn step(&mut self, deadline: Instant) -> Step {
         loop {
             if self.buf.capacity() < self.chunk {
                 self.buf.reserve(self.chunk);
             }
-            let eof_by = self.exited_at.map(|t| t + EOF_GRACE);
+            let eof_by = self.orphaned_at.map(|t| t + EOF_GRACE);
+            let check = self.next_check.filter(|_| self.orphaned_at.is_none());
             tokio::select! {
                 r = self.stdout.read_buf(&mut self.buf) => {
                     return match r {
@@ -648,9 +666,20 @@ impl Run {
                 }
                 s = self.child.wait(), if self.status.is_none() => {
                     self.status = Some(s);
-                    self.exited_at = Some(Instant::now());
+                    self.next_check = Some(Instant::now());
+                }
+                _ = tokio::time::sleep_until(check.unwrap_or(deadline).into()), if check.is_some() => {
+                    if self.child.group_alive() {
+                        self.next_check = Some(Instant::now() + GROUP_POLL);
+                    } else {
+                        self.orphaned_at = Some(Instant::now());
+                    }
                 }
                 _ = tokio::time::sleep_until(eof_by.unwrap_or(deadline).into()), if eof_by.is_some() => {
+                    tracing::info!(
+                        "handler {}: its process group is gone but a process outside it still holds stdout open; the answer ends here",
+                        self.child.pid()
+                    );
                     return Step::Eof;
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => return Step::Deadline,
@@ -695,9 +724,7 @@ impl Run {
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }
-        if grace.is_zero()
-            || !process::signal_group(self.child.pid(), nix::sys::signal::Signal::SIGTERM)
-        {
+        if grace.is_zero() || !self.child.signal(nix::sys::signal::Signal::SIGTERM) {
             self.child.kill();
             return;
         }

@@ -138,7 +138,8 @@ fn check(fault: &Fault, mode: &str) {
 
 /// Expands each fault into one test per fork mode: `faults::<fault>::<mode>`.
 macro_rules! in_every_fork_mode {
-    ($($name:ident => $fault:expr;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident => $fault:expr;)*) => {$(
+        $(#[$doc])*
         mod $name {
             #[test]
             fn streaming() {
@@ -274,6 +275,49 @@ in_every_fork_mode! {
         expect: |mode, _, r| {
             assert_eq!((r.status, r.text().as_str()), (200, "hi\n"), "{mode}");
             assert!(r.complete, "{mode}");
+        },
+    };
+
+    /// Background children's output is part of the answer: it is read until EOF, not cut
+    /// when the leader exits. Before, the group was killed as soon as the leader was
+    /// reaped: `echo parent-exit; (sleep .3; echo child) & exit 0` answered
+    /// `200 "parent-exit\n"` in a few ms in every fork mode (of-watchdog, which reads to
+    /// EOF, answers both lines).
+    background_children_are_read_until_eof => super::Fault {
+        script: "echo parent-exit; (sleep 0.3; echo child 1; sleep 0.1; echo child 2) & exit 0",
+        env: &[],
+        body: 0,
+        pause: std::time::Duration::ZERO,
+        bound: std::time::Duration::from_secs(3),
+        expect: |mode, _, r| {
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "parent-exit\nchild 1\nchild 2\n"),
+                "{mode}"
+            );
+            assert!(r.complete, "{mode}");
+        },
+    };
+
+    /// A background child that keeps stdout open past `exec_timeout` is a timeout, never
+    /// a clean answer cut short: streaming aborts the body, the buffered modes answer
+    /// 504, and the group is killed. Before, `echo parent; sleep 100 & exit 0` answered
+    /// `200 "parent\n"` at once, with `sleep` killed as the leader was reaped.
+    background_child_holding_stdout_past_exec_timeout_is_a_timeout => super::Fault {
+        script: "echo parent; sleep 100 & exit 0",
+        env: super::TIMEOUTS,
+        body: 0,
+        pause: std::time::Duration::ZERO,
+        bound: std::time::Duration::from_secs(3),
+        expect: |mode, _, r| match mode {
+            "streaming" => {
+                assert_eq!((r.status, r.text().as_str()), (200, "parent\n"), "{mode}");
+                assert!(!r.complete, "{mode}: a timed-out answer ended cleanly");
+            }
+            _ => {
+                assert_eq!(r.status, 504, "{mode}: {}", r.text());
+                assert_eq!(r.text(), "exec_timeout exceeded (600ms)\n", "{mode}");
+            }
         },
     };
 
