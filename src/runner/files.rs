@@ -12,17 +12,29 @@
 //! Only regular files are served. Opening a FIFO blocks until someone writes to it (and
 //! a device or socket is no page either), so a name that resolves to anything else, or a
 //! folder whose `index.html` does, is answered 404 from its metadata, before anything
-//! opens it.
+//! opens it. A file asked for as a folder (`/a.txt/`) is 404 too (`ServeDir` would serve
+//! the file).
+//!
+//! `ServeDir` answers a request for several ranges (`bytes=0-1,3-4`) with 416; we ask it
+//! for the whole file instead (200), which RFC 9110 allows and every client handles.
+//! And it sends a file as it reads it, to its end: a file that grows while it is sent
+//! would yield more than the `Content-Length` it announced. The body is cut at that
+//! length ([`Exact`]), so what is sent, and what the request log counts, is what was
+//! announced.
 
 use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
 use super::Ctx;
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::config::Config;
 
 pub struct Files {
@@ -58,7 +70,8 @@ impl Files {
         }
         if let Some(rel) = relative(req.uri().path()) {
             let root = self.root.clone();
-            let found = tokio::task::spawn_blocking(move || resolve(&root, &rel))
+            let as_folder = req.uri().path().ends_with('/');
+            let found = tokio::task::spawn_blocking(move || resolve(&root, &rel, as_folder))
                 .await
                 .unwrap_or(Found::Outside);
             match found {
@@ -74,11 +87,23 @@ impl Files {
             }
         }
         // ServeDir never reads the body; dropping it here keeps its types simple.
-        let req = req.map(|_| http_body_util::Empty::<bytes::Bytes>::new());
+        let mut req = req.map(|_| http_body_util::Empty::<bytes::Bytes>::new());
+        if several_ranges(req.headers()) {
+            req.headers_mut().remove(http::header::RANGE);
+        }
         match self.dir.clone().try_call(req).await {
             Ok(resp) => {
+                let announced = super::content_length(resp.headers());
                 let resp = resp.map(|b| {
                     let b: Body = b.map_err(Into::into).boxed_unsync();
+                    let b = match announced {
+                        Some(len) => Exact {
+                            inner: b,
+                            left: len,
+                        }
+                        .boxed_unsync(),
+                        None => b,
+                    };
                     ctx.budget.response(b)
                 });
                 if resp.status() == StatusCode::NOT_FOUND {
@@ -104,6 +129,60 @@ fn no_such_name(e: &std::io::Error) -> bool {
         || [Errno::ENAMETOOLONG, Errno::ELOOP]
             .iter()
             .any(|n| e.raw_os_error() == Some(*n as i32))
+}
+
+/// Whether `Range` asks for more than one range: `ServeDir` answers those 416.
+fn several_ranges(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').filter(|r| !r.trim().is_empty()).count() > 1)
+}
+
+/// A body cut at the length its response announced: whatever the file grew by while
+/// it was read is not sent.
+struct Exact {
+    inner: Body,
+    left: u64,
+}
+
+impl http_body::Body for Exact {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = poll else {
+            return poll;
+        };
+        let Ok(mut data) = frame.into_data() else {
+            return Poll::Ready(None); // a file body has no trailers
+        };
+        let n = usize::try_from(self.left).unwrap_or(usize::MAX);
+        if data.len() > n {
+            data.truncate(n);
+        }
+        self.left -= data.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0 || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let inner = self.inner.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower().min(self.left));
+        hint.set_upper(inner.upper().unwrap_or(u64::MAX).min(self.left));
+        hint
+    }
 }
 
 fn not_found() -> Response<Body> {
@@ -152,13 +231,15 @@ enum Found {
     /// It, or the `index.html` that would be served for it, resolves (through symlinks)
     /// outside `root`.
     Outside,
-    /// A FIFO, socket or device (or such an `index.html`): never opened.
+    /// A FIFO, socket or device (or such an `index.html`): never opened. Or a file
+    /// asked for as a folder (`as_folder`).
     NotAFile,
 }
 
 /// Resolves `root/rel` and the `index.html` that would be served for a folder, by
-/// metadata only (nothing is opened).
-fn resolve(root: &Path, rel: &Path) -> Found {
+/// metadata only (nothing is opened). `as_folder`: the path ended with `/`, so only a
+/// folder can answer it.
+fn resolve(root: &Path, rel: &Path, as_folder: bool) -> Found {
     let Ok(root) = root.canonicalize() else {
         return Found::Servable;
     };
@@ -178,6 +259,9 @@ fn resolve(root: &Path, rel: &Path) -> Found {
             Err(_) => Found::Servable,
         };
     }
+    if as_folder {
+        return Found::NotAFile;
+    }
     kind(&real)
 }
 
@@ -192,7 +276,7 @@ fn kind(path: &Path) -> Found {
 /// `root`.
 #[cfg(test)]
 fn escapes(root: &Path, rel: &Path) -> bool {
-    resolve(root, rel) == Found::Outside
+    resolve(root, rel, false) == Found::Outside
 }
 
 #[cfg(test)]
@@ -283,11 +367,21 @@ mod tests {
         let _sock = std::os::unix::net::UnixListener::bind(base.join("sock")).expect("bind");
         std::os::unix::fs::symlink(base.join("fifo"), base.join("link")).expect("symlink");
         for name in ["fifo", "sub", "sock", "link"] {
-            assert_eq!(resolve(&base, Path::new(name)), Found::NotAFile, "{name}");
+            assert_eq!(
+                resolve(&base, Path::new(name), false),
+                Found::NotAFile,
+                "{name}"
+            );
         }
         for name in ["a.txt", "", "missing"] {
-            assert_eq!(resolve(&base, Path::new(name)), Found::Servable, "{name}");
+            assert_eq!(
+                resolve(&base, Path::new(name), false),
+                Found::Servable,
+                "{name}"
+            );
         }
+        assert_eq!(resolve(&base, Path::new("a.txt"), true), Found::NotAFile);
+        assert_eq!(resolve(&base, Path::new("missing"), true), Found::Servable);
         let _ = std::fs::remove_dir_all(&base);
     }
 }

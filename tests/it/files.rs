@@ -210,3 +210,103 @@ fn fifos_and_sockets_are_404_and_never_opened() {
         );
     }
 }
+
+/// Several ranges get the whole file (200), never 416. Before: `Range: bytes=0-1,3-4`
+/// on a 4096-byte file answered `416 Cannot serve multipart range requests` (ServeDir
+/// serves one range only), although both ranges were satisfiable.
+#[test]
+fn several_ranges_get_the_whole_file() {
+    let (_tmp, w) = site();
+    let whole: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    for ranges in [
+        "bytes=0-1,3-4",
+        "bytes=0-1, 4000-",
+        "bytes=-5,10-20,100-200",
+    ] {
+        let r = request(w.port, "GET", "/range.bin", &[("Range", ranges)], b"");
+        assert_eq!(r.status, 200, "{ranges}: {}", r.text());
+        assert_eq!(r.body, whole, "{ranges}");
+        assert_eq!(r.header("content-range"), None, "{ranges}");
+    }
+    // One range is still a 206.
+    let r = request(w.port, "GET", "/range.bin", &[("Range", "bytes=1-2")], b"");
+    assert_eq!((r.status, r.body.as_slice()), (206, &[1u8, 2][..]));
+}
+
+/// A file asked for as a folder is 404. Before: `GET /a.txt/` served `a.txt` (200), as
+/// did `/a.txt/.` (its dot-segment resolves to `/a.txt/`).
+#[test]
+fn a_file_asked_for_as_a_folder_is_404() {
+    let (_tmp, w) = site();
+    for path in ["/a.txt/", "/a.txt/.", "/sub/inside.txt/", "/%61.txt/"] {
+        let r = w.get(path);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (404, "404 page not found\n"),
+            "{path}"
+        );
+    }
+    assert_eq!(w.get("/a.txt").status, 200);
+    assert_eq!(w.get("/sub/").text(), "sub index\n");
+}
+
+/// The request log counts the bytes sent, and no more than the `Content-Length`
+/// announced is sent when the file grows while it is being sent. Before: a 20,000,000-byte
+/// file that grew by 1 MiB after the head went out was logged with `"bytes":20054016`
+/// for 20000000 sent: the log added up whole 64 KiB frames, the last of which ServeDir
+/// read past the old end and hyper cut at the `Content-Length`.
+#[test]
+fn the_log_counts_the_bytes_sent_when_a_file_grows() {
+    use std::io::{Read, Write};
+    // Not a multiple of ServeDir's 64 KiB reads: the last one crosses the old end.
+    const SIZE: usize = 20_000_000;
+    let tmp = TempDir::new();
+    let root = tmp.path().join("public");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let file = root.join("big.bin");
+    std::fs::write(&file, vec![7u8; SIZE]).expect("write");
+    let w = watchdog()
+        .mode("static")
+        .env("static_path", root.display().to_string())
+        .env("log_format", "json")
+        .start();
+
+    let mut s = crate::util::connect(w.port);
+    s.set_read_timeout(Some(crate::util::PATIENCE))
+        .expect("timeout");
+    crate::util::send_head(&mut s, "GET", "/big.bin", &[], Some(0));
+    // The head, byte by byte, so nothing of the body is read yet: the server can have
+    // sent only what the socket buffers hold, far less than the file.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("content-length: {SIZE}\r\n")),
+        "{head}"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open")
+        .write_all(&vec![9u8; 1 << 20])
+        .expect("grow");
+    let (body, closed) = crate::util::read_to_close(&mut s, crate::util::PATIENCE);
+    assert!(closed, "the connection stayed open");
+    assert_eq!(body.len(), SIZE, "bytes received");
+    assert!(
+        body.iter().all(|b| *b == 7),
+        "bytes past the announced length were sent"
+    );
+    w.expect_log("\"path\":\"/big.bin\"");
+    let line = w
+        .log()
+        .lines()
+        .find(|l| l.contains("\"path\":\"/big.bin\""))
+        .expect("request line")
+        .to_owned();
+    assert!(line.contains(&format!("\"bytes\":{SIZE},")), "{line}");
+}
