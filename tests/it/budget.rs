@@ -335,7 +335,27 @@ fn a_silent_proxied_body_is_cut_at_read_timeout() {
 fn a_websocket_tunnel_keeps_its_slot_until_it_closes() {
     let tmp = TempDir::new();
     let w = raw_upstream(&tmp).env("max_inflight", "1").start();
-    let mut ws = w.connect();
+    let ws = open_tunnel(w.port);
+    let r = request(w.port, "POST", "/ok", &[], b"");
+    assert_eq!(
+        r.status,
+        429,
+        "the open tunnel holds the only slot: {}",
+        r.text()
+    );
+    drop(ws);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            request(w.port, "POST", "/ok", &[], b"").status == 200
+        }),
+        "the slot is given back when the tunnel closes"
+    );
+}
+
+/// A websocket tunnel through http mode, its upgrade answered and one echo seen.
+fn open_tunnel(port: u16) -> TcpStream {
+    let mut ws = util::connect(port);
+    ws.set_read_timeout(Some(util::PATIENCE)).expect("timeout");
     ws.write_all(
         b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
@@ -351,24 +371,65 @@ fn a_websocket_tunnel_keeps_its_slot_until_it_closes() {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    ws.write_all(b"ping").expect("ping");
-    let mut echo = [0u8; 4];
-    ws.read_exact(&mut echo).expect("echo");
-    assert_eq!(&echo, b"ping");
-    let r = request(w.port, "POST", "/ok", &[], b"");
-    assert_eq!(
-        r.status,
-        429,
-        "the open tunnel holds the only slot: {}",
-        r.text()
+    echo(&mut ws, b"ping");
+    ws
+}
+
+/// Sends `data` through a tunnel and reads its echo.
+fn echo(ws: &mut TcpStream, data: &[u8]) {
+    ws.write_all(data).expect("write through the tunnel");
+    let mut back = vec![0u8; data.len()];
+    ws.read_exact(&mut back).expect("echo");
+    assert_eq!(back, data);
+}
+
+/// An open websocket tunnel counts as an open connection for `max_connections`.
+/// Before: the tunnel gave its connection's place back when the upgrade resolved, so
+/// with `max_connections=1` and a tunnel open, a second connection was served (`POST
+/// /ok` → 200) instead of being closed at once.
+#[test]
+fn a_websocket_tunnel_counts_against_max_connections() {
+    let tmp = TempDir::new();
+    let w = raw_upstream(&tmp).env("max_connections", "1").start();
+    let ws = open_tunnel(w.port);
+    let second = util::try_request(w.port, "POST", "/ok", &[], b"");
+    assert!(
+        second.is_err(),
+        "a second connection was served while the tunnel held the only place: {:?}",
+        second.map(|r| r.status)
     );
     drop(ws);
     assert!(
         eventually(Duration::from_secs(10), || {
-            request(w.port, "POST", "/ok", &[], b"").status == 200
+            util::try_request(w.port, "POST", "/ok", &[], b"").is_ok_and(|r| r.status == 200)
         }),
-        "the slot is given back when the tunnel closes"
+        "the place is given back when the tunnel closes"
     );
+}
+
+/// On SIGTERM an open websocket tunnel is drained like any open connection: it keeps
+/// working, and the watchdog exits once it closes (or at `write_timeout`). Before: the
+/// drain did not count it (`draining 0 open connection(s)`) and the watchdog exited at
+/// once, cutting the tunnel.
+#[test]
+fn a_websocket_tunnel_is_drained_on_shutdown() {
+    let tmp = TempDir::new();
+    let mut w = raw_upstream(&tmp)
+        .env("healthcheck_interval", "0")
+        .env("write_timeout", "600s")
+        .env("exec_timeout", "10s")
+        .start();
+    let mut ws = open_tunnel(w.port);
+    w.signal(15);
+    w.expect_log("draining 1 open connection(s)");
+    // The tunnel still works during the drain.
+    echo(&mut ws, b"still open");
+    drop(ws);
+    // Exiting within PATIENCE, far less than write_timeout, means the close ended it.
+    let status = w
+        .wait_exit(util::PATIENCE)
+        .expect("exits once the tunnel closes");
+    assert_eq!(status.code(), Some(0), "{}", w.log());
 }
 
 /// Before: a static file's body had no deadline (`Files::call` got no budget): a
