@@ -99,7 +99,7 @@ fn open_file_limit(cfg: &Config) {
     // others hold the connection and one upstream socket or file.
     let per_request = match cfg.mode {
         Mode::Streaming | Mode::Serializing | Mode::Classic => 4,
-        Mode::Http | Mode::Static | Mode::FastCgi => 2,
+        Mode::Http | Mode::Static | Mode::FastCgi | Mode::Lambda => 2,
     };
     if let Err(need) = limits::carries(nofile.soft, cfg.listen.max_connections, per_request) {
         tracing::warn!(

@@ -134,6 +134,52 @@ pub struct Metrics {
     pub metrics_connections_rejected: Counter,
     /// Requests `/_/ready` sent to the function at `ready_path`.
     pub ready_probe_runs: Counter,
+    /// lambda mode: invocations by how they ended.
+    pub lambda: Invocations,
+}
+
+/// How a Lambda invocation ended, the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invocation {
+    /// The runtime posted a result.
+    Success,
+    /// The runtime posted a function error.
+    Error,
+    /// Its deadline came first.
+    Timeout,
+    /// Its runtime exited.
+    Exited,
+    /// Its buffered result was over `max_response_bytes`.
+    TooLarge,
+}
+
+impl Invocation {
+    const ALL: [(Invocation, &'static str); 5] = [
+        (Invocation::Success, "success"),
+        (Invocation::Error, "error"),
+        (Invocation::Timeout, "timeout"),
+        (Invocation::Exited, "runtime_exit"),
+        (Invocation::TooLarge, "too_large"),
+    ];
+}
+
+/// `fwatchdog_lambda_invocations_total{outcome}`.
+#[derive(Debug, Default)]
+pub struct Invocations([Counter; 5]);
+
+impl Invocations {
+    pub fn count(&self, outcome: Invocation) {
+        if let Some(i) = Invocation::ALL.iter().position(|(o, _)| *o == outcome) {
+            self.0[i].inc();
+        }
+    }
+
+    pub fn get(&self, outcome: Invocation) -> u64 {
+        Invocation::ALL
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .map_or(0, |i| self.0[i].get())
+    }
 }
 
 impl Metrics {
@@ -150,6 +196,7 @@ impl Metrics {
             connections_rejected: Counter::default(),
             metrics_connections_rejected: Counter::default(),
             ready_probe_runs: Counter::default(),
+            lambda: Invocations::default(),
         })
     }
 
@@ -244,6 +291,16 @@ impl Metrics {
         let _ = writeln!(out, "{name}{{port=\"metrics\"}} {metrics}");
     }
 
+    fn lambda_lines(&self, name: &str, out: &mut String) {
+        for (i, (_, label)) in Invocation::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{label}\"}} {}",
+                self.lambda.0[i].get()
+            );
+        }
+    }
+
     fn handler_exits_lines(&self, name: &str, out: &mut String) {
         let exits = self.handler_exits.lock().unwrap_or_else(|e| e.into_inner());
         for (code, n) in exits.iter() {
@@ -293,6 +350,12 @@ const OWN: &[(&str, &str, &str, Samples)] = &[
         "Handler runs stopped at exec_timeout or write_timeout.",
         "counter",
         Samples::Count(|m| m.handler_timeouts.get()),
+    ),
+    (
+        "fwatchdog_lambda_invocations_total",
+        "lambda mode: invocations by outcome (success, error, timeout, runtime_exit, too_large).",
+        "counter",
+        Samples::Lines(Metrics::lambda_lines),
     ),
     (
         "fwatchdog_log_lines_dropped_total",

@@ -35,7 +35,7 @@ use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::os::signal::Stop;
 use crate::runner::fastcgi::{FastCgi, Pool};
-use crate::runner::{files::Files, fork::Fork, proxy::Proxy};
+use crate::runner::{files::Files, fork::Fork, lambda::Lambda, proxy::Proxy};
 use crate::service::{Runner, Shared};
 
 /// Open connections, and the switch that asks them to close once idle.
@@ -454,7 +454,7 @@ async fn serve(cfg: Arc<Config>) -> Result<Exit, Exit> {
     let (listener, port) = bind_main(&cfg)?;
     let metrics = Metrics::new();
     spawn_metrics_port(&cfg, &metrics)?;
-    let mut backend = Backend::new(cfg.clone()).map_err(|e| fail(&e))?;
+    let mut backend = Backend::new(cfg.clone(), &metrics).map_err(|e| fail(&e))?;
     let shared = build_shared(&cfg, port, metrics, &backend);
     let main_port = spawn_main_port(&cfg, &shared, listener);
     tokio::spawn(crate::os::memory::give_back());
@@ -581,6 +581,10 @@ fn build_shared(
             let pool = backend.workers().map(|w| w as Arc<dyn Pool>);
             Runner::FastCgi(FastCgi::new(cfg.clone(), port, pool))
         }
+        Mode::Lambda => match backend.lambda_hub() {
+            Some(hub) => Runner::Lambda(Lambda::new(cfg.clone(), hub)),
+            None => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
+        },
         _ => Runner::Fork(Fork::new(cfg.clone(), metrics.clone()).with_port(port)),
     };
     let shared = Shared::with_backend(cfg.clone(), metrics, runner, backend.ready());

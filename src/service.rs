@@ -30,7 +30,9 @@ use crate::config::Config;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::queue::Slot;
-use crate::runner::{fastcgi::FastCgi, files::Files, fork::Fork, proxy::Proxy, Budget, Ctx};
+use crate::runner::{
+    fastcgi::FastCgi, files::Files, fork::Fork, lambda::Lambda, proxy::Proxy, Budget, Ctx,
+};
 
 /// A runner written as a closure, for tests of the chain itself.
 pub type CustomRunner = Box<
@@ -43,6 +45,7 @@ pub enum Runner {
     Proxy(Box<Proxy>),
     Files(Files),
     FastCgi(FastCgi),
+    Lambda(Lambda),
     /// For tests of the chain itself.
     #[doc(hidden)]
     Custom(CustomRunner),
@@ -60,7 +63,7 @@ impl Runner {
         if req.method() == Method::CONNECT
             && matches!(
                 self,
-                Runner::Fork(_) | Runner::FastCgi(_) | Runner::Proxy(_)
+                Runner::Fork(_) | Runner::FastCgi(_) | Runner::Proxy(_) | Runner::Lambda(_)
             )
         {
             // A function is not a tunnel: CONNECT never reaches a handler or the upstream
@@ -72,6 +75,7 @@ impl Runner {
             Runner::Proxy(h) => h.call(req, ctx).await,
             Runner::Files(f) => f.call(req, ctx).await,
             Runner::FastCgi(f) => f.call(req, ctx).await,
+            Runner::Lambda(l) => l.call(req, ctx).await,
             Runner::Custom(f) => f(req).await,
         }
     }

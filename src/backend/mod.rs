@@ -1,11 +1,13 @@
 //! Long-lived helpers a mode depends on: the http mode's upstream server
-//! ([`upstream`]), the FastCGI worker pool ([`workers`]) or an external FastCGI server.
+//! ([`upstream`]), the FastCGI worker pool ([`workers`]) or an external FastCGI server,
+//! lambda mode's runtimes ([`runtimes`]).
 //!
 //! Each has one lifecycle, driven by the server: [`Backend::start`] (returns once it is
 //! ready), [`Backend::exited`] (resolves if it dies on its own), [`Backend::stop`]
 //! (after the drain). Health learns whether it is ready through a [`Ready`] handle the
 //! backend sets, so nothing here knows the request chain.
 
+pub mod runtimes;
 pub mod stop;
 pub mod upstream;
 pub mod workers;
@@ -16,7 +18,9 @@ use tokio::sync::watch;
 
 use crate::config::{Config, FastCgiAddress, Mode};
 use crate::duration::format_duration;
+use crate::metrics::Metrics;
 use crate::os::process::ExitStatus;
+use runtimes::Runtimes;
 use upstream::Upstream;
 use workers::Workers;
 
@@ -55,14 +59,17 @@ enum Kind {
     Workers(Arc<Workers>),
     /// fastcgi mode with `fastcgi_address`.
     External(FastCgiAddress),
+    /// lambda mode's runtimes.
+    Runtimes(Arc<Runtimes>),
 }
 
 impl Backend {
     /// Prepares the backend; for spawned FastCGI workers, creates their socket. Nothing
     /// runs until [`Backend::start`].
-    pub fn new(cfg: Arc<Config>) -> Result<Backend, String> {
+    pub fn new(cfg: Arc<Config>, metrics: &Arc<Metrics>) -> Result<Backend, String> {
         let kind = match (cfg.mode, &cfg.fastcgi.address) {
             (Mode::Http, _) => Kind::Upstream(None),
+            (Mode::Lambda, _) => Kind::Runtimes(Arc::new(Runtimes::new(&cfg, metrics.clone())?)),
             (Mode::FastCgi, Some(a)) => Kind::External(a.clone()),
             (Mode::FastCgi, None) => Kind::Workers(Arc::new(Workers::new(&cfg)?)),
             _ => Kind::None,
@@ -84,12 +91,21 @@ impl Backend {
         }
     }
 
+    /// Where lambda-mode invocations meet the runtimes.
+    pub fn lambda_hub(&self) -> Option<Arc<crate::runner::lambda::hub::Hub>> {
+        match &self.kind {
+            Kind::Runtimes(r) => Some(r.hub()),
+            _ => None,
+        }
+    }
+
     /// What the log calls it.
     pub fn name(&self) -> &'static str {
         match self.kind {
             Kind::None => "backend",
             Kind::Upstream(_) => "upstream",
             Kind::Workers(_) | Kind::External(_) => "FastCGI server",
+            Kind::Runtimes(_) => "Lambda runtimes",
         }
     }
 
@@ -108,6 +124,7 @@ impl Backend {
                 self.ready.set(false);
                 w.start(&self.ready)
             }
+            Kind::Runtimes(r) => r.start(&self.ready).await,
             Kind::External(address) => {
                 self.ready.set(false);
                 let what = format!("the FastCGI server at {} to accept connections", address);
@@ -128,21 +145,24 @@ impl Backend {
         }
     }
 
-    /// Resolves when the backend has died on its own; never for one that heals itself
-    /// (workers are replaced) or has no process.
+    /// Resolves when the backend has died on its own (Lambda runtimes: init failed three
+    /// times in a row); never for one that heals itself (workers are replaced) or has no
+    /// process.
     pub async fn exited(&mut self) -> ExitStatus {
         match &mut self.kind {
             Kind::Upstream(Some(up)) => up.exited().await,
+            Kind::Runtimes(r) => r.exited().await,
             _ => std::future::pending().await,
         }
     }
 
     /// After the drain: SIGTERM, SIGKILL `upstream_stop_grace` (the upstream) or 5 s
-    /// (FastCGI workers) later.
+    /// (FastCGI workers, Lambda runtimes) later.
     pub async fn stop(&mut self) {
         match &mut self.kind {
             Kind::Upstream(Some(up)) => up.stop().await,
             Kind::Workers(w) => w.stop().await,
+            Kind::Runtimes(r) => r.stop().await,
             _ => {}
         }
     }

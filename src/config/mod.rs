@@ -44,6 +44,7 @@ impl Config {
             proxy,
             static_files: sections::static_files(&s)?,
             fastcgi: sections::fastcgi(&s, mode)?,
+            lambda: sections::lambda(&s, raw, mode)?,
             lock_file: sections::lock_file(&s)?,
             // Filled in below, once the settings that cannot go together are refused.
             auth: Auth::default(),
@@ -97,6 +98,8 @@ pub enum Mode {
     /// A pool of warm FastCGI workers (`backend::workers::Workers`) or an external
     /// FastCGI server, spoken to by [`crate::runner::fastcgi::FastCgi`].
     FastCgi,
+    /// AWS Lambda runtimes, talking the Lambda Runtime API to us.
+    Lambda,
 }
 
 impl Mode {
@@ -107,6 +110,7 @@ impl Mode {
         ("http", Mode::Http),
         ("static", Mode::Static),
         ("fastcgi", Mode::FastCgi),
+        ("lambda", Mode::Lambda),
     ];
 
     pub fn name(self) -> &'static str {
@@ -198,6 +202,8 @@ pub struct Config {
     pub static_files: StaticFiles,
     /// fastcgi mode: the workers and how to reach them.
     pub fastcgi: FastCgiConfig,
+    /// lambda mode: the runtimes.
+    pub lambda: LambdaConfig,
     pub auth: Auth,
     /// The file that exists while we are ready; `None` with `suppress_lock`.
     pub lock_file: Option<PathBuf>,
@@ -360,6 +366,24 @@ pub struct FastCgiConfig {
     /// The `SCRIPT_FILENAME` param, when set.
     pub script_filename: Option<String>,
 }
+
+/// The lambda-mode settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaConfig {
+    /// Runtime processes started from `fprocess` (`pool_size`, default 1).
+    pub pool_size: usize,
+    /// The function's name when `AWS_LAMBDA_FUNCTION_NAME` is not set: `OPENFAAS_NAME`,
+    /// else `function`.
+    pub function_name: String,
+}
+
+/// Where a Lambda image keeps its runtime when no command is given, in the order RIE
+/// looks (`$LAMBDA_TASK_ROOT/bootstrap` first, when that variable is set).
+pub const LAMBDA_BOOTSTRAPS: &[&str] = &[
+    "/var/task/bootstrap",
+    "/opt/bootstrap",
+    "/var/runtime/bootstrap",
+];
 
 /// Open connections allowed by default. A connection holding the largest head we
 /// accept costs about 130 KiB of memory (bench/connections), so 512 of them stay near

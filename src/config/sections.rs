@@ -12,9 +12,9 @@ use super::grammar::{
 };
 use super::settings::{check_secret_names, invalid, Settings};
 use super::{
-    Auth, ConfigError, FastCgiConfig, ForkIo, JwtSettings, Limits, Listen, LogFormat, Logs, Mode,
-    Proxy, StaticFiles, Timeouts, DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRETS_DIRS, MAX_LOG_LINE,
-    MAX_SLOTS, SERVICE_ACCOUNT_NAMESPACE,
+    Auth, ConfigError, FastCgiConfig, ForkIo, JwtSettings, LambdaConfig, Limits, Listen, LogFormat,
+    Logs, Mode, Proxy, StaticFiles, Timeouts, DEFAULT_MAX_CONNECTIONS, DEFAULT_SECRETS_DIRS,
+    LAMBDA_BOOTSTRAPS, MAX_LOG_LINE, MAX_SLOTS, SERVICE_ACCOUNT_NAMESPACE,
 };
 use crate::auth::ApiKeys;
 use crate::cli::{Raw, RawValue};
@@ -39,6 +39,9 @@ pub fn default_limits(mode: Mode, buffer: bool) -> (Option<u64>, Option<u64>) {
         // caps what it holds (runner::budget::HOLD_DEFAULT) without refusing a large
         // streamed upload.
         Mode::Streaming | Mode::Http | Mode::Static | Mode::FastCgi => (None, None),
+        // The event is held whole, and so is a buffered result; a streamed one is not
+        // capped.
+        Mode::Lambda => (Some(LAMBDA_BODY_DEFAULT), Some(LAMBDA_RESPONSE_DEFAULT)),
     }
 }
 
@@ -69,6 +72,9 @@ pub(super) fn fprocess(s: &Settings<'_>, mode: Mode) -> Result<Vec<String>, Conf
         if unused {
             return Ok(Vec::new());
         }
+        if mode == Mode::Lambda {
+            return lambda_bootstrap();
+        }
         return Err(ConfigError(format!(
             "fprocess is required in {} mode (env fprocess or --fprocess)",
             mode.name()
@@ -83,6 +89,28 @@ pub(super) fn fprocess(s: &Settings<'_>, mode: Mode) -> Result<Vec<String>, Conf
         crate::os::process::find_program(&words[0]).map_err(|e| invalid(src, v, &e))?;
     }
     Ok(words)
+}
+
+/// lambda mode without `fprocess`: the image's `bootstrap`, where RIE looks for it.
+fn lambda_bootstrap() -> Result<Vec<String>, ConfigError> {
+    let task_root = std::env::var_os("LAMBDA_TASK_ROOT")
+        .filter(|v| !v.is_empty())
+        .map(|r| PathBuf::from(r).join("bootstrap"));
+    let candidates: Vec<PathBuf> = task_root
+        .into_iter()
+        .chain(LAMBDA_BOOTSTRAPS.iter().map(PathBuf::from))
+        .collect();
+    let Some(found) = candidates.iter().find(|p| p.exists()) else {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        return Err(ConfigError(format!(
+            "fprocess is required in lambda mode (env fprocess or --fprocess), or a runtime at one of {}",
+            tried.join(", ")
+        )));
+    };
+    let path = found.display().to_string();
+    crate::os::process::find_program(&path)
+        .map_err(|e| ConfigError(format!("invalid Lambda bootstrap {path}: {e}")))?;
+    Ok(vec![path])
 }
 
 /// `upstream_url` (required in http mode), `http_buffer_req_body`.
@@ -402,7 +430,8 @@ pub(super) fn fastcgi(s: &Settings<'_>, mode: Mode) -> Result<FastCgiConfig, Con
         None => None,
         Some((v, src)) => Some(parse_fastcgi_address(v.trim()).map_err(|e| invalid(src, v, &e))?),
     };
-    // The CPU count reads cgroup files: only fastcgi mode needs it.
+    // The CPU count reads cgroup files: only fastcgi mode needs it (lambda mode starts
+    // one runtime unless told otherwise: a Lambda function expects to be alone).
     let cpus = if mode == Mode::FastCgi {
         std::thread::available_parallelism().map_or(1, usize::from)
     } else {
@@ -423,5 +452,24 @@ pub(super) fn fastcgi(s: &Settings<'_>, mode: Mode) -> Result<FastCgiConfig, Con
         pool_size,
         max_requests,
         script_filename,
+    })
+}
+
+/// `pool_size` in lambda mode (default 1), and the function's name.
+pub(super) fn lambda(s: &Settings<'_>, raw: &Raw, mode: Mode) -> Result<LambdaConfig, ConfigError> {
+    let pool_size = if mode == Mode::Lambda {
+        s.parse("pool_size", 1usize, |v| match v.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err("expected a number of runtimes from 1 to 1024".into()),
+        })?
+    } else {
+        1
+    };
+    Ok(LambdaConfig {
+        pool_size,
+        function_name: raw
+            .context("OPENFAAS_NAME")
+            .unwrap_or("function")
+            .to_owned(),
     })
 }

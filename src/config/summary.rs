@@ -29,6 +29,9 @@ impl Config {
         match self.mode {
             Mode::Static => self.static_files.summary(&mut out),
             Mode::FastCgi => self.fastcgi.summary(&mut out),
+            Mode::Lambda => {
+                let _ = write!(out, " pool_size={}", self.lambda.pool_size);
+            }
             _ => {}
         }
         self.proxy.summary(&mut out);

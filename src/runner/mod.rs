@@ -2,7 +2,8 @@
 //!
 //! `fork` starts one handler process per request (streaming, serializing, classic);
 //! `proxy` proxies to one long-running handler that is an HTTP server; `files` serves a
-//! folder (static mode); `fastcgi` talks FastCGI to a pool of warm workers.
+//! folder (static mode); `fastcgi` talks FastCGI to a pool of warm workers; `lambda`
+//! hands invocations to AWS Lambda runtimes through the Lambda Runtime API.
 //! Each runner takes a request whose auth and concurrency checks have passed and returns
 //! the response; it never panics the server and always ends the work it started. A
 //! runner that cannot give the function's answer gives a [`Failure`]'s, and a run is
@@ -23,6 +24,7 @@ pub mod failure;
 pub mod fastcgi;
 pub mod files;
 pub mod fork;
+pub mod lambda;
 pub mod pipe;
 pub mod proxy;
 pub mod sniff;

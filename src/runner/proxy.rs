@@ -526,7 +526,7 @@ fn forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
 /// A valid `X-Timeout` that shortens `exec`: positive and not above it. Anything else
 /// (zero, negative, unparsable, longer) is ignored, so it can never disable or extend
 /// the limit.
-fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
+pub(crate) fn x_timeout(headers: &HeaderMap, exec: Option<Duration>) -> Option<Duration> {
     let v = headers.get(&X_TIMEOUT)?.to_str().ok()?;
     let t = parse_duration(v.trim()).ok()?;
     (!t.is_zero() && exec.is_none_or(|e| t <= e)).then_some(t)

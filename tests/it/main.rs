@@ -19,6 +19,7 @@ mod handler;
 mod hostile;
 mod http;
 mod jwt;
+mod lambda;
 mod lifecycle;
 mod matrix;
 mod observability;
