@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{
     connect, eventually_ok, have, read_response, read_to_close, request, send_head, skip,
-    try_request, watchdog, TempDir, BIN,
+    try_request, watchdog, TempDir, BIN, PATIENCE,
 };
 
 const KEY: &str = "adversarial-test-key-8f3e1";
@@ -289,11 +289,7 @@ fn descriptor_exhaustion_backs_off_and_the_main_port_recovers() {
 fn startup_lines_are_written_before_health_first_answers() {
     for i in 0..30 {
         let tmp = TempDir::new();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = crate::util::child_port();
         let log_path = tmp.path().join("stderr.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = Command::new(BIN)
@@ -383,7 +379,7 @@ fn connections_over_max_connections_are_closed_at_once_and_counted() {
     assert!(
         w.wait_log(
             "4 connections open on the main port (max_connections)",
-            Duration::from_secs(5)
+            PATIENCE
         ),
         "{}",
         w.log()

@@ -6,13 +6,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::util::{eventually, eventually_ok, request, try_request, watchdog, TempDir};
-
-/// A free port right now (the upstream must be told its port).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use crate::util::{self, eventually, eventually_ok, request, try_request, watchdog, TempDir};
 
 /// Reproduction: `fprocess=cat api_key_secret=' ' fwatchdog` (also `','`, `' , '`, a tab)
 /// served every request unprotected with no word, while `--api-key-secret ' '` exited 2.
@@ -157,7 +151,7 @@ impl Recorder {
         let work = TempDir::new();
         let script = work.path().join("recorder.py");
         std::fs::write(&script, RECORDER_PY).expect("write recorder.py");
-        let port = free_port();
+        let port = util::child_port();
         let w = watchdog()
             .mode("http")
             .fprocess(format!(

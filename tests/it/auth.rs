@@ -281,8 +281,7 @@ fn help_never_shows_a_key() {
     assert!(!text.contains(KEY), "{text}");
 }
 
-/// Waits until `key` gets `want`, checking every 50 ms; no other status may appear.
-/// Polls until `key` gets `want`; every answer meanwhile must be 200 or 401. `within` is
+/// Polls (every 50 ms) until `key` gets `want`; every answer meanwhile must be 200 or 401. `within` is
 /// how long to wait before failing (generous: a reload is due every interval, and a
 /// loaded machine may run it late).
 fn until_status(port: u16, key: &str, want: u16, within: Duration) -> Duration {

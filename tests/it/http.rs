@@ -251,12 +251,6 @@ srv.keepAliveTimeout = 5000;
 srv.listen(+process.argv[2], '127.0.0.1');
 "#;
 
-/// A port nobody is listening on right now (the upstream must be told its port).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// A python upstream and where it leaves its marker files.
 struct Upstream {
     port: u16,
@@ -270,7 +264,7 @@ impl Upstream {
         let script = work.path().join("upstream.py");
         std::fs::write(&script, UPSTREAM_PY).expect("write upstream.py");
         Upstream {
-            port: free_port(),
+            port: util::child_port(),
             work,
             script,
         }
@@ -359,7 +353,7 @@ fn health_fails_and_no_lock_file_until_the_upstream_listens() {
     let gate = up.work.path().join("gate");
     let tmp = TempDir::new();
     let lock = tmp.path().join(".lock");
-    let port = free_port();
+    let port = util::child_port();
     let builder = up
         .watchdog()
         .env("GATE_FILE", gate.display().to_string())
@@ -407,7 +401,7 @@ fn with_ready_path_health_waits_for_a_2xx_there() {
     let gate = up.work.path().join("ready-gate");
     let tmp = TempDir::new();
     let lock = tmp.path().join(".lock");
-    let port = free_port();
+    let port = util::child_port();
     let builder = up
         .watchdog()
         .env("READY_GATE", gate.display().to_string())
@@ -435,7 +429,7 @@ fn with_ready_path_health_waits_for_a_2xx_there() {
 fn never_ready_upstream_exits_1_with_a_message_and_is_killed() {
     let work = TempDir::new();
     let pidfile = work.path().join("pid");
-    let port = free_port();
+    let port = util::child_port();
     let started = Instant::now();
     let (status, out) = watchdog()
         .mode("http")
@@ -474,7 +468,10 @@ fn upstream_that_exits_during_startup_is_exit_1() {
     let (status, out) = watchdog()
         .mode("http")
         .fprocess("sh -c 'exit 3'")
-        .env("upstream_url", format!("http://127.0.0.1:{}", free_port()))
+        .env(
+            "upstream_url",
+            format!("http://127.0.0.1:{}", util::child_port()),
+        )
         .run(Duration::from_secs(20));
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(
@@ -641,7 +638,7 @@ fn wsgi_upstream_gets_the_content_length() {
     let work = TempDir::new();
     let script = work.path().join("wsgi.py");
     std::fs::write(&script, WSGI_PY).expect("write");
-    let port = free_port();
+    let port = util::child_port();
     let w = watchdog()
         .mode("http")
         .fprocess(format!("python3 -u {} {port}", script.display()))
@@ -726,7 +723,7 @@ fn node_upstream_streams_ndjson_and_reuses_connections() {
     let work = TempDir::new();
     let script = work.path().join("server.js");
     std::fs::write(&script, NODE_JS).expect("write");
-    let port = free_port();
+    let port = util::child_port();
     let w = watchdog()
         .mode("http")
         .fprocess(format!("node {} {port}", script.display()))
@@ -782,7 +779,7 @@ fn websocket_is_tunnelled_both_ways_with_close() {
     let client = work.path().join("ws_client.py");
     std::fs::write(&server, WS_SERVER_PY).expect("write");
     std::fs::write(&client, WS_CLIENT_PY).expect("write");
-    let port = free_port();
+    let port = util::child_port();
     let w = watchdog()
         .mode("http")
         .fprocess(format!("python3 -u {} {port}", server.display()))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{eventually, request, skip, watchdog, Resp, TempDir};
+use crate::util::{self, eventually, request, skip, watchdog, Resp, TempDir};
 
 /// The stand-in gateway (also used by bench/run).
 const ISSUER_PY: &str = include_str!("jwt_issuer.py");
@@ -36,11 +36,6 @@ fn have_pyjwt(test: &str) -> bool {
     ok
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// The stand-in gateway, killed (by PID) on drop.
 struct Issuer {
     port: u16,
@@ -63,7 +58,7 @@ impl Issuer {
         let dir = TempDir::new();
         let script = dir.path().join("issuer.py");
         std::fs::write(&script, ISSUER_PY).expect("write issuer.py");
-        let port = free_port();
+        let port = util::child_port();
         let child = Command::new("python3")
             .arg(&script)
             .arg(port.to_string())
@@ -580,7 +575,7 @@ fn health_is_503_until_a_late_issuer_answers() {
     }
     let issuer = Issuer::start_after(Duration::from_secs(2));
     let handler = Handler::new();
-    let port = free_port();
+    let port = util::child_port();
     // Without the lock file health rests on the keys alone.
     let builder = protected(&issuer, &handler)
         .env("port", port.to_string())
@@ -616,7 +611,7 @@ fn health_is_503_until_a_late_issuer_answers() {
 fn an_issuer_that_never_answers_is_exit_1_naming_the_url() {
     let url = format!(
         "http://127.0.0.1:{}/.well-known/openid-configuration",
-        free_port()
+        util::child_port()
     );
     let started = Instant::now();
     let (status, out) = watchdog()

@@ -293,12 +293,23 @@ fn scrape(mport: u16) -> Option<String> {
 }
 
 fn in_flight(mport: u16) -> Option<u64> {
-    scrape(mport)?.lines().find_map(|l| {
-        l.strip_prefix("http_requests_in_flight ")?
-            .trim()
-            .parse()
-            .ok()
-    })
+    requests(mport).map(|(now, _)| now)
+}
+
+/// Requests in flight, and requests over (every `http_requests_total` series summed).
+fn requests(mport: u16) -> Option<(u64, u64)> {
+    let text = scrape(mport)?;
+    let value = |l: &str| l.rsplit_once(' ')?.1.trim().parse::<u64>().ok();
+    let now = text
+        .lines()
+        .find(|l| l.starts_with("http_requests_in_flight "))
+        .and_then(value)?;
+    let done = text
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(value)
+        .sum();
+    Some((now, done))
 }
 
 fn vm_hwm_mib(pid: i32) -> u64 {
@@ -336,14 +347,18 @@ fn run_cell(mode: Mode, what: Hostile) -> Seen {
     let pid = w.pid();
     util::eventually(Duration::from_secs(5), || in_flight(mport) == Some(0));
     let fds = util::fd_count(pid);
+    let done_before = requests(mport).map_or(0, |(_, done)| done);
     let cpu_before = cpu_time(pid);
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let limit = DEADLINE + SLACK + Duration::from_secs(5);
     let (status, took) = std::thread::scope(|scope| {
         let client = scope.spawn(|| hostile_client(w.port, what, mode == Mode::Static, &stop));
-        // Until the request has begun, in_flight may still read 0.
-        std::thread::sleep(Duration::from_millis(50));
+        // Until the request has begun, in_flight may still read 0; a request already
+        // over has been counted.
+        util::eventually(limit, || {
+            requests(mport).is_some_and(|(now, done)| now > 0 || done > done_before)
+        });
         let over = util::eventually(limit, || {
             in_flight(mport) == Some(0) && util::fd_count(pid) <= fds
         });

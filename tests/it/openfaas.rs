@@ -4,11 +4,10 @@
 //! upstream that keeps serving for `healthcheck_interval` after SIGTERM and then drains,
 //! and the request log lines that tools parse.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::util::{eventually, request, watchdog, Builder, TempDir};
+use crate::util::{self, eventually, request, watchdog, Builder, TempDir};
 
 /// The upstream: `python3 -u upstream.py PORT WORKDIR`.
 ///
@@ -83,11 +82,6 @@ mark("exited", repr(time.time()))
 sys.stderr.write("[entrypoint] Exiting.\n")
 "#;
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// The python upstream, its port and its folder.
 struct App {
     port: u16,
@@ -101,7 +95,7 @@ impl App {
         let script = work.path().join("upstream.py");
         std::fs::write(&script, UPSTREAM_PY).expect("write upstream.py");
         App {
-            port: free_port(),
+            port: util::child_port(),
             work,
             script,
         }
@@ -187,7 +181,7 @@ fn http_request_lines_carry_the_upstream_status_line_and_a_human_size() {
 #[test]
 fn a_slow_starting_upstream_is_waited_for_with_503s_meanwhile() {
     let app = App::new();
-    let port = free_port();
+    let port = util::child_port();
     let builder = app
         .watchdog()
         .env("exec_timeout", "1s")

@@ -8,7 +8,6 @@
 //! `HEALTHCHECK`).
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -330,14 +329,6 @@ fn template_context(name: &str) -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Starts a template's starter handler under fwatchdog, as its image would.
 fn start_template(
     name: &str,
@@ -439,7 +430,7 @@ fn template_python3_classic_echoes_stdin() {
 fn template_python3_http_serves_through_the_proxy() {
     // Its server listens where upstream_url says; a free port keeps parallel tests apart.
     let dir = TempDir::new();
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{}", util::child_port());
     let (w, env) = start_template("python3-http", &dir, &[], &[("upstream_url", url)]);
     assert!(env.contains(&("mode".into(), "http".into())), "{env:?}");
     check_round_trip(
@@ -463,7 +454,7 @@ fn template_node_serves_through_the_proxy() {
         );
     }
     let dir = TempDir::new();
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{}", util::child_port());
     let (w, env) = start_template("node", &dir, &[], &[("upstream_url", url)]);
     assert!(env.contains(&("mode".into(), "http".into())), "{env:?}");
     check_round_trip(

@@ -774,6 +774,42 @@ pub fn listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
 }
 
+/// A port for a program that must be told its port before it listens (an http upstream,
+/// the jwt issuer, a watchdog whose port is probed before it is ready): free when
+/// checked, and outside the kernel's ephemeral range, so neither a connection's local
+/// port nor a `bind(0)` anywhere on the machine can take it before the program binds
+/// it. Ports are handed out in turn from a start of this process's own, so concurrent
+/// test runs rarely meet; one that is taken is skipped. Where the kernel leaves no
+/// room outside its range, a port from `bind(0)` (racy, as before).
+pub fn child_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut it = r.split_whitespace().map(|p| p.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The larger stretch outside [low, high], above the well-known ports.
+    let (first, len) = if low.saturating_sub(10_000) >= 65_535u32.saturating_sub(high) {
+        (10_000u32, low.saturating_sub(10_000))
+    } else {
+        (high + 1, 65_535 - high)
+    };
+    if len >= 1_000 {
+        let offset = u32::from(std::process::id() as u16) * 7919 % len;
+        for _ in 0..len {
+            let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+            let port = (first + (offset + n) % len) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    listener().local_addr().expect("addr").port()
+}
+
 /// Waits (up to a minute) for the file a handler touches as its first act, the marker
 /// that the request reached it; panics if it never appears.
 pub fn wait_for_marker(marker: &Path) {
