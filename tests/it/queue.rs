@@ -295,10 +295,7 @@ fn http_upstreams_get_x_deadline_ms_and_a_client_cannot_set_it() {
     let tmp = TempDir::new();
     let script = tmp.path().join("upstream.py");
     std::fs::write(&script, UPSTREAM).expect("write");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = crate::util::child_port();
     let w = watchdog()
         .mode("http")
         .env("exec_timeout", "7s")

@@ -182,11 +182,7 @@ fn busy_port_exits_1_with_address_and_error() {
 #[test]
 fn platform_port_env_is_honoured_below_the_openfaas_port() {
     // Knative and Cloud Run say where to listen with PORT.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let free = crate::util::child_port();
     let w = watchdog()
         .fprocess("cat")
         .env("port", "") // empty counts as unset

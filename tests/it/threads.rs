@@ -136,10 +136,7 @@ fn two_threads_proxy_http_mode() {
     let tmp = TempDir::new();
     let script = tmp.path().join("echo.py");
     std::fs::write(&script, ECHO_PY).expect("write upstream");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = crate::util::child_port();
     let mut w = watchdog()
         .mode("http")
         .fprocess(format!("python3 {} {port}", script.display()))

@@ -23,8 +23,6 @@ use crate::body::{self, Abort, Body, BoxError};
 use crate::metrics::Invocation as Counted;
 
 const PREFIX: &str = "/2018-06-01/runtime/";
-/// Frames of a streamed result queued towards a slow client.
-const STREAM_DEPTH: usize = 8;
 /// The most of an `init/error` or of an error document read when no budget says more.
 const ERROR_MAX: u64 = 1024 * 1024;
 
@@ -219,7 +217,7 @@ async fn response(
     };
     let content_type = req.headers().get(http::header::CONTENT_TYPE).cloned();
     if streaming {
-        let (tx, chan) = body::Channel::new(STREAM_DEPTH);
+        let (tx, chan) = body::Channel::new(body::RESPONSE_DEPTH);
         let _ = reply.send(Outcome::Result {
             content_type,
             body: chan.boxed_unsync(),
