@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
+/// The binary [`watchdog`] starts: `FWATCHDOG_BIN` when set (to measure another build,
+/// e.g. the static release one: `FWATCHDOG_BIN=target/x86_64-unknown-linux-musl/release/fwatchdog
+/// cargo test --test it matrix -- --nocapture`), else the one cargo built for the tests.
+fn bin() -> String {
+    std::env::var("FWATCHDOG_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// The least time a wait for something that must happen (a log line, an exit, a process
 /// group gone) allows. A loaded machine can take seconds where an idle one takes
 /// milliseconds, and a wait that comes true returns at once, so patience costs a passing
@@ -108,10 +115,10 @@ impl Builder {
 
     fn command(&self, tmp: &Path) -> Command {
         let mut cmd = if self.wrapper.is_empty() {
-            Command::new(BIN)
+            Command::new(bin())
         } else {
             let mut c = Command::new(&self.wrapper[0]);
-            c.args(&self.wrapper[1..]).arg(BIN);
+            c.args(&self.wrapper[1..]).arg(bin());
             c
         };
         cmd.args(&self.args)
