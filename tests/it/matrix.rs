@@ -47,9 +47,10 @@ enum Mode {
     HttpBuffer,
     Static,
     FastCgi,
+    Lambda,
 }
 
-const MODES: [Mode; 8] = [
+const MODES: [Mode; 9] = [
     Mode::Streaming,
     Mode::Serializing,
     Mode::Classic,
@@ -58,6 +59,7 @@ const MODES: [Mode; 8] = [
     Mode::HttpBuffer,
     Mode::Static,
     Mode::FastCgi,
+    Mode::Lambda,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,19 @@ if ($u == "/hi") {
 }
 "#;
 
+/// The Lambda function (under AWS's runtime client): `/hi` answers, `/cat` returns the
+/// body, `/zero` returns 64 MiB, far over the 6 MiB a buffered result may hold (a Lambda
+/// result is finite: the largest one is its endless output).
+const LAMBDA_APP: &str = r#"
+def handler(event, context):
+    path = event.get("rawPath") if isinstance(event, dict) else None
+    if path == "/zero":
+        return "y" * (64 << 20)
+    if path == "/cat":
+        return event.get("body") or ""
+    return "hi\n"
+"#;
+
 /// What one cell saw.
 #[derive(Debug)]
 struct Seen {
@@ -155,6 +170,14 @@ fn start(mode: Mode, tmp: &TempDir) -> Watchdog {
             watchdog()
                 .mode("static")
                 .env("static_path", tmp.path().display().to_string())
+        }
+        Mode::Lambda => {
+            std::fs::write(tmp.path().join("app.py"), LAMBDA_APP).expect("app.py");
+            watchdog()
+                .mode("lambda")
+                .fprocess("python3 -m awslambdaric app.handler")
+                .env("PYTHONPATH", tmp.path().display().to_string())
+                .env("PYTHONDONTWRITEBYTECODE", "1")
         }
         Mode::FastCgi => {
             let path = tmp.path().join("index.php");
@@ -391,6 +414,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::HttpBuffer => "http+buffer",
         Mode::Static => "static",
         Mode::FastCgi => "fastcgi",
+        Mode::Lambda => "lambda",
     }
 }
 
@@ -408,6 +432,13 @@ fn hostile_name(h: Hostile) -> &'static str {
 fn every_mode_bounds_every_hostile_client_and_handler() {
     let mut cells = Vec::new();
     for mode in MODES {
+        if mode == Mode::Lambda && !crate::lambda::have_awslambdaric() {
+            skip(
+                "every_mode_bounds_every_hostile_client_and_handler (lambda cells)",
+                "awslambdaric not installed (pip install awslambdaric==4.2.2)",
+            );
+            continue;
+        }
         if mode == Mode::FastCgi && !have("php-cgi") {
             skip(
                 "every_mode_bounds_every_hostile_client_and_handler (fastcgi cells)",
