@@ -3,7 +3,7 @@
 //! `awslambdaric` 4.2.2 from PyPI (`python3 -m awslambdaric app.handler`) and Rust's
 //! `lambda_runtime` 1.5 from crates.io (the crate under tests/lambda-rs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::util::{
@@ -518,4 +518,305 @@ fn lambda_runtime_api_is_not_on_the_function_port() {
         b"{}",
     );
     assert_eq!(r.status, 400, "a stale id: {}", r.text());
+}
+
+/// A Python function for the HTTP way in: the route picks the behaviour.
+const HTTP_APP: &str = r#"
+import base64, time
+
+def handler(event, context):
+    path = event["rawPath"]
+    if path == "/shaped":
+        return {
+            "statusCode": 201,
+            "headers": {"content-type": "application/octet-stream", "x-from": "lambda"},
+            "cookies": ["session=abc; HttpOnly", "theme=dark"],
+            "body": base64.b64encode(bytes([0, 1, 2, 255])).decode(),
+            "isBase64Encoded": True,
+        }
+    if path == "/raise":
+        raise KeyError("no such thing")
+    if path == "/sleep":
+        time.sleep(60)
+    if path == "/text":
+        return "plain words"
+    if path == "/broken":
+        return {"statusCode": "not a status"}
+    return event
+"#;
+
+#[test]
+fn lambda_http_requests_are_payload_2_events_and_results_map_back() {
+    if !have_awslambdaric() {
+        return skip(
+            "lambda_http_requests_are_payload_2_events_and_results_map_back",
+            NO_RIC,
+        );
+    }
+    let f = Function::new(HTTP_APP);
+    let w = f.watchdog().env("exec_timeout", "1s").start();
+    let r = request(
+        w.port,
+        "PUT",
+        "/some/path?a=1&a=2&b=x%20y",
+        &[
+            ("Cookie", "c1=v1; c2=v2"),
+            ("X-Multi", "one"),
+            ("X-Multi", "two"),
+            ("User-Agent", "it-test"),
+            ("X-Call-Id", "http-call-1"),
+        ],
+        &[0xff, 0xfe, 0x00, 0x41],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let e = json(&r);
+    assert_eq!(e["version"], "2.0");
+    assert_eq!(e["routeKey"], "$default");
+    assert_eq!(e["rawPath"], "/some/path");
+    assert_eq!(e["rawQueryString"], "a=1&a=2&b=x%20y");
+    assert_eq!(e["queryStringParameters"]["a"], "1,2");
+    assert_eq!(e["queryStringParameters"]["b"], "x y");
+    assert_eq!(e["cookies"], serde_json::json!(["c1=v1", "c2=v2"]));
+    assert_eq!(e["headers"]["x-multi"], "one,two");
+    assert_eq!(e["requestContext"]["http"]["method"], "PUT");
+    assert_eq!(e["requestContext"]["http"]["path"], "/some/path");
+    assert_eq!(e["requestContext"]["http"]["sourceIp"], "127.0.0.1");
+    assert_eq!(e["requestContext"]["http"]["userAgent"], "it-test");
+    assert_eq!(e["requestContext"]["requestId"], "http-call-1");
+    assert!(e["requestContext"]["timeEpoch"].as_u64().is_some());
+    assert_eq!(e["isBase64Encoded"], true);
+    assert_eq!(e["body"], "//4AQQ==");
+    // Text bodies stay text.
+    let e = json(&request(w.port, "POST", "/", &[], b"hello"));
+    assert_eq!(
+        (e["body"].as_str(), e["isBase64Encoded"].as_bool()),
+        (Some("hello"), Some(false))
+    );
+
+    // statusCode, headers, one Set-Cookie per cookie, a base64 body.
+    let r = w.get("/shaped");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("x-from"), Some("lambda"));
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    let cookies: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["session=abc; HttpOnly", "theme=dark"]);
+    assert_eq!(r.body, [0, 1, 2, 255]);
+    // Any other JSON result is the body, as Function URLs answer it.
+    let r = w.get("/text");
+    assert_eq!((r.status, r.text().as_str()), (200, "\"plain words\""));
+    // A function error and a malformed result are 502; a timeout 504.
+    let r = w.get("/raise");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.text(), "Internal Server Error\n");
+    assert_eq!(w.get("/broken").status, 502);
+    let r = w.get("/sleep");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.header("x-duration-seconds").is_some());
+    assert!(
+        r.text().contains("exec_timeout exceeded (1s)"),
+        "{}",
+        r.text()
+    );
+    // The runtime killed at the deadline was replaced.
+    assert_eq!(w.get("/after").status, 200, "{}", w.log());
+}
+
+/// The Rust function (tests/lambda-rs), built once per test run into the shared target
+/// directory; `None` when it cannot be built (no crates.io).
+pub fn rust_function() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target = root.join("target").join("lambda-rs");
+            let ok = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--release", "--quiet", "--manifest-path"])
+                .arg(root.join("tests/lambda-rs/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .is_ok_and(|s| s.success());
+            let bin = target.join("release").join("fwatchdog-lambda-rs");
+            (ok && bin.exists()).then_some(bin)
+        })
+        .clone()
+}
+
+pub const NO_RUST_FN: &str = "the lambda_runtime function (tests/lambda-rs) could not be built";
+
+fn rust_watchdog(bin: &Path) -> util::Builder {
+    watchdog()
+        .mode("lambda")
+        .fprocess(bin.display().to_string())
+}
+
+#[test]
+fn lambda_rust_runtime_answers_and_fails_both_ways() {
+    let Some(bin) = rust_function() else {
+        return skip(
+            "lambda_rust_runtime_answers_and_fails_both_ways",
+            NO_RUST_FN,
+        );
+    };
+    let w = rust_watchdog(&bin).start();
+    use base64::Engine as _;
+    let context = base64::engine::general_purpose::STANDARD.encode(r#"{"custom":{"k":"v"}}"#);
+    let r = invoke(
+        w.port,
+        &[
+            (
+                "X-Amzn-Trace-Id",
+                "Root=1-5e1b4151-5ac6c58f5b5daa6532a8b2c5",
+            ),
+            ("X-Amz-Client-Context", &context),
+        ],
+        r#"{"hello":"rust"}"#,
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    let v = json(&r);
+    assert_eq!(v["runtime"], "lambda_runtime");
+    assert_eq!(v["echo"]["hello"], "rust");
+    assert_eq!(v["trace"], "Root=1-5e1b4151-5ac6c58f5b5daa6532a8b2c5");
+    assert_eq!(v["client_context"]["k"], "v");
+    assert_eq!(r.header("x-amzn-requestid"), v["rid"].as_str());
+    // The HTTP way: the event is a payload 2.0 event, a plain JSON result is the body.
+    let r = request(w.port, "POST", "/rust/path", &[], b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["echo"]["rawPath"], "/rust/path");
+    // lambda_runtime sends the header `unhandled` and the Rust type in the body: the
+    // body's type is the one reported.
+    let r = invoke(w.port, &[], r#"{"error":"bad"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-amz-function-error"), Some("Unhandled"));
+    let v = json(&r);
+    assert_eq!(v["errorMessage"], "asked to fail: bad");
+    assert_ne!(v["errorType"], "unhandled", "{v}");
+    assert!(
+        v["errorType"].as_str().is_some_and(|t| t.contains("Error")),
+        "{v}"
+    );
+    let r = request(w.port, "POST", "/x", &[], br#"{"error":"bad"}"#);
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
+#[test]
+fn lambda_rust_stream_of_64_mib_arrives_in_pieces_before_the_function_ends() {
+    let Some(bin) = rust_function() else {
+        return skip(
+            "lambda_rust_stream_of_64_mib_arrives_in_pieces_before_the_function_ends",
+            NO_RUST_FN,
+        );
+    };
+    let w = rust_watchdog(&bin)
+        .env("exec_timeout", "120s")
+        .env("write_timeout", "120s")
+        .start();
+    let gate = TempDir::new();
+    let gate = gate.path().join("go");
+    // Through a Function URL: the body is the function's instructions. The function
+    // sends 1 MiB, then waits for the gate, which this client opens only after it has
+    // read bytes of the answer: a buffered answer would never open it.
+    let order = format!(r#"{{"stream":64,"gate":"{}"}}"#, gate.display());
+    let mut s = util::connect(w.port);
+    util::send_head(&mut s, "POST", "/download", &[], Some(order.len()));
+    std::io::Write::write_all(&mut s, order.as_bytes()).expect("write");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        let n = std::io::Read::read(&mut s, &mut buf).expect("the first bytes never came");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            if seen.len() > at + 4 + 1024 {
+                break at + 4;
+            }
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    std::fs::write(&gate, "").expect("open the gate");
+    let (rest, ended) = util::read_to_close(&mut s, Duration::from_secs(120));
+    assert!(ended);
+    seen.extend_from_slice(&rest);
+    let (body, complete) = dechunk(&seen[head_end..]);
+    assert!(complete, "the stream was cut");
+    assert_eq!(body.len(), 64 << 20);
+    assert!(body.iter().all(|b| *b == b'z'));
+}
+
+/// A chunked body's data, and whether its last chunk came.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return (out, false);
+        };
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size else {
+            return (out, false);
+        };
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return (out, true);
+        }
+        if raw.len() < size + 2 {
+            out.extend_from_slice(&raw[..size.min(raw.len())]);
+            return (out, false);
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+#[test]
+fn lambda_rust_http_shaped_stream_gives_status_headers_and_cookies() {
+    let Some(bin) = rust_function() else {
+        return skip(
+            "lambda_rust_http_shaped_stream_gives_status_headers_and_cookies",
+            NO_RUST_FN,
+        );
+    };
+    let w = rust_watchdog(&bin).start();
+    let r = request(w.port, "POST", "/shaped", &[], br#"{"http":true}"#);
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), w.log());
+    assert_eq!(r.header("x-shaped"), Some("yes"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let cookies: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, ["flavour=oat; Path=/", "size=big"]);
+    assert_eq!(r.text(), "streamed http body");
+    assert!(r.complete);
+    // On the Invoke API the prelude is taken off: the body, typed by it.
+    let r = invoke(w.port, &[], r#"{"http":true}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.text(), "streamed http body");
+    // An error mid-stream (lambda_runtime writes its trailer lines into the body) cuts
+    // the client's response: never a clean end.
+    let r = request(w.port, "POST", "/x", &[], br#"{"stream_error":true}"#);
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "a failed stream ended cleanly: {:?}", r.text());
+    assert!(r.text().starts_with("first part, then "), "{}", r.text());
+    assert!(
+        !r.text().contains("Lambda-Runtime-Function-Error"),
+        "{}",
+        r.text()
+    );
+    w.expect_log("the function failed mid-stream: Runtime.StreamError");
+    // The runtime goes on serving.
+    assert_eq!(invoke(w.port, &[], "{}").status, 200);
 }

@@ -47,10 +47,14 @@ enum Mode {
     HttpBuffer,
     Static,
     FastCgi,
+    /// A Python function under awslambdaric: buffered results.
     Lambda,
+    /// The Rust function of tests/lambda-rs under lambda_runtime, through Function URL
+    /// events: streamed results.
+    LambdaStream,
 }
 
-const MODES: [Mode; 9] = [
+const MODES: [Mode; 10] = [
     Mode::Streaming,
     Mode::Serializing,
     Mode::Classic,
@@ -60,6 +64,7 @@ const MODES: [Mode; 9] = [
     Mode::Static,
     Mode::FastCgi,
     Mode::Lambda,
+    Mode::LambdaStream,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +183,12 @@ fn start(mode: Mode, tmp: &TempDir) -> Watchdog {
                 .fprocess("python3 -m awslambdaric app.handler")
                 .env("PYTHONPATH", tmp.path().display().to_string())
                 .env("PYTHONDONTWRITEBYTECODE", "1")
+        }
+        Mode::LambdaStream => {
+            let bin = crate::lambda::rust_function().expect("built");
+            watchdog()
+                .mode("lambda")
+                .fprocess(bin.display().to_string())
         }
         Mode::FastCgi => {
             let path = tmp.path().join("index.php");
@@ -415,6 +426,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::Static => "static",
         Mode::FastCgi => "fastcgi",
         Mode::Lambda => "lambda",
+        Mode::LambdaStream => "lambda-strm",
     }
 }
 
@@ -436,6 +448,13 @@ fn every_mode_bounds_every_hostile_client_and_handler() {
             skip(
                 "every_mode_bounds_every_hostile_client_and_handler (lambda cells)",
                 "awslambdaric not installed (pip install awslambdaric==4.2.2)",
+            );
+            continue;
+        }
+        if mode == Mode::LambdaStream && crate::lambda::rust_function().is_none() {
+            skip(
+                "every_mode_bounds_every_hostile_client_and_handler (lambda stream cells)",
+                crate::lambda::NO_RUST_FN,
             );
             continue;
         }

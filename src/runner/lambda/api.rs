@@ -278,8 +278,6 @@ async fn pump(
     mut body: Incoming,
     tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
 ) -> bool {
-    // Once the client has gone, the rest is read and dropped so the runtime can finish.
-    let mut client = true;
     loop {
         let (frame, fail) = match body.frame().await {
             None => return false,
@@ -315,16 +313,15 @@ async fn pump(
         };
         if let Some(why) = fail {
             tracing::warn!("Lambda streamed result aborted: {why}");
-            if client {
-                let _ = tx.send(Err(Box::new(Abort(why)))).await;
-            }
-            // Read on, so the runtime sees its request through.
-            while let Some(Ok(_)) = body.frame().await {}
+            let _ = tx.send(Err(Box::new(Abort(why)))).await;
             return true;
         }
-        if let (Some(f), true) = (frame, client) {
+        if let Some(f) = frame {
             if tx.send(Ok(f)).await.is_err() {
-                client = false;
+                // The client has gone: the rest would be read for nothing (an endless
+                // stream, until the deadline). The runtime is answered now.
+                tracing::info!("Lambda streamed result: the client has gone; the rest is not read");
+                return false;
             }
         }
     }

@@ -190,6 +190,50 @@ fn clf_time(now: std::time::Duration) -> String {
     )
 }
 
+/// For the Invoke API: a stream with an HTTP prelude becomes a plain stream of its body,
+/// typed by the prelude's `content-type` (the status and cookies are for Function
+/// URLs). A prelude that cannot be read is a function error.
+pub async fn without_prelude(outcome: Outcome) -> Outcome {
+    let Outcome::Result {
+        content_type,
+        body,
+        streaming: true,
+    } = outcome
+    else {
+        return outcome;
+    };
+    if !content_type
+        .as_ref()
+        .is_some_and(|c| c.as_bytes().starts_with(HTTP_INTEGRATION.as_bytes()))
+    {
+        return Outcome::Result {
+            content_type,
+            body,
+            streaming: true,
+        };
+    }
+    match prelude(body).await {
+        Ok((head, rest)) => Outcome::Result {
+            content_type: head
+                .get("headers")
+                .and_then(|h| h.get("content-type").or_else(|| h.get("Content-Type")))
+                .and_then(Value::as_str)
+                .and_then(|c| HeaderValue::from_str(c).ok()),
+            body: rest,
+            streaming: true,
+        },
+        Err(why) => {
+            tracing::warn!("Lambda streamed result: {why}");
+            let doc =
+                serde_json::json!({ "errorType": "Runtime.InvalidStream", "errorMessage": why });
+            Outcome::Error {
+                error_type: "Runtime.InvalidStream".to_owned(),
+                body: Bytes::from(doc.to_string()),
+            }
+        }
+    }
+}
+
 /// The HTTP answer to an invocation's outcome.
 pub async fn answer(outcome: Outcome, started: Instant) -> Response<Body> {
     match outcome {

@@ -118,7 +118,7 @@ impl Lambda {
             Err(_) => Outcome::Timeout(budget.write()),
         };
         let mut resp = match way {
-            Way::Invoke => invoke_answer(outcome, &id, started),
+            Way::Invoke => invoke_answer(event::without_prelude(outcome).await, &id, started),
             Way::Http => event::answer(outcome, started).await,
         };
         if !matches!(way, Way::Http) || resp.status().is_success() {
