@@ -15,9 +15,13 @@
 //! opens it. A file asked for as a folder (`/a.txt/`) is 404 too (`ServeDir` would serve
 //! the file).
 //!
-//! `ServeDir` answers a request for several ranges (`bytes=0-1,3-4`) with 416; we ask it
-//! for the whole file instead (200), which RFC 9110 allows and every client handles.
-//! And it sends a file as it reads it, to its end: a file that grows while it is sent
+//! `ServeDir` serves one range only and answers a request for several (`bytes=0-1,3-4`)
+//! with 416. Those are ours ([`byteranges`]): as Go's file server (and so of-watchdog)
+//! does, a `GET` for several ranges of a regular file gets `206 multipart/byteranges`
+//! (`ServeDir`, asked for the whole file, still decides the conditional requests, the
+//! content type and a 404 first); ranges adding up to more than the file, or a syntax
+//! we do not read, get the whole file (200).
+//! And `ServeDir` sends a file as it reads it, to its end: a file that grows while it is sent
 //! would yield more than the `Content-Length` it announced. The body is cut at that
 //! length ([`Exact`]), so what is sent, and what the request log counts, is what was
 //! announced.
@@ -68,7 +72,8 @@ impl Files {
         if !self.hidden_files && hidden(req.uri().path()) {
             return not_found();
         }
-        if let Some(rel) = relative(req.uri().path()) {
+        let rel = relative(req.uri().path());
+        if let Some(rel) = rel.clone() {
             let root = self.root.clone();
             let as_folder = req.uri().path().ends_with('/');
             let found = tokio::task::spawn_blocking(move || resolve(&root, &rel, as_folder))
@@ -88,11 +93,23 @@ impl Files {
         }
         // ServeDir never reads the body; dropping it here keeps its types simple.
         let mut req = req.map(|_| http_body_util::Empty::<bytes::Bytes>::new());
-        if several_ranges(req.headers()) {
+        let ranges = several_ranges(req.headers());
+        if ranges.is_some() {
             req.headers_mut().remove(http::header::RANGE);
         }
+        let multipart = ranges.filter(|_| {
+            req.method() == http::Method::GET && !req.headers().contains_key(http::header::IF_RANGE)
+        });
         match self.dir.clone().try_call(req).await {
             Ok(resp) => {
+                if let (Some(spec), Some(rel)) = (multipart, rel) {
+                    if resp.status() == StatusCode::OK {
+                        let path = self.root.join(rel);
+                        if let Some(parts) = byteranges(&spec, &path, resp.headers()).await {
+                            return parts.map(|b| ctx.budget.response(b));
+                        }
+                    }
+                }
                 let announced = super::content_length(resp.headers());
                 let resp = resp.map(|b| {
                     let b: Body = b.map_err(Into::into).boxed_unsync();
@@ -131,12 +148,187 @@ fn no_such_name(e: &std::io::Error) -> bool {
             .any(|n| e.raw_os_error() == Some(*n as i32))
 }
 
-/// Whether `Range` asks for more than one range: `ServeDir` answers those 416.
-fn several_ranges(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::RANGE)
+/// The `Range` value when it asks for more than one range (`ServeDir` answers those
+/// 416).
+fn several_ranges(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::RANGE)?.to_str().ok()?;
+    let specs = v.split(',').filter(|r| !r.trim().is_empty()).count();
+    (specs > 1).then(|| v.to_owned())
+}
+
+/// The ranges of a `Range` value (`bytes=0-1,3-4`, `bytes=-5`, `bytes=10-`) in a file of
+/// `size` bytes, as Go's `http.ServeContent` reads them: `(start, length)` each, those
+/// starting past the end left out, ends past it cut to it. `Err(true)` when none is
+/// satisfiable (416), `Err(false)` for a value we do not read (the whole file is sent).
+fn parse_ranges(spec: &str, size: u64) -> Result<Vec<(u64, u64)>, bool> {
+    let list = spec.trim().strip_prefix("bytes=").ok_or(false)?;
+    let mut out = Vec::new();
+    for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let (start, end) = r.split_once('-').ok_or(false)?;
+        let (start, end) = (start.trim(), end.trim());
+        let num = |v: &str| -> Result<u64, bool> {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(false);
+            }
+            v.parse().map_err(|_| false)
+        };
+        if start.is_empty() {
+            // The last `end` bytes.
+            let n = num(end)?.min(size);
+            if n > 0 {
+                out.push((size - n, n));
+            }
+            continue;
+        }
+        let first = num(start)?;
+        if first >= size {
+            continue;
+        }
+        let last = if end.is_empty() {
+            size - 1
+        } else {
+            let last = num(end)?;
+            if last < first {
+                return Err(false);
+            }
+            last.min(size - 1)
+        };
+        out.push((first, last - first + 1));
+    }
+    if out.is_empty() {
+        return Err(true);
+    }
+    Ok(out)
+}
+
+/// The answer for several ranges of the regular file at `path`, whose whole-file answer
+/// from `ServeDir` had `headers`: `206 multipart/byteranges` (one range left: a plain
+/// 206), or 416 when none is satisfiable. `None`: the whole file it is (not a regular
+/// file, a value we do not read, or ranges adding up to more than the file).
+async fn byteranges(spec: &str, path: &Path, headers: &HeaderMap) -> Option<Response<Body>> {
+    use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LAST_MODIFIED};
+    // Non-blocking, as resolve() found a regular file there and a FIFO swapped in since
+    // must not hang us; read() on a regular file ignores the flag.
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .await
+        .ok()?;
+    let meta = file.metadata().await.ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let size = meta.len();
+    let ranges = match parse_ranges(spec, size) {
+        Ok(r) => r,
+        Err(true) => {
+            let mut resp = body::text(StatusCode::RANGE_NOT_SATISFIABLE, "");
+            resp.headers_mut().insert(
+                CONTENT_RANGE,
+                http::HeaderValue::from_str(&format!("bytes */{size}")).ok()?,
+            );
+            return Some(resp);
+        }
+        Err(false) => return None,
+    };
+    if ranges.iter().map(|(_, n)| n).sum::<u64>() > size {
+        return None;
+    }
+    let mut builder = Response::builder()
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header(ACCEPT_RANGES, "bytes");
+    if let Some(m) = headers.get(LAST_MODIFIED) {
+        builder = builder.header(LAST_MODIFIED, m);
+    }
+    let ctype = headers
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').filter(|r| !r.trim().is_empty()).count() > 1)
+        .unwrap_or("application/octet-stream");
+    let range_of = |(start, n): (u64, u64)| format!("bytes {start}-{}/{size}", start + n - 1);
+    // Each part: its head, then its bytes of the file.
+    let (parts, tail, ctype) = if let [one] = ranges[..] {
+        builder = builder.header(CONTENT_RANGE, range_of(one));
+        (vec![(Bytes::new(), one)], Bytes::new(), ctype.to_owned())
+    } else {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b).ok()?;
+        let boundary: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let parts = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let sep = if i == 0 { "" } else { "\r\n" };
+                let head = format!(
+                    "{sep}--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: {}\r\n\r\n",
+                    range_of(*r)
+                );
+                (Bytes::from(head), *r)
+            })
+            .collect();
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        (
+            parts,
+            tail,
+            format!("multipart/byteranges; boundary={boundary}"),
+        )
+    };
+    let total: u64 = parts
+        .iter()
+        .map(|(head, (_, n))| head.len() as u64 + n)
+        .sum::<u64>()
+        + tail.len() as u64;
+    let (tx, rx) = body::Channel::new(body::RESPONSE_DEPTH);
+    tokio::spawn(send_parts(file, parts, tail, tx));
+    builder
+        .header(CONTENT_TYPE, ctype)
+        .header(CONTENT_LENGTH, total)
+        .body(rx.boxed_unsync())
+        .ok()
+}
+
+/// Sends each part's head and its bytes of `file`, then `tail`; a read that fails or
+/// comes short (the file shrank) aborts the body.
+async fn send_parts(
+    mut file: tokio::fs::File,
+    parts: Vec<(Bytes, (u64, u64))>,
+    tail: Bytes,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    const CHUNK: u64 = 64 * 1024;
+    for (head, (start, n)) in parts {
+        if !head.is_empty() && tx.send(Ok(Frame::data(head))).await.is_err() {
+            return;
+        }
+        if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            let _ = tx
+                .send(Err(Box::new(body::Abort("cannot seek".into()))))
+                .await;
+            return;
+        }
+        let mut left = n;
+        while left > 0 {
+            let mut buf = bytes::BytesMut::with_capacity(left.min(CHUNK) as usize);
+            let got = (&mut file).take(left.min(CHUNK)).read_buf(&mut buf).await;
+            match got {
+                Ok(k) if k > 0 => {
+                    left -= k as u64;
+                    if tx.send(Ok(Frame::data(buf.freeze()))).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    let why = "the file shrank while it was sent";
+                    let _ = tx.send(Err(Box::new(body::Abort(why.into())))).await;
+                    return;
+                }
+            }
+        }
+    }
+    if !tail.is_empty() {
+        let _ = tx.send(Ok(Frame::data(tail))).await;
+    }
 }
 
 /// A body cut at the length its response announced: whatever the file grew by while
@@ -293,6 +485,28 @@ mod tests {
         assert_eq!(relative("/a/%2e%2e/%2e%2e/etc"), None);
         assert_eq!(relative("/a/%2E%2E/b"), None);
         assert_eq!(relative("/%ff"), None);
+    }
+
+    #[test]
+    fn ranges_are_read_as_go_reads_them() {
+        assert_eq!(parse_ranges("bytes=0-1,3-4", 10), Ok(vec![(0, 2), (3, 2)]));
+        assert_eq!(parse_ranges("bytes= -3 , 8-", 10), Ok(vec![(7, 3), (8, 2)]));
+        assert_eq!(
+            parse_ranges("bytes=5-100,-100", 10),
+            Ok(vec![(5, 5), (0, 10)])
+        );
+        assert_eq!(parse_ranges("bytes=0-1,10-20", 10), Ok(vec![(0, 2)]));
+        assert_eq!(parse_ranges("bytes=10-,20-30", 10), Err(true));
+        assert_eq!(parse_ranges("bytes=-0,-0", 10), Err(true));
+        for bad in [
+            "items=0-1,2-3",
+            "bytes=1,2",
+            "bytes=3-1,4-5",
+            "bytes=a-1,2-3",
+            "bytes=+1-2,3-4",
+        ] {
+            assert_eq!(parse_ranges(bad, 10), Err(false), "{bad}");
+        }
     }
 
     #[test]
