@@ -452,31 +452,8 @@ impl Program {
     {
         let path = self.path()?;
         let envp = environment(env)?;
-        let (stdin_r, stdin_w) = match stdin {
-            Stdin::Pipe => {
-                let (r, w) = pipe(Ours::Write)?;
-                (StdinEnd::Owned(r), Some(w))
-            }
-            // dup2 onto fd 0 gives the child a copy without FD_CLOEXEC; ours keeps it.
-            Stdin::Fd(fd) => (StdinEnd::Shared(fd), None),
-        };
-        let (stdout_r, stdout_w) = pipe(Ours::Read)?;
-        let (stderr_r, stderr_w) = match stderr {
-            Stderr::Pipe => {
-                let (r, w) = pipe(Ours::Read)?;
-                (Some(r), w)
-            }
-            Stderr::Stdout => (None, stdout_w.try_clone()?),
-        };
-        // Tied: `/proc/self/exe --exec-tied-to-parent <our pid> <path> <argv...>`.
-        let tie = self.tied.then(|| {
-            [
-                CString::new("fwatchdog").unwrap_or_default(),
-                CString::new(EXEC_TIED).unwrap_or_default(),
-                CString::new(std::process::id().to_string()).unwrap_or_default(),
-                path.clone(),
-            ]
-        });
+        let (theirs, ours) = stdio(stdin, stderr)?;
+        let tie = self.tied.then(|| tied_head(path));
         let argv: CStrArray<'_> = tie
             .iter()
             .flat_map(|head| head.iter())
@@ -494,17 +471,7 @@ impl Program {
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut leaders = table();
         prune(&mut leaders);
-        let pid = posix_spawn(
-            exe,
-            &argv,
-            &envp,
-            [
-                stdin_r.as_raw_fd(),
-                stdout_w.as_raw_fd(),
-                stderr_w.as_raw_fd(),
-            ],
-        )
-        .map_err(|e| explain(e, exe))?;
+        let pid = posix_spawn(exe, &argv, &envp, theirs.fds()).map_err(|e| explain(e, exe))?;
         leaders.insert(
             pid,
             Entry {
@@ -517,16 +484,84 @@ impl Program {
         );
         drop(leaders);
         // The child has its copies; ours of its ends must go so EOF comes when it exits.
-        drop((stdin_r, stdout_w, stderr_w));
+        drop(theirs);
         Ok(Child {
             pid,
-            stdin: stdin_w,
-            stdout: Some(stdout_r),
-            stderr: stderr_r,
+            stdin: ours.stdin,
+            stdout: Some(ours.stdout),
+            stderr: ours.stderr,
             exit: Some(rx),
             id,
         })
     }
+}
+
+/// The head of a tied program's argv: `fwatchdog --exec-tied-to-parent <our pid>
+/// <path>`, run as `/proc/self/exe` ([`exec_tied_if_asked`]).
+fn tied_head(path: &CString) -> [CString; 4] {
+    [
+        CString::new("fwatchdog").unwrap_or_default(),
+        CString::new(EXEC_TIED).unwrap_or_default(),
+        CString::new(std::process::id().to_string()).unwrap_or_default(),
+        path.clone(),
+    ]
+}
+
+/// The child's ends of its stdio, closed in our process once it has them.
+struct TheirEnds<'a> {
+    stdin: StdinEnd<'a>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+impl TheirEnds<'_> {
+    /// What becomes its fd 0, 1 and 2.
+    fn fds(&self) -> [RawFd; 3] {
+        [
+            self.stdin.as_raw_fd(),
+            self.stdout.as_raw_fd(),
+            self.stderr.as_raw_fd(),
+        ]
+    }
+}
+
+/// Our ends: its stdin (with [`Stdin::Pipe`]), its stdout, and its stderr (with
+/// [`Stderr::Pipe`]).
+struct OurEnds {
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: Option<OwnedFd>,
+}
+
+/// The pipes of one spawn, or the descriptor its fd 0 shares with us.
+fn stdio(stdin: Stdin<'_>, stderr: Stderr) -> io::Result<(TheirEnds<'_>, OurEnds)> {
+    let (stdin_r, stdin_w) = match stdin {
+        Stdin::Pipe => {
+            let (r, w) = pipe(Ours::Write)?;
+            (StdinEnd::Owned(r), Some(w))
+        }
+        // dup2 onto fd 0 gives the child a copy without FD_CLOEXEC; ours keeps it.
+        Stdin::Fd(fd) => (StdinEnd::Shared(fd), None),
+    };
+    let (stdout_r, stdout_w) = pipe(Ours::Read)?;
+    let (stderr_r, stderr_w) = match stderr {
+        Stderr::Pipe => {
+            let (r, w) = pipe(Ours::Read)?;
+            (Some(r), w)
+        }
+        Stderr::Stdout => (None, stdout_w.try_clone()?),
+    };
+    let theirs = TheirEnds {
+        stdin: stdin_r,
+        stdout: stdout_w,
+        stderr: stderr_w,
+    };
+    let ours = OurEnds {
+        stdin: stdin_w,
+        stdout: stdout_r,
+        stderr: stderr_r,
+    };
+    Ok((theirs, ours))
 }
 
 /// Which end of a handler's pipe is ours.

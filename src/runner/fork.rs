@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
-use super::budget::{Budget, OverCap};
+use super::budget::{Budget, Output, OverCap};
 use super::cgi;
 use super::env::{handler_env, EnvOptions};
 use super::failure::{duration_header, malformed_cgi, X_DURATION};
@@ -429,42 +429,13 @@ impl Fork {
         ctx: &Ctx,
     ) -> Result<Collected, Response<Body>> {
         let started = ctx.budget.started;
-        let mut output = ctx.budget.output();
-        let mut cgi_buf = self
-            .cfg
-            .fork_io
-            .cgi
-            .then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
-        // The head, the start of the body, and the index of the chunk it starts in.
-        let mut cgi_head = None;
-        let timed_out = loop {
-            match run.step(deadline.at).await {
-                Step::Data(d) => {
-                    if let Some(buf) = cgi_buf.as_mut() {
-                        match buf.push(d.clone()) {
-                            Ok(None) => {}
-                            Ok(Some((head, rest))) => {
-                                cgi_head = Some((head, rest, output.chunks().len()));
-                                cgi_buf = None;
-                            }
-                            Err(e) => return Err(bad_cgi(run.child.pid(), &e, started)),
-                        }
-                    }
-                    if let Err(OverCap(max)) = output.push(d) {
-                        return Err(self.over_cap(run, max, started));
-                    }
-                }
-                Step::Eof => break false,
-                Step::Deadline => break true,
-                Step::Body(_) => unreachable!("serializing has no body pump"),
-            }
+        let (output, cgi_head) = match self.read_output(&mut run, deadline, ctx).await {
+            Ok(read) => read,
+            Err(Cut::Deadline) => return Err(self.timed_out(run, deadline, started)),
+            Err(Cut::Malformed(e)) => return Err(bad_cgi(run.child.pid(), &e, started)),
+            Err(Cut::OverCap(max)) => return Err(self.over_cap(run, max, started)),
         };
-        let status = if timed_out {
-            None
-        } else {
-            run.wait(deadline.at).await
-        };
-        let Some(status) = status else {
+        let Some(status) = run.wait(deadline.at).await else {
             return Err(self.timed_out(run, deadline, started));
         };
         self.count_exit(status);
@@ -498,6 +469,41 @@ impl Fork {
             output,
             head,
         })
+    }
+
+    /// Reads the run's output until EOF, within `deadline` and `max_response_bytes`.
+    /// With --cgi the header block is checked as it arrives, so a handler that does not
+    /// speak CGI fails at once; then also returns the head, the start of the body, and
+    /// the index of the chunk the body starts in.
+    async fn read_output(
+        &self,
+        run: &mut Run,
+        deadline: Deadline,
+        ctx: &Ctx,
+    ) -> Result<(Output, Option<(cgi::Head, Bytes, usize)>), Cut> {
+        let mut output = ctx.budget.output();
+        let mut cgi_buf = self
+            .cfg
+            .fork_io
+            .cgi
+            .then(|| cgi::HeadBuf::new(cgi::MAX_HEAD));
+        let mut cgi_head = None;
+        loop {
+            match run.step(deadline.at).await {
+                Step::Data(d) => {
+                    if let Some(buf) = cgi_buf.as_mut() {
+                        if let Some((head, rest)) = buf.push(d.clone()).map_err(Cut::Malformed)? {
+                            cgi_head = Some((head, rest, output.chunks().len()));
+                            cgi_buf = None;
+                        }
+                    }
+                    output.push(d).map_err(|OverCap(max)| Cut::OverCap(max))?;
+                }
+                Step::Eof => return Ok((output, cgi_head)),
+                Step::Deadline => return Err(Cut::Deadline),
+                Step::Body(_) => unreachable!("serializing has no body pump"),
+            }
+        }
     }
 
     /// The handler wrote more than `max_response_bytes`: its group is killed and the
@@ -552,6 +558,15 @@ impl Fork {
             .body(body)
             .unwrap_or_else(|_| Response::new(body::empty()))
     }
+}
+
+/// Why reading a buffered run's output stopped before EOF.
+enum Cut {
+    Deadline,
+    /// Not a CGI header block (with --cgi).
+    Malformed(cgi::HeadError),
+    /// More than `max_response_bytes` (the limit).
+    OverCap(u64),
 }
 
 /// What a buffered run produced.

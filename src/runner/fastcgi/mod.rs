@@ -373,7 +373,8 @@ impl Job {
     }
 
     /// Writes the request and reads the response at once, until `END_REQUEST`, the
-    /// deadline, or the client leaving.
+    /// deadline, or the client leaving; then settles what the connection's next user
+    /// needs to know (`progress`) and what a retry would send again.
     async fn exchange<R, W>(
         &mut self,
         mut r: R,
@@ -385,75 +386,31 @@ impl Job {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let input = std::mem::replace(&mut self.input, Input::Empty);
-        let (mut input, replay) = match input {
-            Input::Chunks(c) => (Input::Chunks(c.clone()), Some(Input::Chunks(c))),
-            Input::Empty => (Input::Empty, Some(Input::Empty)),
-            s => (s, None),
-        };
-        let deadline = self.deadline.at;
-        let mid_record = &progress.mid_record;
-        let mut stdin_done = false;
-        let head = codec::request_head_with(id, true, &self.params);
-        let mut reading = Reading {
-            id,
-            buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
-            dec: Decoder::new(),
-            log: LogSink::new(
-                "stderr",
-                self.inner.cfg.logs.buffer_size,
-                self.inner.cfg.logs.prefix,
-                self.call_id.clone(),
-            ),
-            any_record: false,
-        };
-        let tx = self.tx.clone();
-        let result = {
-            let writer = write_request(&mut w, id, &head, &mut input, mid_record);
-            tokio::pin!(writer);
-            let reader = read_response(&mut r, &mut reading, self);
-            tokio::pin!(reader);
-            loop {
-                tokio::select! {
-                    res = &mut reader => break res,
-                    res = &mut writer, if !stdin_done => match res {
-                        Ok(()) => stdin_done = true,
-                        Err(f) => break Err(f),
-                    },
-                    _ = tokio::time::sleep_until(deadline.into()) => break Err(Interrupt::TimedOut),
-                    _ = tx.closed() => break Err(Interrupt::Gone),
-                }
-            }
-        };
+        let (mut input, replay) = std::mem::replace(&mut self.input, Input::Empty).for_attempt();
+        let mut reading = Reading::new(id, &self.inner.cfg, &self.call_id);
+        let (result, stdin_done) = self
+            .drive(
+                &mut r,
+                &mut w,
+                &mut input,
+                &mut reading,
+                &progress.mid_record,
+            )
+            .await;
         progress.any_record = reading.any_record;
         progress.stdin_done = stdin_done;
         progress.head_done = self.head_tx.is_none();
         if let Err(Interrupt::TimedOut | Interrupt::Gone) = &result {
-            // A record cut half-way cannot be followed by ABORT_REQUEST: the connection
-            // is simply closed.
-            if !mid_record.load(Ordering::Relaxed) {
-                let abort = codec::abort_request(id);
-                let sent = tokio::time::timeout(ABORT_SEND, async {
-                    w.write_all(&abort).await?;
-                    w.flush().await
-                })
-                .await;
-                // The client is gone, but the worker may still be running its request:
-                // wait for it to finish (php-cgi only notices the abort when it writes),
-                // until the deadline, so the request keeps its place in the pool and its
-                // concurrency slot meanwhile.
-                progress.overdue = match result {
-                    Err(Interrupt::Gone) if matches!(sent, Ok(Ok(()))) => {
-                        !wait_end(&mut r, &mut reading, deadline).await
-                    }
-                    Err(Interrupt::Gone) => false,
-                    _ => true,
-                };
-            } else {
-                // Closing the connection mid-request is enough for a worker that has
-                // not had the whole request; a timed-out one is still at work.
-                progress.overdue = matches!(result, Err(Interrupt::TimedOut));
-            }
+            let mid_record = progress.mid_record.load(Ordering::Relaxed);
+            progress.overdue = abandon(
+                &result,
+                &mut r,
+                &mut w,
+                &mut reading,
+                self.deadline.at,
+                mid_record,
+            )
+            .await;
         }
         progress.leftover = reading.dec.pending();
         reading.log.finish();
@@ -469,6 +426,91 @@ impl Job {
             }
         }
         result
+    }
+
+    /// The exchange itself: the request written while the response is read, until the
+    /// response ends or fails, the deadline, or the client leaving. Also says whether
+    /// the whole request (its empty `STDIN` record included) went out.
+    async fn drive<R, W>(
+        &mut self,
+        r: &mut R,
+        w: &mut W,
+        input: &mut Input,
+        reading: &mut Reading,
+        mid_record: &AtomicBool,
+    ) -> (Result<End, Interrupt>, bool)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let head = codec::request_head_with(reading.id, true, &self.params);
+        let (deadline, tx) = (self.deadline.at, self.tx.clone());
+        let mut stdin_done = false;
+        let writer = write_request(w, reading.id, &head, input, mid_record);
+        tokio::pin!(writer);
+        let reader = read_response(r, reading, self);
+        tokio::pin!(reader);
+        let result = loop {
+            tokio::select! {
+                res = &mut reader => break res,
+                res = &mut writer, if !stdin_done => match res {
+                    Ok(()) => stdin_done = true,
+                    Err(f) => break Err(f),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => break Err(Interrupt::TimedOut),
+                _ = tx.closed() => break Err(Interrupt::Gone),
+            }
+        };
+        (result, stdin_done)
+    }
+}
+
+/// After the deadline or the client leaving: tells the worker (`ABORT_REQUEST`), and
+/// says whether it is overdue, still at work on a request nobody waits for. A record
+/// cut half-way (`mid_record`) cannot be followed by `ABORT_REQUEST`: the connection is
+/// simply closed, which is enough for a worker that has not had the whole request; a
+/// timed-out one is still at work.
+async fn abandon<R, W>(
+    result: &Result<End, Interrupt>,
+    r: &mut R,
+    w: &mut W,
+    reading: &mut Reading,
+    deadline: Instant,
+    mid_record: bool,
+) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let timed_out = matches!(result, Err(Interrupt::TimedOut));
+    if mid_record {
+        return timed_out;
+    }
+    let abort = codec::abort_request(reading.id);
+    let sent = tokio::time::timeout(ABORT_SEND, async {
+        w.write_all(&abort).await?;
+        w.flush().await
+    })
+    .await;
+    // The client is gone, but the worker may still be running its request: wait for it
+    // to finish (php-cgi only notices the abort when it writes), until the deadline, so
+    // the request keeps its place in the pool and its concurrency slot meanwhile.
+    match sent {
+        _ if timed_out => true,
+        Ok(Ok(())) => !wait_end(r, reading, deadline).await,
+        _ => false,
+    }
+}
+
+impl Input {
+    /// The input for one attempt, and what a retry would send again: a body held whole
+    /// (or none) is kept, a streamed one cannot be.
+    fn for_attempt(self) -> (Input, Option<Input>) {
+        match self {
+            Input::Chunks(c) => (Input::Chunks(c.clone()), Some(Input::Chunks(c))),
+            Input::Empty => (Input::Empty, Some(Input::Empty)),
+            s => (s, None),
+        }
     }
 }
 
@@ -493,6 +535,19 @@ impl Progress {
             && self.leftover == 0
             && end.protocol_status == codec::REQUEST_COMPLETE
             && !self.mid_record.load(Ordering::Relaxed)
+    }
+}
+
+impl Reading {
+    fn new(id: u16, cfg: &Config, call_id: &str) -> Reading {
+        let logs = &cfg.logs;
+        Reading {
+            id,
+            buf: cgi::HeadBuf::new(cgi::MAX_HEAD),
+            dec: Decoder::new(),
+            log: LogSink::new("stderr", logs.buffer_size, logs.prefix, call_id.to_owned()),
+            any_record: false,
+        }
     }
 }
 

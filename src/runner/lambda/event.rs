@@ -38,32 +38,7 @@ pub fn request(
     request_id: &str,
     hidden: Option<&HeaderName>,
 ) -> Bytes {
-    let mut headers: Map<String, Value> = Map::new();
-    let mut cookies: Vec<Value> = Vec::new();
-    for (name, value) in &parts.headers {
-        if hidden == Some(name) {
-            continue;
-        }
-        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        if name == http::header::COOKIE {
-            cookies.extend(
-                v.split(';')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(|c| Value::String(c.to_owned())),
-            );
-            continue;
-        }
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(s)) => {
-                s.push(',');
-                s.push_str(&v);
-            }
-            _ => {
-                headers.insert(name.as_str().to_owned(), Value::String(v));
-            }
-        }
-    }
+    let (headers, cookies) = headers_and_cookies(&parts.headers, hidden);
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
     let header = |n: &str| {
@@ -73,17 +48,7 @@ pub fn request(
             .unwrap_or("")
             .to_owned()
     };
-    // The authority without its port, as API Gateway's domainName.
-    let host = header("host");
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => {
-            h.to_owned()
-        }
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && h.ends_with(']') => {
-            h.to_owned()
-        }
-        _ => host,
-    };
+    let host = domain_name(header("host"));
 
     let user_agent = header("user-agent");
     let source_ip = parts
@@ -143,6 +108,54 @@ pub fn request(
         }
     }
     Bytes::from(event.to_string())
+}
+
+/// The event's `headers` (repeated values joined by `,`, as API Gateway does) and its
+/// `cookies` (each `Cookie` pair on its own); `hidden` is left out.
+fn headers_and_cookies(
+    all: &http::HeaderMap,
+    hidden: Option<&HeaderName>,
+) -> (Map<String, Value>, Vec<Value>) {
+    let mut headers: Map<String, Value> = Map::new();
+    let mut cookies: Vec<Value> = Vec::new();
+    for (name, value) in all {
+        if hidden == Some(name) {
+            continue;
+        }
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == http::header::COOKIE {
+            cookies.extend(
+                v.split(';')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| Value::String(c.to_owned())),
+            );
+            continue;
+        }
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(s)) => {
+                s.push(',');
+                s.push_str(&v);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::String(v));
+            }
+        }
+    }
+    (headers, cookies)
+}
+
+/// The authority without its port, as API Gateway's `domainName`.
+fn domain_name(host: String) -> String {
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => {
+            h.to_owned()
+        }
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && h.ends_with(']') => {
+            h.to_owned()
+        }
+        _ => host,
+    }
 }
 
 /// `a=1&a=2&b=x%20y` → `{"a":"1,2","b":"x y"}`, as API Gateway joins repeated values.
