@@ -1,6 +1,6 @@
 //! Fault injection: one misbehaving handler per fault, run in every
 //! fork mode. Each case proves four things: the answer has the status the mode promises, the
-//! request ends within its bound, nothing of the handler's process group is left (and no
+//! request ends (within [`BOUND`]), nothing of the handler's process group is left (and no
 //! zombie), and the next request on the same watchdog is served normally.
 //!
 //! Every handler is the same script with one fault spliced in: `POST /ok` is a plain
@@ -26,8 +26,6 @@ struct Fault {
     /// Request body size; sent in 64 KiB pieces `pause` apart.
     body: usize,
     pause: Duration,
-    /// Longest the request may take, start to last byte of the answer.
-    bound: Duration,
     expect: fn(mode: &str, sent: &[u8], r: &Resp),
 }
 
@@ -95,11 +93,7 @@ fn check(fault: &Fault, mode: &str) {
     let sent = crate::util::random_bytes(fault.body);
     let (r, took) = exchange(w.port, sent.clone(), fault.pause);
     (fault.expect)(mode, &sent, &r);
-    assert!(
-        took < fault.bound,
-        "{mode}: took {took:?}, bound {:?}",
-        fault.bound
-    );
+    assert!(took < BOUND, "{mode}: took {took:?}, bound {BOUND:?}");
 
     assert_handler_group_ends(&dir.join("pid"), Duration::from_secs(3), mode);
     assert!(
@@ -157,7 +151,14 @@ macro_rules! in_every_fork_mode {
     )*};
 }
 
-const TIMEOUTS: &[(&str, &str)] = &[("exec_timeout", "600ms")];
+/// The faults that run into `exec_timeout`. Long enough for the plain requests that
+/// share it (`/ok`, and the output a timed-out handler writes first) on a loaded machine.
+const TIMEOUTS: &[(&str, &str)] = &[("exec_timeout", "2s")];
+
+/// How long any fault's request may take: far above what a loaded machine needs, far
+/// below what a hang costs (the faults sleep 20 s and more, or forever). Not a speed
+/// check.
+const BOUND: Duration = Duration::from_secs(15);
 
 /// Starts a daemon in its own session that keeps the handler's stdout and stderr open,
 /// and exits only once the daemon has left the group (else the kill of the group at the
@@ -172,7 +173,6 @@ in_every_fork_mode! {
         env: &[],
         body: 100_000,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| {
             assert_eq!(r.status, 500, "{mode}: {}", r.text());
             assert!(r.text().starts_with("killed by signal 11 (SIGSEGV)\n"), "{mode}: {}", r.text());
@@ -184,7 +184,6 @@ in_every_fork_mode! {
         env: &[],
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| match mode {
             // The head (200) is out before the crash: the stream must be cut short.
             "streaming" => {
@@ -203,7 +202,6 @@ in_every_fork_mode! {
         env: &[],
         body: 4 << 20,
         pause: std::time::Duration::from_millis(5),
-        bound: std::time::Duration::from_secs(5),
         expect: |mode, _, r| {
             assert_eq!((r.status, r.text().as_str()), (200, "early\n"), "{mode}");
             assert!(r.complete, "{mode}");
@@ -215,7 +213,6 @@ in_every_fork_mode! {
         env: &[],
         body: 1 << 20,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| {
             assert_eq!((r.status, r.text().as_str()), (200, "ignored\n"), "{mode}");
         },
@@ -226,7 +223,6 @@ in_every_fork_mode! {
         env: &[],
         body: 1 << 20,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(5),
         expect: |mode, sent, r| {
             assert_eq!(r.status, 200, "{mode}");
             assert!(r.complete, "{mode}");
@@ -242,7 +238,6 @@ in_every_fork_mode! {
         env: &[],
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(10),
         expect: |mode, _, r| {
             assert_eq!(r.status, 200, "{mode}");
             assert!(r.complete, "{mode}");
@@ -255,13 +250,12 @@ in_every_fork_mode! {
     ignoring_sigterm_does_not_outlive_exec_timeout => super::Fault {
         script: "trap '' TERM INT HUP; sleep 100",
         // With a kill grace, SIGTERM comes first and SIGKILL must still follow.
-        env: &[("exec_timeout", "600ms"), ("exec_kill_grace", "300ms")],
+        env: &[("exec_timeout", "2s"), ("exec_kill_grace", "300ms")],
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| {
             assert_eq!(r.status, 504, "{mode}: {}", r.text());
-            assert_eq!(r.text(), "exec_timeout exceeded (600ms)\n", "{mode}");
+            assert_eq!(r.text(), "exec_timeout exceeded (2s)\n", "{mode}");
         },
     };
 
@@ -271,7 +265,6 @@ in_every_fork_mode! {
         env: &[],
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(4),
         expect: |mode, _, r| {
             assert_eq!((r.status, r.text().as_str()), (200, "hi\n"), "{mode}");
             assert!(r.complete, "{mode}");
@@ -288,7 +281,6 @@ in_every_fork_mode! {
         env: &[],
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| {
             assert_eq!(
                 (r.status, r.text().as_str()),
@@ -308,7 +300,6 @@ in_every_fork_mode! {
         env: super::TIMEOUTS,
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| match mode {
             "streaming" => {
                 assert_eq!((r.status, r.text().as_str()), (200, "parent\n"), "{mode}");
@@ -316,7 +307,7 @@ in_every_fork_mode! {
             }
             _ => {
                 assert_eq!(r.status, 504, "{mode}: {}", r.text());
-                assert_eq!(r.text(), "exec_timeout exceeded (600ms)\n", "{mode}");
+                assert_eq!(r.text(), "exec_timeout exceeded (2s)\n", "{mode}");
             }
         },
     };
@@ -326,10 +317,9 @@ in_every_fork_mode! {
         env: super::TIMEOUTS,
         body: 0,
         pause: std::time::Duration::ZERO,
-        bound: std::time::Duration::from_secs(3),
         expect: |mode, _, r| {
             assert_eq!(r.status, 504, "{mode}: {}", r.text());
-            assert_eq!(r.text(), "exec_timeout exceeded (600ms)\n", "{mode}");
+            assert_eq!(r.text(), "exec_timeout exceeded (2s)\n", "{mode}");
             assert!(r.header("x-duration-seconds").is_some(), "{mode}");
         },
     };
