@@ -243,20 +243,22 @@ fn exec_kill_grace_sends_sigterm_first_then_sigkill() {
                 pidfile.display()
             ))
             .start();
+        // The group cannot end before exec_timeout + the grace after the request was
+        // sent: a lower bound that holds however late the 504 reaches us on a loaded
+        // machine (timing from the answer did not: a late answer shortened it).
+        let sent = Instant::now();
         let r = w.post("/", b"");
         assert_eq!(r.status, 504, "{mode}");
-        let answered = Instant::now();
         let pgid = util::read_pid(&pidfile);
-        assert!(
-            !util::group_members(pgid).is_empty(),
-            "{mode}: killed before the grace was over"
-        );
         util::assert_group_ends(
             pgid,
             Duration::from_secs(5),
             &format!("{mode}: after the grace"),
         );
-        assert!(answered.elapsed() >= Duration::from_millis(700), "{mode}");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(1300),
+            "{mode}: killed before exec_timeout + exec_kill_grace"
+        );
     }
 }
 
