@@ -54,6 +54,77 @@ pub struct Runtimes {
     stopping: AtomicBool,
 }
 
+/// One Runtime API listener per runtime on 127.0.0.1 (the port the kernel picks), and
+/// each one's `AWS_LAMBDA_RUNTIME_API`.
+fn bind_apis(count: usize) -> Result<(Vec<std::net::TcpListener>, Vec<String>), String> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut apis = Vec::with_capacity(count);
+    for _ in 0..count {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("cannot listen on 127.0.0.1 for the Lambda Runtime API: {e}"))?;
+        let port = l.local_addr().map_err(|e| e.to_string())?.port();
+        apis.push(format!("127.0.0.1:{port}"));
+        listeners.push(l);
+    }
+    Ok((listeners, apis))
+}
+
+/// The environment a Lambda runtime expects (as Lambda and RIE set it), minus what ours
+/// already sets, and the function's ARN.
+fn lambda_env(cfg: &Config) -> (Vec<(String, String)>, HeaderValue) {
+    let ours = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| cfg.lambda.function_name.clone());
+    let region = std::env::var("AWS_REGION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let task_root = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "/var/task".to_owned());
+    let stream = format!(
+        "{}/[$LATEST]{}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .get(..10)
+            .unwrap_or("1970-01-01")
+            .replace('-', "/"),
+        crate::logging::new_call_id().replace('-', "")
+    );
+    let mut defaults = vec![
+        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mib().to_string()),
+        ("AWS_REGION", region.clone()),
+        ("AWS_DEFAULT_REGION", region.clone()),
+        ("LAMBDA_TASK_ROOT", task_root),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
+        ("TZ", ":UTC".to_owned()),
+    ];
+    // As RIE: a command with arguments names the handler last.
+    if cfg.fprocess.len() > 1 {
+        if let Some(h) = cfg.fprocess.last() {
+            defaults.push(("_HANDLER", h.clone()));
+        }
+    }
+    let env = defaults
+        .into_iter()
+        .filter(|(k, _)| !ours(k))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let arn = HeaderValue::from_str(&format!(
+        "arn:aws:lambda:{region}:012345678912:function:{name}"
+    ))
+    .unwrap_or(HeaderValue::from_static(
+        "arn:aws:lambda:us-east-1:012345678912:function:function",
+    ));
+    (env, arn)
+}
+
 impl Runtimes {
     /// Binds every runtime's Runtime API listener; nothing runs until [`Runtimes::start`].
     pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Runtimes, String> {
@@ -61,67 +132,8 @@ impl Runtimes {
         let program = Program::new(&cfg.fprocess)
             .map_err(|e| format!("invalid fprocess: {e}"))?
             .tied_to_us();
-        let mut listeners = Vec::with_capacity(count);
-        let mut apis = Vec::with_capacity(count);
-        for _ in 0..count {
-            let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| {
-                    format!("cannot listen on 127.0.0.1 for the Lambda Runtime API: {e}")
-                })?;
-            let port = l.local_addr().map_err(|e| e.to_string())?.port();
-            apis.push(format!("127.0.0.1:{port}"));
-            listeners.push(l);
-        }
-        let ours = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| cfg.lambda.function_name.clone());
-        let region = std::env::var("AWS_REGION")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "us-east-1".to_owned());
-        let task_root = std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|_| "/var/task".to_owned());
-        let stream = format!(
-            "{}/[$LATEST]{}",
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string()
-                .get(..10)
-                .unwrap_or("1970-01-01")
-                .replace('-', "/"),
-            crate::logging::new_call_id().replace('-', "")
-        );
-        let mut defaults = vec![
-            ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mib().to_string()),
-            ("AWS_REGION", region.clone()),
-            ("AWS_DEFAULT_REGION", region.clone()),
-            ("LAMBDA_TASK_ROOT", task_root),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
-            ("TZ", ":UTC".to_owned()),
-        ];
-        // As RIE: a command with arguments names the handler last.
-        if cfg.fprocess.len() > 1 {
-            if let Some(h) = cfg.fprocess.last() {
-                defaults.push(("_HANDLER", h.clone()));
-            }
-        }
-        let env = defaults
-            .into_iter()
-            .filter(|(k, _)| !ours(k))
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let arn = HeaderValue::from_str(&format!(
-            "arn:aws:lambda:{region}:012345678912:function:{name}"
-        ))
-        .unwrap_or(HeaderValue::from_static(
-            "arn:aws:lambda:us-east-1:012345678912:function:function",
-        ));
+        let (listeners, apis) = bind_apis(count)?;
+        let (env, arn) = lambda_env(cfg);
         Ok(Runtimes {
             hub: Hub::new(count, arn, metrics),
             listeners: Mutex::new(listeners),
