@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{self, request, watchdog, TempDir, Watchdog, BIN};
+use crate::util::{self, request, skip, watchdog, TempDir, Watchdog, BIN};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -312,6 +312,8 @@ const TEMPLATES: &[&str] = &[
     "node",
     "rust",
     "php",
+    "python3-lambda",
+    "rust-lambda",
 ];
 
 fn template_dir(name: &str) -> PathBuf {
@@ -480,6 +482,92 @@ fn template_rust_compiled_handler_answers() {
     check_round_trip("rust", &w, "/", b"hi", "Hello from Rust! You said: hi");
 }
 
+/// The Lambda Invoke API of a watchdog.
+const INVOKE: &str = "/2015-03-31/functions/function/invocations";
+
+#[test]
+fn template_python3_lambda_answers_http_and_invoke() {
+    if !crate::lambda::have_awslambdaric() {
+        return skip(
+            "template_python3_lambda_answers_http_and_invoke",
+            "awslambdaric not installed (pip install awslambdaric==4.2.2)",
+        );
+    }
+    let dir = TempDir::new();
+    let (w, _) = start_template("python3-lambda", &dir, &[], &[]);
+    check_round_trip(
+        "python3-lambda",
+        &w,
+        "/",
+        b"hi",
+        "Hello from Python on Lambda! You said: hi",
+    );
+    let r = request(w.port, "POST", INVOKE, &[], br#"{"x":1}"#);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    let v = crate::util::json(&r);
+    assert_eq!(v["message"], "Hello from Python on Lambda!");
+    assert_eq!(v["event"]["x"], 1);
+}
+
+#[test]
+fn template_rust_lambda_bootstrap_answers_http_and_invoke() {
+    let dir = TempDir::new();
+    let Some(bootstrap) = build_rust_lambda(&dir) else {
+        return skip(
+            "template_rust_lambda_bootstrap_answers_http_and_invoke",
+            "the rust-lambda template could not be built (lambda_runtime from crates.io)",
+        );
+    };
+    let (w, _) = start_template(
+        "rust-lambda",
+        &dir,
+        &[("build", "/bootstrap", &bootstrap)],
+        &[],
+    );
+    check_round_trip(
+        "rust-lambda",
+        &w,
+        "/",
+        b"hi",
+        "Hello from Rust on Lambda! You said: hi",
+    );
+    let r = request(w.port, "POST", INVOKE, &[], br#"{"x":1}"#);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    let v = crate::util::json(&r);
+    assert_eq!(v["message"], "Hello from Rust on Lambda!");
+    assert_eq!(v["event"]["x"], 1);
+}
+
+/// Builds the rust-lambda template's bootstrap (lambda_runtime comes from crates.io),
+/// into the target directory of the lambda tests' function, whose dependencies and
+/// profile are the template's: the dependencies built for one serve the other.
+fn build_rust_lambda(dir: &TempDir) -> Option<PathBuf> {
+    let src = dir.path().join("rust-lambda-src");
+    copy_dir(&template_dir("rust-lambda").join("function"), &src);
+    let target = repo().join("target").join("lambda-rs");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--quiet"])
+        .current_dir(&src)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    let out = run_for(&mut cmd, Duration::from_secs(600));
+    let built = target.join("release/bootstrap");
+    if !out.status.success() || !built.exists() {
+        eprintln!(
+            "cargo build of the rust-lambda template failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    // Its own copy: another test run may rebuild the shared one meanwhile.
+    let mine = dir.path().join("bootstrap");
+    std::fs::copy(&built, &mine).expect("copy bootstrap");
+    Some(mine)
+}
+
 /// Builds the rust template's handler: with cargo, offline (the starter has no
 /// dependencies), or if that fails, with plain rustc.
 fn build_rust_handler(dir: &TempDir) -> PathBuf {
@@ -628,7 +716,15 @@ fn templates_follow_the_faas_cli_layout() {
         );
         let mode = get("mode").unwrap_or_else(|| panic!("{name}: ENV mode"));
         assert!(
-            ["streaming", "serializing", "classic", "http", "fastcgi"].contains(&mode.as_str()),
+            [
+                "streaming",
+                "serializing",
+                "classic",
+                "http",
+                "fastcgi",
+                "lambda"
+            ]
+            .contains(&mode.as_str()),
             "{name}: mode {mode}"
         );
         for k in ["exec_timeout", "read_timeout", "write_timeout"] {

@@ -60,10 +60,13 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Answer, Error> {
             let block = Bytes::from(vec![b'z'; 1 << 20]);
             for i in 0..mib {
                 if i == 1 {
-                    if let Some(g) = &gate {
-                        while !std::path::Path::new(g).exists() {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
+                    if let Some(g) = gate.clone() {
+                        let wait = move || {
+                            while !std::path::Path::new(&g).exists() {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                        };
+                        let _ = tokio::task::spawn_blocking(wait).await;
                     }
                 }
                 if tx.send_data(block.clone()).await.is_err() {
