@@ -315,6 +315,10 @@ impl Runtimes {
                 tracing::info!("Lambda runtime (pid {pid}) exited: {status}");
                 return;
             }
+            if self.hub.gave_up() {
+                // Init failed too often: the watchdog exits 1, nothing is restarted.
+                return;
+            }
             if !init_failed {
                 backoff = BACKOFF_MIN;
             }

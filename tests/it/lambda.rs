@@ -820,3 +820,43 @@ fn lambda_rust_http_shaped_stream_gives_status_headers_and_cookies() {
     // The runtime goes on serving.
     assert_eq!(invoke(w.port, &[], "{}").status, 200);
 }
+
+/// Two requests in flight with the same `X-Call-Id`: each gets its own answer (the
+/// second invocation gets a request id of its own).
+#[test]
+fn lambda_same_call_id_twice_in_flight_each_gets_its_own_answer() {
+    if !have_awslambdaric() {
+        return skip(
+            "lambda_same_call_id_twice_in_flight_each_gets_its_own_answer",
+            NO_RIC,
+        );
+    }
+    let f = Function::new(APP);
+    let w = f.watchdog().env("pool_size", "2").start();
+    let port = w.port;
+    let clients: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                invoke(
+                    port,
+                    &[("X-Call-Id", "same-id")],
+                    &format!(r#"{{"gate":"open","n":{i}}}"#),
+                )
+            })
+        })
+        .collect();
+    assert!(eventually(PATIENCE, || f.invoked().len() == 2));
+    std::fs::write(f.path("open"), "").expect("open the gate");
+    let mut seen = Vec::new();
+    for c in clients {
+        let r = c.join().expect("client");
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+        assert_eq!(r.header("x-amz-function-error"), None, "{}", r.text());
+        seen.push(json(&r)["echo"]["n"].as_i64().expect("n"));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1]);
+    let ids = f.invoked();
+    assert!(ids.contains(&"same-id".to_owned()), "{ids:?}");
+    assert_ne!(ids[0], ids[1], "{ids:?}");
+}

@@ -145,9 +145,6 @@ async fn next(hub: &Arc<Hub>, runtime: usize) -> Response<Body> {
         let deadline = p.budget.run();
         let mut resp = Response::new(body::full(p.event.clone()));
         let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&p.id) {
-            h.insert(REQUEST_ID.clone(), v);
-        }
         h.insert(
             DEADLINE_MS.clone(),
             HeaderValue::from(crate::runner::deadline_ms(deadline.at)),
@@ -164,7 +161,10 @@ async fn next(hub: &Arc<Hub>, runtime: usize) -> Response<Body> {
             HeaderValue::from_static("application/json"),
         );
         let pid = hub.pid(runtime);
-        hub.record(runtime, pid, deadline, p);
+        let id = hub.record(runtime, pid, deadline, p);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID.clone(), v);
+        }
         return resp;
     }
 }

@@ -173,7 +173,17 @@ impl Hub {
 
     /// Records that the process `pid` of `runtime` took `p`, until `deadline`; at the
     /// deadline, if still unanswered, the runtime is killed and the caller told.
-    pub fn record(self: &Arc<Self>, runtime: usize, pid: i32, deadline: Deadline, p: Pending) {
+    ///
+    /// Returns the request id the runtime is told: the invocation's, unless another
+    /// invocation in progress already has it (two requests with the same `X-Call-Id`),
+    /// then a fresh one, so that each answer reaches its own caller.
+    pub fn record(
+        self: &Arc<Self>,
+        runtime: usize,
+        pid: i32,
+        deadline: Deadline,
+        p: Pending,
+    ) -> String {
         let Pending {
             id,
             budget,
@@ -181,20 +191,28 @@ impl Hub {
             reply,
             ..
         } = p;
+        let taken = Taken {
+            runtime,
+            pid,
+            deadline,
+            reply: Some(reply),
+            budget,
+            _slot: slot,
+        };
+        let id = {
+            let mut table = lock(&self.taken);
+            let id = if table.contains_key(&id) {
+                crate::logging::new_call_id()
+            } else {
+                id
+            };
+            table.insert(id.clone(), taken);
+            id
+        };
         if let Some(rt) = self.runtimes.get(runtime) {
             *lock(&rt.call_id) = id.clone();
         }
-        lock(&self.taken).insert(
-            id.clone(),
-            Taken {
-                runtime,
-                pid,
-                deadline,
-                reply: Some(reply),
-                budget,
-                _slot: slot,
-            },
-        );
+        let answer_id = id.clone();
         let hub = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline.at.into()).await;
@@ -212,6 +230,7 @@ impl Hub {
                 let _ = r.send(Outcome::Timeout(deadline));
             }
         });
+        answer_id
     }
 
     /// The runtime's answer to `id` begins: its record, unless the id is unknown, already
@@ -330,6 +349,11 @@ impl Hub {
     /// Runtimes that have asked for work at least once.
     pub fn ready(&self) -> watch::Receiver<usize> {
         self.ready.subscribe()
+    }
+
+    /// Whether init has failed too often (the watchdog is exiting).
+    pub fn gave_up(&self) -> bool {
+        self.fatal.borrow().is_some()
     }
 
     /// Resolves with why, once init has failed too often.
