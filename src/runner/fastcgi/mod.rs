@@ -46,7 +46,7 @@ use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
 use crate::config::{Config, FastCgiAddress};
 use codec::{Decoder, End, Record};
-use pool::{Connections, Io};
+use pool::{Conn, Connections, Io, Lease};
 
 /// How long `ABORT_REQUEST` may take to send; a worker that does not take it in that
 /// time is not waited for.
@@ -250,36 +250,17 @@ impl Job {
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
-            // A client that leaves while its request waits for a connection: the request
-            // is never sent.
-            let mut lease = tokio::select! {
-                l = self.inner.conns.checkout(self.deadline.at) => match l {
-                    Ok(l) => l,
-                    Err(f) => break Err(f),
-                },
-                _ = self.tx.closed() => break Err(Interrupt::Gone),
+            let mut lease = match self.lease().await {
+                Ok(lease) => lease,
+                Err(f) => break Err(f),
             };
-            if self.tx.is_closed() {
-                lease.keep();
-                break Err(Interrupt::Gone);
-            }
             let reused = lease.reused;
             let Some(mut conn) = lease.conn.take() else {
                 break Err(Interrupt::Worker("no connection".into()));
             };
-            let id = conn.next_id();
             let replayable = matches!(self.input, Input::Empty | Input::Chunks(_));
             let mut progress = Progress::default();
-            let r = match &mut conn.io {
-                Io::Unix(s) => {
-                    let (r, w) = s.split();
-                    self.exchange(r, w, id, &mut progress).await
-                }
-                Io::Tcp(s) => {
-                    let (r, w) = s.split();
-                    self.exchange(r, w, id, &mut progress).await
-                }
-            };
+            let r = self.exchange_on(&mut conn, &mut progress).await;
             let retry = matches!(r, Err(Interrupt::Worker(_)))
                 && reused
                 && attempts < 2
@@ -292,25 +273,63 @@ impl Job {
                 drop(lease);
                 continue;
             }
-            if progress.overdue {
-                // Still at work on a request nobody waits for any more: php-cgi, for one,
-                // only notices ABORT_REQUEST when it writes. Stop that worker (it is
-                // replaced) rather than let it hold its place past the deadline.
-                if let (Some(w), Io::Unix(s)) = (&self.inner.workers, &conn.io) {
-                    w.kill_peer(std::os::fd::AsFd::as_fd(s));
-                }
-            }
-            // Only a connection whose exchange ended exactly as it should is used again.
-            if matches!(&r, Ok(end) if progress.reusable(end)) {
-                lease.conn = Some(conn);
-                lease.keep();
-            }
+            self.give_back(lease, conn, &r, &progress);
             break r.map(|end| (end, progress.head_done));
         };
         self.finish(outcome).await;
         // The response is over (its sender goes with `self`), and so is the body: what
         // the application did not read is not read after the answer (the connection is
         // closed instead).
+    }
+
+    /// A place in the pool and its connection. A client that leaves while its request
+    /// waits for one: the request is never sent.
+    async fn lease(&mut self) -> Result<Lease, Interrupt> {
+        let lease = tokio::select! {
+            l = self.inner.conns.checkout(self.deadline.at) => l?,
+            _ = self.tx.closed() => return Err(Interrupt::Gone),
+        };
+        if self.tx.is_closed() {
+            lease.keep();
+            return Err(Interrupt::Gone);
+        }
+        Ok(lease)
+    }
+
+    /// One exchange on `conn`, whichever kind of socket it is.
+    async fn exchange_on(
+        &mut self,
+        conn: &mut Conn,
+        progress: &mut Progress,
+    ) -> Result<End, Interrupt> {
+        let id = conn.next_id();
+        match &mut conn.io {
+            Io::Unix(s) => {
+                let (r, w) = s.split();
+                self.exchange(r, w, id, progress).await
+            }
+            Io::Tcp(s) => {
+                let (r, w) = s.split();
+                self.exchange(r, w, id, progress).await
+            }
+        }
+    }
+
+    /// After an exchange: a spawned worker still at work on a request nobody waits for
+    /// is stopped (php-cgi, for one, only notices `ABORT_REQUEST` when it writes; it is
+    /// replaced) rather than let hold its place past the deadline, and only a connection
+    /// whose exchange ended exactly as it should is used again.
+    fn give_back(&self, lease: Lease, conn: Conn, r: &Result<End, Interrupt>, progress: &Progress) {
+        if progress.overdue {
+            if let (Some(w), Io::Unix(s)) = (&self.inner.workers, &conn.io) {
+                w.kill_peer(std::os::fd::AsFd::as_fd(s));
+            }
+        }
+        if matches!(r, Ok(end) if progress.reusable(end)) {
+            let mut lease = lease;
+            lease.conn = Some(conn);
+            lease.keep();
+        }
     }
 
     /// Answers what is left to answer once the exchange is over.
