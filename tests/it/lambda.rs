@@ -860,3 +860,39 @@ fn lambda_same_call_id_twice_in_flight_each_gets_its_own_answer() {
     assert!(ids.contains(&"same-id".to_owned()), "{ids:?}");
     assert_ne!(ids[0], ids[1], "{ids:?}");
 }
+
+/// A runtime client that asks for several invocations at once
+/// (`AWS_LAMBDA_MAX_CONCURRENCY`, awslambdaric forks a worker for each) gets one per
+/// request for work: two requests run at once on one runtime slot.
+#[test]
+fn lambda_max_concurrency_client_takes_one_invocation_per_waiting_next() {
+    if !have_awslambdaric() {
+        return skip(
+            "lambda_max_concurrency_client_takes_one_invocation_per_waiting_next",
+            NO_RIC,
+        );
+    }
+    let f = Function::new(APP);
+    let w = f.watchdog().env("AWS_LAMBDA_MAX_CONCURRENCY", "2").start();
+    let port = w.port;
+    let clients: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || invoke(port, &[], &format!(r#"{{"gate":"go","n":{i}}}"#)))
+        })
+        .collect();
+    // Both are inside the function before either may finish.
+    assert!(
+        eventually(PATIENCE, || f.invoked().len() == 2),
+        "{:?}\n{}",
+        f.invoked(),
+        w.log()
+    );
+    std::fs::write(f.path("go"), "").expect("open the gate");
+    let mut pids = std::collections::HashSet::new();
+    for c in clients {
+        let r = c.join().expect("client");
+        assert_eq!(r.status, 200, "{}", r.text());
+        pids.insert(json(&r)["pid"].as_i64().expect("pid"));
+    }
+    assert_eq!(pids.len(), 2, "two workers of one runtime: {pids:?}");
+}
