@@ -170,7 +170,8 @@ pub fn request(line: &RequestLine<'_>) {
     let secs = line.took.as_secs_f64();
     let suffix = CallIdSuffix(line.show_call_id.then_some(call_id));
     let shown = StatusText(status, line.reason);
-    let size = human_size(bytes);
+    let size = HumanSize(bytes);
+    let took = Secs4(line.took);
     tracing::info!(
         target: REQUEST,
         method,
@@ -179,8 +180,42 @@ pub fn request(line: &RequestLine<'_>) {
         bytes,
         duration_s = secs,
         call_id,
-        "{method} {uri} - {shown} - ContentLength: {size} ({secs:.4}s){suffix}"
+        "{method} {uri} - {shown} - ContentLength: {size} ({took}s){suffix}"
     );
+}
+
+/// Seconds with four decimals, exactly as `{:.4}` prints `as_secs_f64()`, without the
+/// float formatting (which takes the slow exact path for most values): the nearest
+/// multiple of 100 µs in integers. A duration exactly halfway between two of them, or
+/// too long for the float to be exact to the nanosecond, takes the float path.
+struct Secs4(Duration);
+
+impl std::fmt::Display for Secs4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = self.0.as_nanos();
+        let (mut tenths_of_ms, rest) = (nanos / 100_000, nanos % 100_000);
+        if rest == 50_000 || self.0.as_secs() >= 1_000_000 {
+            return write!(f, "{:.4}", self.0.as_secs_f64());
+        }
+        if rest > 50_000 {
+            tenths_of_ms += 1;
+        }
+        write!(f, "{}.{:04}", tenths_of_ms / 10_000, tenths_of_ms % 10_000)
+    }
+}
+
+/// [`human_size`] without its float work for the common body under 1000 bytes, which
+/// it prints as the number and `B`.
+struct HumanSize(u64);
+
+impl std::fmt::Display for HumanSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 < 1000 {
+            write!(f, "{}B", self.0)
+        } else {
+            f.write_str(&human_size(self.0))
+        }
+    }
 }
 
 /// `200` or `200 OK`.
@@ -291,6 +326,40 @@ mod tests {
     /// go-units' own expectations (its TestHumanSize, those a byte count can reach) and
     /// the edges of Go's `%.4g`: rounding up into the next digit, ties to even.
     #[test]
+    fn secs4_prints_what_the_float_prints() {
+        let mut cases: Vec<Duration> = [
+            0u64,
+            1,
+            49_999,
+            50_000,
+            50_001,
+            99_999,
+            149_999,
+            150_000,
+            999_949_999,
+            999_950_000,
+            999_950_001,
+            1_234_567_891,
+            59_999_950_001,
+            999_999_999_999_999,
+            1_000_000_000_000_000,
+            u64::MAX,
+        ]
+        .iter()
+        .map(|n| Duration::from_nanos(*n))
+        .collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            cases.push(Duration::from_nanos(x >> (x % 40)));
+        }
+        for d in cases {
+            let want = format!("{:.4}", d.as_secs_f64());
+            assert_eq!(Secs4(d).to_string(), want, "{d:?}");
+        }
+    }
+
+    #[test]
     fn human_size_is_go_units_human_size() {
         let cases: &[(u64, &str)] = &[
             (0, "0B"),
@@ -314,6 +383,10 @@ mod tests {
         ];
         for (n, want) in cases {
             assert_eq!(human_size(*n), *want, "{n}");
+            assert_eq!(HumanSize(*n).to_string(), *want, "{n}");
+        }
+        for n in 0..2000 {
+            assert_eq!(HumanSize(n).to_string(), human_size(n), "{n}");
         }
     }
 

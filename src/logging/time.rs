@@ -14,15 +14,34 @@ fn timestamp(now: Duration) -> SystemTime {
 
 /// `YYYY/MM/DD HH:MM:SS` in UTC, the layout of Go's `log`: RFC 3339's
 /// `YYYY-MM-DDTHH:MM:SSZ` with other separators and no zone letter.
+/// Each thread keeps the last second it rendered: a busy server writes many lines per
+/// second, and the calendar arithmetic is then done once a second, not once a line.
 pub(super) fn write_text_time(out: &mut Vec<u8>, now: Duration) {
-    let start = out.len();
-    let _ = write!(out, "{}", humantime::format_rfc3339_seconds(timestamp(now)));
-    out.truncate(start + 19);
-    for (at, sep) in [(4, b'/'), (7, b'/'), (10, b' ')] {
-        if let Some(b) = out.get_mut(start + at) {
-            *b = sep;
-        }
+    thread_local! {
+        static LAST_SECOND: std::cell::Cell<(u64, [u8; 19])> =
+            const { std::cell::Cell::new((u64::MAX, [0; 19])) };
     }
+    let secs = now.min(LAST).as_secs();
+    let (cached, text) = LAST_SECOND.get();
+    if cached == secs {
+        out.extend_from_slice(&text);
+        return;
+    }
+    // `YYYY-MM-DDTHH:MM:SSZ`, of which the first 19 bytes are kept.
+    let mut rfc = [0u8; 20];
+    let mut cur = std::io::Cursor::new(&mut rfc[..]);
+    let _ = write!(
+        cur,
+        "{}",
+        humantime::format_rfc3339_seconds(timestamp(Duration::from_secs(secs)))
+    );
+    let mut text = [0u8; 19];
+    text.copy_from_slice(&rfc[..19]);
+    for (at, sep) in [(4, b'/'), (7, b'/'), (10, b' ')] {
+        text[at] = sep;
+    }
+    LAST_SECOND.set((secs, text));
+    out.extend_from_slice(&text);
 }
 
 /// RFC 3339 in UTC with milliseconds.

@@ -2,7 +2,6 @@
 //! picks the status and text and always says how long the request took
 //! (`X-Duration-Seconds`). The caller logs the cause, which it knows best.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
@@ -113,11 +112,26 @@ pub fn malformed_cgi(
 /// float rounding work on every response).
 pub fn duration_header(started: Instant) -> HeaderValue {
     let micros = started.elapsed().as_micros();
+    // Written from the end: six fraction digits, the point, then the whole seconds.
     let mut buf = [0u8; 48];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    let n = cur.position() as usize;
-    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("0"))
+    let mut at = buf.len();
+    let (mut whole, mut frac) = (micros / 1_000_000, micros % 1_000_000);
+    for _ in 0..6 {
+        at -= 1;
+        buf[at] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    at -= 1;
+    buf[at] = b'.';
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (whole % 10) as u8;
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[at..]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

@@ -445,34 +445,45 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes the hop-by-hop headers: the fixed list ([`HOP_BY_HOP`]), every header named
-/// in `Connection`, and `also`. One scan finds whether there is anything to do, which is
-/// cheaper than a hashed removal per name for the usual head that has none.
+/// in `Connection`, and `also`. One scan of the names finds those present, and only they
+/// are removed (each removal is a hashed lookup): the usual head has none, or only
+/// `Connection: keep-alive`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, also: Option<&HeaderName>) {
-    if !headers
-        .keys()
-        .any(|k| is_hop_by_hop(k) || also.is_some_and(|a| a == k))
-    {
+    // At most the nine fixed names and `also`: names are unique in `keys()`.
+    let mut present: [Option<HeaderName>; 10] = Default::default();
+    let mut n = 0;
+    let mut connection = false;
+    for k in headers.keys() {
+        if is_hop_by_hop(k) || also.is_some_and(|a| a == k) {
+            connection |= k == header::CONNECTION;
+            if let Some(slot) = present.get_mut(n) {
+                *slot = Some(k.clone());
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
         return;
     }
-    if let Some(a) = also {
-        headers.remove(a);
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        for value in &listed {
+    if connection {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
             for token in value.as_bytes().split(|b| *b == b',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
-                    headers.remove(name);
+                let token = token.trim_ascii();
+                // Already on the fixed list, or (empty) no name at all.
+                if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
                 }
             }
         }
-        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
+    for name in present.into_iter().flatten() {
         headers.remove(name);
     }
 }
@@ -503,9 +514,35 @@ fn drop_key_lookalikes(headers: &mut HeaderMap, key: &HeaderName) {
 /// Appends the client's address to `X-Forwarded-For`.
 fn forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let mut buf = [0u8; 48];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{ip}");
-    let n = cur.position() as usize;
+    let n = match ip {
+        // Four numbers and dots by hand: `Display` goes through the formatter (with
+        // padding support) for each of them, on every request.
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cur, "{ip}");
+            cur.position() as usize
+        }
+    };
     let ip = &buf[..n];
     let value = if headers.contains_key(&X_FORWARDED_FOR) {
         let mut joined = Vec::new();
@@ -572,6 +609,26 @@ mod tests {
     }
 
     #[test]
+    fn connection_alone_goes_and_the_options_it_names_only() {
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("host", "a"),
+            ("close", "not a hop"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["close", "host"]);
+        let mut h = headers(&[
+            ("connection", "Close, X-Hop"),
+            ("x-hop", "1"),
+            ("close", "2"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
     fn proxy_authorization_and_authenticate_are_hop_by_hop() {
         let mut h = headers(&[
             ("proxy-authorization", "Basic Zm9vOmJhcg=="),
@@ -614,6 +671,17 @@ mod tests {
         forwarded_for(&mut h, "::1".parse().expect("ip"));
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, ::1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.200.5",
+        ] {
+            let mut h = HeaderMap::new();
+            forwarded_for(&mut h, ip.parse().expect("ip"));
+            assert_eq!(h[&X_FORWARDED_FOR], ip);
+        }
     }
 
     #[test]
