@@ -141,8 +141,12 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// One histogram per `{code, method}`.
+type RequestHistograms =
+    HashMap<(u16, &'static str), Arc<Histogram>, BuildHasherDefault<KeyHasher>>;
+
 pub struct Metrics {
-    requests: RwLock<HashMap<(u16, &'static str), Arc<Histogram>, BuildHasherDefault<KeyHasher>>>,
+    requests: RwLock<RequestHistograms>,
     pub in_flight: Gauge,
     pub auth_failures: Counter,
     pub handler_starts: Counter,
