@@ -73,9 +73,12 @@ ARG BUILDARCH
 # installed under its triplet name, so these linkers are the native gcc when the two
 # architectures match, and the cross gcc installed below when they differ (same as the
 # repo's .cargo/config.toml, which the build context does not include).
-# The same gcc compiles mimalloc (C), the allocator of these builds.
+# The same gcc compiles mimalloc (C), the allocator of these builds. The rustflags make a
+# static executable at a fixed address, as in .cargo/config.toml (see there).
 ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=x86_64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static" \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static" \
     CC_x86_64_unknown_linux_musl=x86_64-linux-gnu-gcc \
     CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
 RUN case "${TARGETARCH:-amd64}" in \
