@@ -54,8 +54,10 @@ pub enum Runner {
 impl Runner {
     /// After the drain, before the backend stops: lets go of idle connections to it.
     pub fn close_idle(&self) {
-        if let Runner::FastCgi(f) = self {
-            f.close_idle();
+        match self {
+            Runner::FastCgi(f) => f.close_idle(),
+            Runner::Proxy(h) => h.close_idle(),
+            _ => {}
         }
     }
 

@@ -28,6 +28,7 @@ pub mod lambda;
 pub mod pipe;
 pub mod proxy;
 pub mod sniff;
+pub mod upstream_pool;
 
 /// What a runner knows about the request besides the request itself.
 #[derive(Debug, Clone)]

@@ -17,36 +17,29 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::budget::BodyEnd;
 use super::failure::{duration_header, X_DURATION};
+use super::upstream_pool::{Pool, SendError};
 use super::{content_length, Budget, Ctx, Deadline, Failure};
 use crate::body::{self, Body};
 use crate::config::{parse_duration, Config};
 use crate::duration::format_duration;
-
-/// Idle pooled connections are closed after this. Short, because upstream servers close
-/// idle keep-alive connections early (gunicorn after 2 s, node after 5 s) and a request
-/// sent on a connection the upstream is closing fails; under load no connection idles
-/// this long, so the pool still does its job.
-const POOL_IDLE: Duration = Duration::from_secs(1);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
 
 /// The reverse proxy: what answers function requests in http mode.
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Pool,
+    /// `Host` for a request that came without one (HTTP/1.0): the upstream's.
+    host: HeaderValue,
     /// The upstream URL's path without its trailing `/`; `None` when that leaves nothing.
     prefix: Option<String>,
     url: String,
@@ -59,28 +52,27 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(cfg: &Config) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let upstream = cfg.proxy.upstream_url.clone().unwrap_or_default();
         let prefix = upstream.path().trim_end_matches('/');
+        let authority = upstream
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
         Proxy {
-            client,
-            scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: upstream
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+            host: HeaderValue::from_str(authority.as_str())
+                .unwrap_or(HeaderValue::from_static("127.0.0.1")),
+            pool: Pool::new(authority),
             prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
             url: upstream.to_string(),
             exec_timeout: cfg.timeouts.exec,
             buffer: cfg.proxy.buffer_req_body,
             key: cfg.auth.api_keys.as_ref().map(|k| k.header().clone()),
         }
+    }
+
+    /// After the drain: closes the idle connections to the upstream.
+    pub fn close_idle(&self) {
+        self.pool.close_idle();
     }
 
     /// Proxies one request: the head made ready for the upstream, the body passed on
@@ -160,6 +152,9 @@ impl Proxy {
         parts.uri = self
             .target(&path)
             .map_err(|e| Failure::BadRequest(format!("cannot build the upstream URL: {e}")))?;
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, self.host.clone());
+        }
         parts.version = Version::HTTP_11;
         Ok(Prepared {
             deadline,
@@ -214,7 +209,7 @@ impl Proxy {
         };
         let sent = tokio::time::timeout_at(
             deadline.at.into(),
-            self.client.request(Request::from_parts(parts, body)),
+            self.pool.send(Request::from_parts(parts, body)),
         )
         .await;
         pending.armed = false;
@@ -232,7 +227,8 @@ impl Proxy {
         }
     }
 
-    /// `upstream_url` + the request's path and query, without a doubled `/`.
+    /// The request target sent upstream (origin form): `upstream_url`'s path + the
+    /// request's path and query, without a doubled `/`.
     fn target(&self, pq: &PathAndQuery) -> Result<Uri, http::Error> {
         let pq = match &self.prefix {
             None => pq.clone(),
@@ -248,8 +244,6 @@ impl Proxy {
             }
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(pq);
         Ok(Uri::from_parts(parts)?)
     }
@@ -257,7 +251,7 @@ impl Proxy {
     /// The answer when the upstream request failed before a response head.
     fn failed(
         &self,
-        e: &hyper_util::client::legacy::Error,
+        e: &SendError,
         method: &Method,
         path: &PathAndQuery,
         started: Instant,
@@ -277,7 +271,7 @@ impl Proxy {
             tracing::info!("{method} {path}: the request body failed: {cause}");
             return Failure::Body(BodyEnd::of(why)).answer(started);
         }
-        let msg = if e.is_connect() {
+        let msg = if matches!(e, SendError::Connect(_)) {
             format!("cannot connect to upstream {}: {cause}", self.url)
         } else {
             format!(
@@ -735,10 +729,13 @@ mod tests {
             ("http://h", "//keep//this", "http://h//keep//this"),
         ];
         for (base, path, want) in cases {
-            let got = http(base)
-                .target(&PathAndQuery::from_static(path))
-                .expect("uri");
-            assert_eq!(got.to_string(), want, "{base} + {path}");
+            let h = http(base);
+            let got = h.target(&PathAndQuery::from_static(path)).expect("uri");
+            assert_eq!(got.authority(), None, "origin form");
+            let base: Uri = base.parse().expect("base");
+            let scheme = base.scheme_str().expect("scheme");
+            let full = format!("{scheme}://{}{got}", base.authority().expect("authority"));
+            assert_eq!(full, want, "{base} + {path}");
         }
     }
 }
