@@ -670,7 +670,20 @@ struct Envp {
 
 impl Envp {
     fn array(&self) -> CStrArray<'_> {
-        let shadowed = |key: &[u8]| self.added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key);
+        // Comparing every inherited name with every request variable cost more than the
+        // rest of building the array. A name can only be shadowed by one of the same
+        // length and first byte: a 64-bit mask of (length, first byte) pairs rules
+        // out almost every inherited name at once.
+        let sig = |k: &[u8]| {
+            1u64 << ((k.len() as u64 * 31 + u64::from(k.first().copied().unwrap_or(0))) % 64)
+        };
+        let mask = self
+            .added
+            .iter()
+            .fold(0u64, |m, (n, e)| m | sig(&e.as_bytes()[..*n]));
+        let shadowed = |key: &[u8]| {
+            mask & sig(key) != 0 && self.added.iter().any(|(n, e)| e.as_bytes()[..*n] == *key)
+        };
         self.base
             .iter()
             .filter(|(k, _)| !shadowed(k))
@@ -899,4 +912,61 @@ pub fn kill_all() {
 /// How many leaders are still running.
 pub fn running() -> usize {
     table().values().filter(|e| e.exit.is_some()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).expect("no NUL")
+    }
+
+    /// What the handler gets: ours, minus each name a request variable shadows, then the
+    /// request's.
+    fn names(envp: &Envp) -> Vec<String> {
+        let array = envp.array();
+        let mut out = Vec::new();
+        let mut at = array.as_ptr();
+        // SAFETY: the array is NULL-terminated and its strings live as long as `envp`.
+        unsafe {
+            while !(*at).is_null() {
+                out.push(CStr::from_ptr(*at).to_string_lossy().into_owned());
+                at = at.add(1);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn request_variables_shadow_inherited_ones_of_the_same_name_only() {
+        let base: Vec<(Vec<u8>, CString)> = ["PATH=/bin", "Http_X=ours", "Http_Y=ours", "H=1"]
+            .iter()
+            .map(|kv| {
+                (
+                    kv.split('=').next().unwrap_or("").as_bytes().to_vec(),
+                    c(kv),
+                )
+            })
+            .collect();
+        let envp = Envp {
+            base: Box::leak(base.into_boxed_slice()),
+            added: vec![
+                (6, c("Http_X=theirs")),
+                (6, c("Http_Z=theirs")),
+                (4, c("Path=x")),
+            ],
+        };
+        assert_eq!(
+            names(&envp),
+            [
+                "PATH=/bin",
+                "Http_Y=ours",
+                "H=1",
+                "Http_X=theirs",
+                "Http_Z=theirs",
+                "Path=x"
+            ]
+        );
+    }
 }
