@@ -168,10 +168,7 @@ pub fn request(line: &RequestLine<'_>) {
         ..
     } = *line;
     let secs = line.took.as_secs_f64();
-    let suffix = CallIdSuffix(line.show_call_id.then_some(call_id));
-    let shown = StatusText(status, line.reason);
-    let size = HumanSize(bytes);
-    let took = Secs4(line.took);
+    let message = request_message(line);
     tracing::info!(
         target: REQUEST,
         method,
@@ -180,53 +177,76 @@ pub fn request(line: &RequestLine<'_>) {
         bytes,
         duration_s = secs,
         call_id,
-        "{method} {uri} - {shown} - ContentLength: {size} ({took}s){suffix}"
+        "{message}"
     );
 }
 
-/// Seconds with four decimals, exactly as `{:.4}` prints `as_secs_f64()`, without the
-/// float formatting (which takes the slow exact path for most values): the nearest
-/// multiple of 100 µs in integers. A duration exactly halfway between two of them, or
-/// too long for the float to be exact to the nanosecond, takes the float path.
-struct Secs4(Duration);
-
-impl std::fmt::Display for Secs4 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nanos = self.0.as_nanos();
-        let (mut tenths_of_ms, rest) = (nanos / 100_000, nanos % 100_000);
-        if rest == 50_000 || self.0.as_secs() >= 1_000_000 {
-            return write!(f, "{:.4}", self.0.as_secs_f64());
-        }
-        if rest > 50_000 {
-            tenths_of_ms += 1;
-        }
-        write!(f, "{}.{:04}", tenths_of_ms / 10_000, tenths_of_ms % 10_000)
+/// `<METHOD> <URI> - <status> - ContentLength: <size> (<s>s)[ [<call id>]]`, put
+/// together piece by piece: the formatter's machinery for each of a dozen pieces was
+/// most of what a request line cost.
+fn request_message(line: &RequestLine<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut m = String::with_capacity(line.method.len() + line.uri.len() + 64);
+    m.push_str(line.method);
+    m.push(' ');
+    m.push_str(line.uri);
+    m.push_str(" - ");
+    push_decimal(&mut m, u64::from(line.status));
+    if let Some(reason) = line.reason.filter(|r| !r.is_empty()) {
+        m.push(' ');
+        m.push_str(reason);
     }
+    m.push_str(" - ContentLength: ");
+    if line.bytes < 1000 {
+        push_decimal(&mut m, line.bytes);
+        m.push('B');
+    } else {
+        m.push_str(&human_size(line.bytes));
+    }
+    m.push_str(" (");
+    push_secs4(&mut m, line.took);
+    m.push_str("s)");
+    if line.show_call_id {
+        let _ = write!(m, "{}", CallIdSuffix(Some(line.call_id)));
+    }
+    m
 }
 
-/// [`human_size`] without its float work for the common body under 1000 bytes, which
-/// it prints as the number and `B`.
-struct HumanSize(u64);
-
-impl std::fmt::Display for HumanSize {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 < 1000 {
-            write!(f, "{}B", self.0)
-        } else {
-            f.write_str(&human_size(self.0))
+/// Appends `n` in decimal.
+fn push_decimal(m: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    m.extend(digits[at..].iter().map(|d| char::from(*d)));
 }
 
-/// `200` or `200 OK`.
-struct StatusText<'a>(u16, Option<&'a str>);
-
-impl std::fmt::Display for StatusText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.1 {
-            Some(reason) if !reason.is_empty() => write!(f, "{} {reason}", self.0),
-            _ => write!(f, "{}", self.0),
-        }
+/// Appends seconds with four decimals, exactly as `{:.4}` prints `as_secs_f64()`,
+/// without the float formatting (which takes the slow exact path for most values): the
+/// nearest multiple of 100 µs in integers. A duration exactly halfway between two of
+/// them, or too long for the float to be exact to the nanosecond, takes the float path.
+fn push_secs4(m: &mut String, took: Duration) {
+    use std::fmt::Write as _;
+    let nanos = took.as_nanos();
+    let (mut tenths_of_ms, rest) = (nanos / 100_000, nanos % 100_000);
+    if rest == 50_000 || took.as_secs() >= 1_000_000 {
+        let _ = write!(m, "{:.4}", took.as_secs_f64());
+        return;
+    }
+    if rest > 50_000 {
+        tenths_of_ms += 1;
+    }
+    push_decimal(m, (tenths_of_ms / 10_000) as u64);
+    m.push('.');
+    let frac = (tenths_of_ms % 10_000) as u32;
+    for div in [1000, 100, 10, 1] {
+        m.push(char::from(b'0' + (frac / div % 10) as u8));
     }
 }
 
@@ -326,7 +346,7 @@ mod tests {
     /// go-units' own expectations (its TestHumanSize, those a byte count can reach) and
     /// the edges of Go's `%.4g`: rounding up into the next digit, ties to even.
     #[test]
-    fn secs4_prints_what_the_float_prints() {
+    fn request_line_seconds_are_what_the_float_prints() {
         let mut cases: Vec<Duration> = [
             0u64,
             1,
@@ -355,7 +375,9 @@ mod tests {
         }
         for d in cases {
             let want = format!("{:.4}", d.as_secs_f64());
-            assert_eq!(Secs4(d).to_string(), want, "{d:?}");
+            let mut got = String::new();
+            push_secs4(&mut got, d);
+            assert_eq!(got, want, "{d:?}");
         }
     }
 
@@ -383,10 +405,21 @@ mod tests {
         ];
         for (n, want) in cases {
             assert_eq!(human_size(*n), *want, "{n}");
-            assert_eq!(HumanSize(*n).to_string(), *want, "{n}");
         }
+        // The request line's own path for sizes under 1000 bytes.
         for n in 0..2000 {
-            assert_eq!(HumanSize(n).to_string(), human_size(n), "{n}");
+            let line = RequestLine {
+                method: "GET",
+                uri: "/",
+                status: 200,
+                reason: None,
+                bytes: n,
+                took: Duration::ZERO,
+                call_id: "",
+                show_call_id: false,
+            };
+            let want = format!("GET / - 200 - ContentLength: {} (0.0000s)", human_size(n));
+            assert_eq!(request_message(&line), want, "{n}");
         }
     }
 
