@@ -709,7 +709,8 @@ where
             })
             .collect()
     });
-    let mut added: Vec<(usize, CString)> = Vec::new();
+    let extra = extra.into_iter();
+    let mut added: Vec<(usize, CString)> = Vec::with_capacity(extra.size_hint().0);
     for (k, v) in extra {
         let (k, v) = (k.as_ref().as_bytes(), v.as_ref().as_bytes());
         let mut kv = Vec::with_capacity(k.len() + v.len() + 1);

@@ -12,9 +12,19 @@ use http::request::Parts;
 
 /// `x-api-key` → `Http_X_Api_Key`.
 pub fn env_name(header: &str) -> String {
+    // `Http_` + `header::canonical` with `-` as `_`, in one allocation: this runs for
+    // every header of every request.
     let mut name = String::with_capacity(header.len() + 5);
     name.push_str("Http_");
-    name.push_str(&crate::header::canonical(header).replace('-', "_"));
+    let mut upper = true;
+    for c in header.chars() {
+        name.push(match c {
+            '-' => '_',
+            c if upper => c.to_ascii_uppercase(),
+            c => c.to_ascii_lowercase(),
+        });
+        upper = c == '-';
+    }
     name
 }
 
@@ -118,6 +128,17 @@ mod tests {
     fn env_names_are_canonical_headers() {
         assert_eq!(env_name("x-api-key"), "Http_X_Api_Key");
         assert_eq!(env_name("content-type"), "Http_Content_Type");
+        for h in [
+            "X-FORWARDED-FOR",
+            "a--b",
+            "-x",
+            "x_under_score",
+            "dnt",
+            "x-1st-thing",
+        ] {
+            let want = format!("Http_{}", crate::header::canonical(h).replace('-', "_"));
+            assert_eq!(env_name(h), want, "{h}");
+        }
     }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
