@@ -896,3 +896,47 @@ fn lambda_max_concurrency_client_takes_one_invocation_per_waiting_next() {
     }
     assert_eq!(pids.len(), 2, "two workers of one runtime: {pids:?}");
 }
+
+/// Without `fprocess`, the image's bootstrap is run, looked up where RIE looks
+/// (`$LAMBDA_TASK_ROOT/bootstrap` first); with none there, startup fails naming the
+/// places tried.
+#[test]
+fn lambda_without_fprocess_runs_the_bootstrap_or_names_where_it_looked() {
+    let Some(bin) = rust_function() else {
+        return skip(
+            "lambda_without_fprocess_runs_the_bootstrap_or_names_where_it_looked",
+            NO_RUST_FN,
+        );
+    };
+    if std::path::Path::new("/var/task/bootstrap").exists() {
+        return skip(
+            "lambda_without_fprocess_runs_the_bootstrap_or_names_where_it_looked",
+            "this machine has a /var/task/bootstrap",
+        );
+    }
+    let root = TempDir::new();
+    let (status, out) = watchdog()
+        .mode("lambda")
+        .env("LAMBDA_TASK_ROOT", root.path().display().to_string())
+        .run(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{out}");
+    let tried = root.path().join("bootstrap").display().to_string();
+    assert!(
+        out.contains(&tried) && out.contains("/var/task/bootstrap"),
+        "{out}"
+    );
+    std::fs::copy(&bin, root.path().join("bootstrap")).expect("copy bootstrap");
+    let w = watchdog()
+        .mode("lambda")
+        .env("LAMBDA_TASK_ROOT", root.path().display().to_string())
+        .start();
+    let r = invoke(w.port, &[], r#"{"from":"bootstrap"}"#);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), w.log());
+    assert_eq!(json(&r)["echo"]["from"], "bootstrap");
+    assert!(
+        w.log()
+            .contains(&format!("Started Lambda runtime {tried:?}")),
+        "{}",
+        w.log()
+    );
+}
