@@ -522,7 +522,7 @@ fn lambda_runtime_api_is_not_on_the_function_port() {
 
 /// A Python function for the HTTP way in: the route picks the behaviour.
 const HTTP_APP: &str = r#"
-import base64, time
+import base64, os, time
 
 def handler(event, context):
     path = event["rawPath"]
@@ -542,6 +542,8 @@ def handler(event, context):
         return "plain words"
     if path == "/broken":
         return {"statusCode": "not a status"}
+    if path == "/exit":
+        os._exit(3)
     return event
 "#;
 
@@ -615,6 +617,9 @@ fn lambda_http_requests_are_payload_2_events_and_results_map_back() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.text(), "Internal Server Error\n");
     assert_eq!(w.get("/broken").status, 502);
+    // A runtime that dies with the request: 502, and it is restarted.
+    let r = w.get("/exit");
+    assert_eq!(r.status, 502, "{}", r.text());
     let r = w.get("/sleep");
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.header("x-duration-seconds").is_some());
