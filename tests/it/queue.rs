@@ -226,7 +226,7 @@ fn exec_kill_grace_sends_sigterm_first_then_sigkill() {
         let r = w.post("/", b"");
         assert_eq!(r.status, 504, "{mode}");
         assert!(
-            w.wait_log("stderr: cleaned up", Duration::from_secs(3)),
+            w.wait_log("stderr: cleaned up", util::PATIENCE),
             "{mode}: {}",
             w.log()
         );
