@@ -352,19 +352,9 @@ impl Runtimes {
         let pids: Vec<i32> = {
             let pids = self.pids();
             self.stopping.store(true, Ordering::Release);
-            pids.iter().copied().filter(|p| *p != 0).collect()
+            pids.clone()
         };
-        if !pids.is_empty() {
-            tracing::info!(
-                "Stopping {} Lambda runtime(s): SIGTERM to their process groups",
-                pids.len()
-            );
-        }
-        let mut alive = self.alive.subscribe();
-        let gone = async move {
-            let _ = alive.wait_for(|n| *n == 0).await;
-        };
-        stop::terminate("Lambda runtimes", &pids, stop::KILL_AFTER, gone).await;
+        stop::stop_pool("Lambda runtime", &pids, &self.alive).await;
     }
 }
 

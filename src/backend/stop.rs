@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use tokio::sync::watch;
 
 use crate::duration::format_duration;
 use crate::os::process;
@@ -134,6 +135,25 @@ pub async fn terminate<F: Future<Output = ()>>(
         }
         let _ = tokio::time::timeout(AFTER_KILL, gone).await;
     }
+}
+
+/// Stops a pool of process groups after the drain (FastCGI workers, Lambda runtimes):
+/// SIGTERM to every group in `pids` (0 = a slot without a process), SIGKILL to those
+/// still running [`KILL_AFTER`] later. `alive` counts the pool's live processes: the wait
+/// ends when it reaches 0. `noun` names one member (`"FastCGI worker"`) in the log.
+pub async fn stop_pool(noun: &str, pids: &[i32], alive: &watch::Sender<usize>) {
+    let pids: Vec<i32> = pids.iter().copied().filter(|p| *p != 0).collect();
+    if !pids.is_empty() {
+        tracing::info!(
+            "Stopping {} {noun}(s): SIGTERM to their process groups",
+            pids.len()
+        );
+    }
+    let mut alive = alive.subscribe();
+    let gone = async move {
+        let _ = alive.wait_for(|n| *n == 0).await;
+    };
+    terminate(&format!("{noun}s"), &pids, KILL_AFTER, gone).await;
 }
 
 /// Resolves once no process is left in the group `pgid`.

@@ -268,19 +268,9 @@ impl Workers {
         let pids: Vec<i32> = {
             let pids = self.pids();
             self.stopping.store(true, Ordering::Release);
-            pids.iter().copied().filter(|p| *p != 0).collect()
+            pids.clone()
         };
-        if !pids.is_empty() {
-            tracing::info!(
-                "Stopping {} FastCGI worker(s): SIGTERM to their process groups",
-                pids.len()
-            );
-        }
-        let mut alive = self.alive.subscribe();
-        let gone = async move {
-            let _ = alive.wait_for(|n| *n == 0).await;
-        };
-        stop::terminate("FastCGI workers", &pids, stop::KILL_AFTER, gone).await;
+        stop::stop_pool("FastCGI worker", &pids, &self.alive).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
