@@ -123,8 +123,10 @@ class H(BaseHTTPRequestHandler):
                     self.close_connection = True
                     return
                 time.sleep(0.01)
-            self.reply(200, "slept %d" % ms)
+            # Marked before the answer is sent: once the client has the answer, the
+            # watchdog may drain and SIGTERM us before a later mark was written.
             mark(tag + ".done", repr(time.time()))
+            self.reply(200, "slept %d" % ms)
         elif name == "sse":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
