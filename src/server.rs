@@ -460,9 +460,10 @@ async fn serve(cfg: Arc<Config>) -> Result<Exit, Exit> {
     tokio::spawn(crate::os::memory::give_back());
     let lock = become_ready(&cfg, &shared, &mut backend, &mut stop_signals).await?;
     tracing::info!("Listening on port: {port}");
-    // The log writer batches lines; health goes green only once these are out. This
-    // blocks the thread for the one write (at most 2 s if nobody reads stderr), once.
-    crate::logging::flush();
+    // Health goes green only once the startup lines are out: most were written as they
+    // were logged; any stderr could not take at once are waited for here (at most 2 s
+    // if nobody reads stderr), once.
+    crate::logging::started();
     shared.state.starting.store(false, Ordering::Release);
 
     let cause = wait_for_stop(&mut stop_signals, &mut backend).await;

@@ -11,6 +11,9 @@
 //! server: once the queue holds [`QUEUE_BYTES`], the *oldest* queued lines are dropped so
 //! the newest output (the end of what a handler printed, the latest request lines)
 //! survives, and the writer reports how many were dropped as soon as it can write again.
+//! Until the server is ready ([`started`]) there are no requests to protect, so a line
+//! goes straight to stderr when stderr takes it at once: startup does not wait for the
+//! writer thread to be scheduled.
 //!
 //! This file is the API the rest of the crate calls (install, request and handler lines,
 //! call ids); `render` turns an event into a line and `writer` owns the queue and the
@@ -55,7 +58,11 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 #[must_use = "dropping the guard flushes the log; hold it until exit"]
 pub fn init(format: LogFormat) -> Guard {
     let queue = QUEUE
-        .get_or_init(|| Queue::start(format, Box::new(std::io::stderr()), QUEUE_BYTES))
+        .get_or_init(|| {
+            let q = Queue::start(format, Box::new(std::io::stderr()), QUEUE_BYTES);
+            q.write_through_until_started();
+            q
+        })
         .clone();
     let installed = tracing_subscriber::registry()
         .with(Lines {
@@ -91,13 +98,12 @@ impl Drop for Guard {
     }
 }
 
-/// Writes every queued line to stderr now, without the writer's usual linger, and
-/// returns once they are written (or after a bounded wait, if stderr is not being
-/// read). For lines that must be out before something else happens: the startup lines
-/// before health first answers 200. Does nothing before [`init`].
-pub fn flush() {
+/// The server is ready. Until now a line went straight to stderr when it could (no
+/// wait for the writer thread to be scheduled); from now on lines are queued. Returns
+/// once every line logged so far is written, like [`flush`].
+pub fn started() {
     if let Some(q) = QUEUE.get() {
-        q.flush(FLUSH_TIMEOUT);
+        q.started(FLUSH_TIMEOUT);
     }
 }
 

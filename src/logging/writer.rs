@@ -45,6 +45,10 @@ pub(super) struct Pending {
     busy: bool,
     /// No writer thread could be started: lines are written by whoever logs.
     direct: bool,
+    /// Until the server is ready, a line is written by whoever logs it when stderr takes
+    /// it at once: the startup lines are out before health answers 200 without waiting
+    /// for the writer thread to be scheduled (milliseconds on a busy machine).
+    eager: bool,
     /// Someone waits in `flush`: the writer skips its linger.
     urgent: bool,
 }
@@ -74,11 +78,29 @@ impl Queue {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starting up: lines go straight to stderr while it takes them at once (see
+    /// [`Pending::eager`]), until [`Queue::started`].
+    pub(super) fn write_through_until_started(&self) {
+        self.lock().eager = true;
+    }
+
+    /// The server is ready: lines are queued from now on, and whatever could not be
+    /// written at once is written before this returns (or after `timeout`).
+    pub(super) fn started(&self, timeout: Duration) {
+        self.lock().eager = false;
+        self.flush(timeout);
+    }
+
     /// Queues one rendered line; never blocks on the output.
     pub(super) fn push(&self, line: Vec<u8>) {
         let mut p = self.lock();
         if p.direct {
             drop(p);
+            let _ = std::io::stderr().write_all(&line);
+            return;
+        }
+        // Nothing queued ahead of it, so writing it here keeps the order.
+        if p.eager && p.lines.is_empty() && !p.busy && stderr_takes_now(line.len()) {
             let _ = std::io::stderr().write_all(&line);
             return;
         }
@@ -205,6 +227,23 @@ impl Queue {
         }
         line
     }
+}
+
+/// Whether one write of `len` bytes to stderr completes without blocking: a pipe with
+/// room takes up to `PIPE_BUF` (4096) bytes whole; files and terminals always take it.
+fn stderr_takes_now(len: usize) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd as _;
+    const PIPE_BUF: usize = 4096;
+    if len > PIPE_BUF {
+        return false;
+    }
+    let stderr = std::io::stderr();
+    let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0].revents().is_some_and(|r| {
+            r.contains(PollFlags::POLLOUT) && !r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+        })
 }
 
 /// `write_all` that waits out a non-blocking descriptor instead of failing.

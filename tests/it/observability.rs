@@ -917,3 +917,78 @@ fn tail(s: &str) -> &str {
     }
     &s[at..]
 }
+
+/// While starting, the watchdog writes its log lines itself when stderr takes them at
+/// once. A stderr that is already full (a pipe nobody has read yet) must not hold the
+/// start: health answers, and every startup line follows, in order, once it is read.
+#[test]
+fn a_full_stderr_at_startup_holds_nothing_and_loses_no_line() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::io::{ErrorKind, Write};
+    use std::os::fd::AsRawFd;
+
+    let (reader, mut writer) = std::io::pipe().expect("pipe");
+    // Filled without blocking, then handed over blocking, as a pipe normally is.
+    let flags =
+        OFlag::from_bits_truncate(fcntl(writer.as_raw_fd(), FcntlArg::F_GETFL).expect("getfl"));
+    fcntl(
+        writer.as_raw_fd(),
+        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+    )
+    .expect("setfl");
+    let mut filled = 0;
+    loop {
+        match writer.write(&[b'.'; 4096]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the pipe: {e}"),
+        }
+    }
+    fcntl(writer.as_raw_fd(), FcntlArg::F_SETFL(flags)).expect("setfl");
+
+    let tmp = TempDir::new();
+    let port = util::child_port();
+    let mut child = Command::new(util::BIN)
+        .env_remove("mode")
+        .env("TMPDIR", tmp.path())
+        .env("fprocess", "cat")
+        .env("port", port.to_string())
+        .env("metrics_port", "off")
+        .env("bind_address", "127.0.0.1")
+        .env("healthcheck_interval", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(writer))
+        .spawn()
+        .expect("spawn");
+    let healthy = eventually(util::PATIENCE, || {
+        util::try_request(port, "GET", "/_/health", &[], b"").is_ok_and(|r| r.status == 200)
+    });
+    let mut err = BufReader::new(reader);
+    let mut dots = vec![0u8; filled];
+    err.read_exact(&mut dots).expect("the filling");
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.contains("Listening on port: "))
+    {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        lines.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy, "health never answered 200 with stderr full");
+    let order = ["fwatchdog version: ", "Config: ", "Listening on port: "];
+    let mut at = 0;
+    for want in order {
+        let found = lines[at..].iter().position(|l| l.contains(want));
+        assert!(
+            found.is_some(),
+            "{want:?} missing or out of order: {lines:?}"
+        );
+        at += found.unwrap_or(0) + 1;
+    }
+}
