@@ -141,7 +141,8 @@ impl Queue {
     /// The writer thread: takes everything queued at once and writes it in large writes.
     fn run(&self, mut out: Sink) {
         let mut batch: VecDeque<Vec<u8>> = VecDeque::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        // Taken on first use: a watchdog that has logged nothing since startup holds none.
+        let mut buf: Vec<u8> = Vec::new();
         loop {
             let dropped = {
                 let mut p = self.lock();
@@ -155,6 +156,7 @@ impl Queue {
                 p.bytes = 0;
                 std::mem::take(&mut p.dropped)
             };
+            buf.reserve(WRITE_CHUNK);
             if dropped > 0 {
                 buf.extend_from_slice(&self.dropped_notice(dropped));
             }
