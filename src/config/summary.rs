@@ -127,18 +127,17 @@ impl Logs {
 }
 
 impl ForkIo {
+    /// Shown only where they apply: every one of them shapes a forked handler's I/O.
     fn summary(&self, mode: Mode, out: &mut String) {
-        let _ = write!(
-            out,
-            " content_type={} write_debug={}",
-            self.content_type.as_deref().unwrap_or("(request's)"),
-            self.write_debug,
-        );
         if mode.is_fork() {
             let _ = write!(
                 out,
-                " cgi_headers={} combine_output={} marshal_request={}",
-                self.cgi_headers, self.combine_output, self.marshal_request
+                " content_type={} write_debug={} cgi_headers={} combine_output={} marshal_request={}",
+                self.content_type.as_deref().unwrap_or("(request's)"),
+                self.write_debug,
+                self.cgi_headers,
+                self.combine_output,
+                self.marshal_request
             );
         }
         if self.cgi {

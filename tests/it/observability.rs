@@ -434,6 +434,24 @@ fn startup_lines_list_the_effective_configuration() {
     ] {
         assert!(config.contains(want), "{want:?} missing from {config}");
     }
+    assert!(
+        config.contains(" content_type=") && config.contains(" write_debug=false "),
+        "{config}"
+    );
+    // Settings that shape a forked handler's I/O are not listed where nothing forks.
+    let files = TempDir::new();
+    let s = watchdog()
+        .mode("static")
+        .env("static_path", files.path().display().to_string())
+        .start();
+    let static_log = s.log();
+    let static_config = lines(&static_log)
+        .into_iter()
+        .find(|l| l.contains(" Config: "))
+        .expect("config line");
+    for gone in [" content_type=", " write_debug=", " cgi_headers="] {
+        assert!(!static_config.contains(gone), "{gone:?} in {static_config}");
+    }
     // `Listening on port` comes last: it means ready.
     let last = lines(&log)
         .into_iter()
