@@ -102,6 +102,9 @@ RUN mkdir -p src tests/it \
  && touch src/main.rs src/lib.rs tests/it/main.rs \
  && cargo fetch --locked
 COPY src ./src
+# The x86-64 code layout (build.rs links it with rust-lld and the list in link/).
+COPY build.rs ./
+COPY link ./link
 RUN target="$(cat /rust-target)" \
  && cargo build --release --locked --target "$target" \
  && cp "target/$target/release/fwatchdog" /fwatchdog
