@@ -219,18 +219,8 @@ fn request_message(line: &RequestLine<'_>) -> String {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(m: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    m.extend(digits[at..].iter().map(|d| char::from(*d)));
+fn push_decimal(m: &mut String, n: u64) {
+    m.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Appends seconds with four decimals, exactly as `{:.4}` prints `as_secs_f64()`,
@@ -250,10 +240,8 @@ fn push_secs4(m: &mut String, took: Duration) {
     }
     push_decimal(m, (tenths_of_ms / 10_000) as u64);
     m.push('.');
-    let frac = (tenths_of_ms % 10_000) as u32;
-    for div in [1000, 100, 10, 1] {
-        m.push(char::from(b'0' + (frac / div % 10) as u8));
-    }
+    // 10_000 + the fraction: five digits, the first dropped, so its zeros stay.
+    m.push_str(&itoa::Buffer::new().format(10_000 + tenths_of_ms % 10_000)[1..]);
 }
 
 /// go-units' `HumanSize` (`HumanSizeWithPrecision(size, 4)`): divide by 1000 while the

@@ -111,32 +111,38 @@ pub fn malformed_cgi(
 /// `X-Duration-Seconds`: seconds since `started`, 6 decimals (integer formatting: no
 /// float rounding work on every response).
 pub fn duration_header(started: Instant) -> HeaderValue {
-    let micros = started.elapsed().as_micros();
-    // Written from the end: six fraction digits, the point, then the whole seconds.
+    seconds6(started.elapsed().as_micros())
+}
+
+/// `micros` as seconds with six decimals.
+fn seconds6(micros: u128) -> HeaderValue {
+    let (mut whole, mut frac) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let whole = whole.format(micros / 1_000_000).as_bytes();
+    // 1_000_000 + the fraction: seven digits, the first dropped, so its zeros stay.
+    let frac = &frac.format(1_000_000 + micros % 1_000_000).as_bytes()[1..];
     let mut buf = [0u8; 48];
-    let mut at = buf.len();
-    let (mut whole, mut frac) = (micros / 1_000_000, micros % 1_000_000);
-    for _ in 0..6 {
-        at -= 1;
-        buf[at] = b'0' + (frac % 10) as u8;
-        frac /= 10;
-    }
-    at -= 1;
-    buf[at] = b'.';
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (whole % 10) as u8;
-        whole /= 10;
-        if whole == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_bytes(&buf[at..]).unwrap_or(HeaderValue::from_static("0"))
+    let n = whole.len();
+    buf[..n].copy_from_slice(whole);
+    buf[n] = b'.';
+    buf[n + 1..n + 7].copy_from_slice(frac);
+    HeaderValue::from_bytes(&buf[..n + 7]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duration_seconds_keep_six_decimals_with_their_zeros() {
+        for (micros, want) in [
+            (0, "0.000000"),
+            (123, "0.000123"),
+            (1_500_000, "1.500000"),
+            (61_000_007, "61.000007"),
+        ] {
+            assert_eq!(seconds6(micros).to_str().ok(), Some(want));
+        }
+    }
 
     #[test]
     fn every_failure_says_how_long_it_took() {
