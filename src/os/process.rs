@@ -731,8 +731,25 @@ where
     Ok(Envp { base, added })
 }
 
+/// The signals `posix_spawn` sets to SIG_DFL in the child, as a mask of signals 1..=64:
+/// those that could otherwise reach the handler ignored (an ignored signal survives
+/// `exec`; a caught one does not, and the C library resets every caught one in the child
+/// anyway). SIGPIPE is the one signal we ignore ourselves ([`crate::os::signal`] resets
+/// every inherited disposition at startup), and 32-34 are the C libraries' own, which
+/// their `posix_spawn` leaves ignored unless asked. Naming only these spares the child
+/// one `rt_sigaction` per other signal (about 60) while the parent waits on its `exec`.
+const SIGDEFAULT: u64 = {
+    let mut mask = 1 << (libc::SIGPIPE - 1);
+    let mut sig = 32;
+    while sig <= 34 {
+        mask |= 1 << (sig - 1);
+        sig += 1;
+    }
+    mask
+};
+
 /// `posix_spawn` with fds 0-2 from `stdio`, a new process group, an empty signal mask and
-/// every signal reset to its default. Unlike `std::process::Command`, this also resets
+/// no signal ignored ([`SIGDEFAULT`]). Unlike `std::process::Command`, this also resets
 /// the signals glibc keeps for itself (32, 33): its `posix_spawn` otherwise leaves them
 /// ignored in the child, and an ignored signal survives `exec`. It is also the cheapest
 /// way to start a process: glibc and musl both use `CLONE_VM | CLONE_VFORK`.
@@ -775,16 +792,14 @@ fn posix_spawn(
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
-            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut reset: libc::sigset_t = std::mem::zeroed();
             let words = std::slice::from_raw_parts_mut(
-                (&mut all as *mut libc::sigset_t).cast::<u8>(),
-                std::mem::size_of::<libc::sigset_t>(),
+                (&mut reset as *mut libc::sigset_t).cast::<u64>(),
+                std::mem::size_of::<libc::sigset_t>() / 8,
             );
-            // Signals 1..=64 are bits 0..=63 of the set on Linux.
-            for b in words.iter_mut().take(8) {
-                *b = 0xff;
-            }
-            check(libc::posix_spawnattr_setsigdefault(&mut attr, &all))?;
+            // Signals 1..=64 are bits 0..=63 of the set's first word on Linux.
+            words[0] = SIGDEFAULT;
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &reset))?;
             check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
             let flags = libc::POSIX_SPAWN_SETPGROUP
                 | libc::POSIX_SPAWN_SETSIGMASK
