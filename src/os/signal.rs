@@ -6,23 +6,37 @@
 //! ourselves; the standard library resets it in each child). Stray inherited descriptors
 //! are marked close-on-exec so handlers see exactly fds 0, 1 and 2.
 
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::libc;
+use nix::sys::signal::{SigSet, SigmaskHow};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Restores default signal dispositions and an empty signal mask. Call before any thread
 /// starts.
+///
+/// `exec` already put every caught signal back to SIG_DFL: what can arrive here is an
+/// ignored one. The kernel lists those in `/proc/self/status` (`SigIgn`), so only they
+/// are reset, a few system calls instead of one per signal; without `/proc` every signal
+/// is. SIGPIPE stays ignored for ourselves (the standard library ignores it before
+/// `main`; handlers get it back, see [`crate::os::process`]).
 pub fn reset_inherited() {
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
-            continue;
+    let ignored = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| sig_ign(&status))
+        .unwrap_or(u64::MAX);
+    for sig in 1..=64 {
+        let keep = [libc::SIGKILL, libc::SIGSTOP, libc::SIGPIPE].contains(&sig);
+        if ignored & (1 << (sig - 1)) != 0 && !keep {
+            set_default(sig);
         }
-        // SAFETY: installing SIG_DFL runs no handler code; no other thread exists yet.
-        let _ = unsafe { sigaction(sig, &dfl) };
     }
-    unignore_realtime();
     let _ =
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// The `SigIgn` mask of a `/proc/<pid>/status` text: bit N-1 for signal N.
+fn sig_ign(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// The kernel's `struct sigaction` as `rt_sigaction` takes it. x86-64 and aarch64 share
@@ -32,7 +46,7 @@ pub fn reset_inherited() {
 #[repr(C)]
 struct KernelSigaction {
     handler: usize,
-    flags: nix::libc::c_ulong,
+    flags: libc::c_ulong,
     restorer: usize,
     mask: u64,
 }
@@ -40,47 +54,25 @@ struct KernelSigaction {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("os::signal: add this architecture's kernel `struct sigaction` layout");
 
-/// Real-time signals (32-64) ignored by whoever started us would be ignored in every
-/// handler too. glibc's `sigaction` refuses 32 and 33 (its own), so this asks the
-/// kernel directly, and only turns an inherited SIG_IGN back into SIG_DFL.
-fn unignore_realtime() {
-    const SIG_IGN: usize = 1;
-    for sig in 32..=64 {
-        let mut old = KernelSigaction {
-            handler: 0,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        // SAFETY: rt_sigaction with a null new action only writes the old one into `old`.
-        let rc = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_rt_sigaction,
-                sig,
-                std::ptr::null::<KernelSigaction>(),
-                &mut old,
-                8,
-            )
-        };
-        if rc != 0 || old.handler != SIG_IGN {
-            continue;
-        }
-        let dfl = KernelSigaction {
-            handler: 0,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        // SAFETY: installs SIG_DFL (no handler code, no restorer needed).
-        unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_rt_sigaction,
-                sig,
-                &dfl,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8,
-            );
-        }
+/// Puts `sig` back to SIG_DFL by asking the kernel directly: glibc's `sigaction` refuses
+/// 32 and 33 (its own), and SIG_DFL needs no handler or restorer from the C library.
+fn set_default(sig: libc::c_int) {
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: installs SIG_DFL, which runs no code of ours; `dfl` outlives the call and
+    // the old action is not asked for. A signal the kernel refuses is left as it is.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &dfl,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8,
+        );
     }
 }
 
@@ -184,5 +176,20 @@ impl Stop {
             _ = self.hup.recv() => "SIGHUP",
             _ = self.quit.recv() => "SIGQUIT",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sig_ign;
+
+    #[test]
+    fn sig_ign_reads_the_kernels_mask() {
+        let status = "Name:\tfwatchdog\nSigBlk:\t0000000000000000\n\
+                      SigIgn:\t0000000000001006\nSigCgt:\t0000000000000000\n";
+        // SIGINT (2), SIGQUIT (3) and SIGPIPE (13)
+        assert_eq!(sig_ign(status), Some(0x1006));
+        assert_eq!(sig_ign("Name:\tx\n"), None);
+        assert_eq!(sig_ign("SigIgn:\tnot hex\n"), None);
     }
 }
