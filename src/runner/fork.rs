@@ -27,7 +27,7 @@ use super::budget::{Budget, Output, OverCap};
 use super::cgi;
 use super::env::{handler_env, EnvOptions};
 use super::failure::{duration_header, malformed_cgi, X_DURATION};
-use super::pipe::{body_to_stdin, chunks_to_stdin, BodyEnd, LogSink};
+use super::pipe::{feed_stdin, BodyEnd, LogSink};
 use super::sniff;
 use super::{content_length, Ctx, Deadline, Failure};
 use crate::body::{self, Abort, Body, BoxError};
@@ -68,11 +68,6 @@ impl<T> Drop for AbortOnDrop<T> {
 /// non-blocking, so the checks (three syscalls per pipe) are skipped.
 fn reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd_unchecked(fd)
-}
-
-/// The handler's stdin, as [`reader`].
-fn writer(fd: OwnedFd) -> std::io::Result<pipe::Sender> {
-    pipe::Sender::from_owned_fd_unchecked(fd)
 }
 
 impl Fork {
@@ -209,7 +204,7 @@ impl Fork {
         let te_trailers = wants_trailers(&parts.headers);
         let started = ctx.budget.started;
         let deadline = ctx.budget.run();
-        let run = match self.start_streaming(&parts, body, ctx, deadline) {
+        let run = match self.start_streaming(&parts, body, ctx, deadline).await {
             Ok(run) => run,
             Err(f) => return f.answer(started),
         };
@@ -255,7 +250,7 @@ impl Fork {
 
     /// Starts a streaming run: the handler, its stderr log, and the copy of the request
     /// body to its stdin.
-    fn start_streaming(
+    async fn start_streaming(
         &self,
         parts: &http::request::Parts,
         body: Body,
@@ -272,7 +267,9 @@ impl Fork {
         )?;
         let stderr_done = self.stderr_logger(child.stderr.take(), ctx);
         let (mut run, stdin) = Run::new(child, stderr_done, self.stdout_log(ctx), ctx)?;
-        run.pump = Some(tokio::spawn(body_to_stdin(ctx.budget.stream(body), stdin)));
+        run.pump = feed_stdin(ctx.budget.stream(body), stdin)
+            .await
+            .map_err(|_| Failure::Start("cannot set up the handler's pipes".into()))?;
         Ok(run)
     }
 
@@ -350,7 +347,10 @@ impl Fork {
             Err(f) => return f.answer(started),
         };
         let deadline = ctx.budget.run();
-        let (run, _writer) = match self.start_buffered(&parts, input, total, deadline, ctx) {
+        let (run, _writer) = match self
+            .start_buffered(&parts, input, total, deadline, ctx)
+            .await
+        {
             Ok(started_run) => started_run,
             Err(f) => return f.answer(started),
         };
@@ -391,14 +391,14 @@ impl Fork {
 
     /// Starts a buffered run: the handler, its stderr log, and the copy of `input` to its
     /// stdin (a task aborted when the returned guard is dropped).
-    fn start_buffered(
+    async fn start_buffered(
         &self,
         parts: &http::request::Parts,
         input: Vec<Bytes>,
         total: u64,
         deadline: Deadline,
         ctx: &Ctx,
-    ) -> Result<(Run, AbortOnDrop<()>), Failure> {
+    ) -> Result<(Run, Option<AbortOnDrop<BodyEnd>>), Failure> {
         let stderr_mode = if self.cfg.fork_io.combine_output {
             Stderr::Stdout
         } else {
@@ -415,8 +415,13 @@ impl Fork {
         )?;
         let _stderr_done = self.stderr_logger(child.stderr.take(), ctx);
         let (run, stdin) = Run::new(child, None, self.stdout_log(ctx), ctx)?;
-        let writer = AbortOnDrop(tokio::spawn(chunks_to_stdin(input, stdin)));
-        Ok((run, writer))
+        let writer = feed_stdin(
+            http_body_util::BodyExt::boxed_unsync(body::Chunks::new(input)),
+            stdin,
+        )
+        .await
+        .map_err(|_| Failure::Start("cannot set up the handler's pipes".into()))?;
+        Ok((run, writer.map(AbortOnDrop)))
     }
 
     /// Collects the run's output until EOF and its exit status, within `deadline` and
@@ -626,12 +631,9 @@ impl Run {
         stderr_done: Option<oneshot::Sender<()>>,
         stdout_log: Option<LogSink>,
         ctx: &Ctx,
-    ) -> Result<(Run, pipe::Sender), Failure> {
-        let (stdin, stdout) = match (
-            child.stdin.take().map(writer),
-            child.stdout.take().map(reader),
-        ) {
-            (Some(Ok(i)), Some(Ok(o))) => (i, o),
+    ) -> Result<(Run, OwnedFd), Failure> {
+        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take().map(reader)) {
+            (Some(i), Some(Ok(o))) => (i, o),
             _ => return Err(Failure::Start("cannot set up the handler's pipes".into())),
         };
         let run = Run {
