@@ -412,4 +412,52 @@ mod tests {
             "read {sent} bytes nobody wanted"
         );
     }
+
+    /// A handler's stdin pipe as `feed_stdin` gets it: our end non-blocking.
+    fn stdin_pipe() -> (tokio::net::unix::pipe::Receiver, OwnedFd) {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .expect("pipe2");
+        let r = tokio::net::unix::pipe::Receiver::from_owned_fd(r).expect("receiver");
+        (r, w)
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_is_written_at_once_and_a_larger_one_by_the_task() {
+        // None, or one small frame: written here, stdin closed, no task.
+        for body in [crate::body::empty(), crate::body::full(&b"hello\n"[..])] {
+            let want = body.size_hint().exact().expect("exact");
+            let (mut r, w) = stdin_pipe();
+            assert!(feed_stdin(body, w).await.expect("feed").is_none());
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.expect("read");
+            assert_eq!(got.len() as u64, want);
+        }
+        // Whole but larger than the pipe holds: what fits now, the rest by the task.
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut r, w) = stdin_pipe();
+        let task = feed_stdin(crate::body::full(data.clone()), w)
+            .await
+            .expect("feed")
+            .expect("a task for the rest");
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.expect("read");
+        assert!(got == data, "{} bytes back of {}", got.len(), data.len());
+        assert!(matches!(task.await.expect("task"), BodyEnd::Done(_)));
+        // Still arriving: all of it goes to the task.
+        let (tx, chan) = crate::body::Channel::new(1);
+        let (mut r, w) = stdin_pipe();
+        let task = feed_stdin(chan.boxed_unsync(), w)
+            .await
+            .expect("feed")
+            .expect("task");
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"late"))))
+            .await
+            .expect("send");
+        drop(tx);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"late");
+        assert_eq!(task.await.expect("task"), BodyEnd::Done(4));
+    }
 }
