@@ -442,14 +442,21 @@ where
             ),
         ));
     }
-    let matches = command().try_get_matches_from(args)?;
-    if matches.get_flag("version") {
+    // No flags at all, as in most images (settings come from the environment): the
+    // parser, a third of the instructions of a start, has nothing to say.
+    let matches = match args.len() {
+        0 | 1 => None,
+        _ => Some(command().try_get_matches_from(args)?),
+    };
+    let flag = |id: &str| matches.as_ref().is_some_and(|m| m.get_flag(id));
+    if flag("version") {
         return Ok(Action::Version);
     }
     let mut raw = Raw::default();
     for s in SETTINGS {
         let from_flag: Option<Vec<String>> = matches
-            .get_many::<String>(s.id)
+            .as_ref()
+            .and_then(|m| m.get_many::<String>(s.id))
             .map(|vals| vals.cloned().collect());
         let value = match from_flag {
             Some(values) => Some(RawValue {
@@ -483,7 +490,7 @@ where
             raw.ignored.push((name, advice));
         }
     }
-    if matches.get_flag("run_healthcheck") {
+    if flag("run_healthcheck") {
         Ok(Action::RunHealthcheck(raw))
     } else {
         Ok(Action::Run(raw))
@@ -494,6 +501,23 @@ where
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// `parse` skips the parser when there are no arguments: that is only right while
+    /// the parser, given none, sets no flag and no value (no `default_value` on an arg).
+    #[test]
+    fn no_arguments_is_what_the_parser_makes_of_none() {
+        let m = command()
+            .try_get_matches_from(["fwatchdog"])
+            .expect("no arguments parse");
+        assert!(!m.get_flag("version") && !m.get_flag("run_healthcheck"));
+        for s in SETTINGS {
+            assert!(m.get_many::<String>(s.id).is_none(), "{} has a value", s.id);
+        }
+        let raw = run(&[], &[("port", "9000")]);
+        let port = raw.get("port").expect("port from the environment");
+        assert_eq!(port.values, ["9000"]);
+        assert!(matches!(port.source, Source::Env("port")));
+    }
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Raw {
         let env: HashMap<String, String> = env
