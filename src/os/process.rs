@@ -738,15 +738,7 @@ where
 /// every inherited disposition at startup), and 32-34 are the C libraries' own, which
 /// their `posix_spawn` leaves ignored unless asked. Naming only these spares the child
 /// one `rt_sigaction` per other signal (about 60) while the parent waits on its `exec`.
-const SIGDEFAULT: u64 = {
-    let mut mask = 1 << (libc::SIGPIPE - 1);
-    let mut sig = 32;
-    while sig <= 34 {
-        mask |= 1 << (sig - 1);
-        sig += 1;
-    }
-    mask
-};
+const SIGDEFAULT: u64 = 1 << (libc::SIGPIPE - 1) | 0b111 << (32 - 1);
 
 /// `posix_spawn` with fds 0-2 from `stdio`, a new process group, an empty signal mask and
 /// no signal ignored ([`SIGDEFAULT`]). Unlike `std::process::Command`, this also resets

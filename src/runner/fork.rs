@@ -70,6 +70,10 @@ fn reader(fd: OwnedFd) -> std::io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
+fn pipes_failed() -> Failure {
+    Failure::Start("cannot set up the handler's pipes".into())
+}
+
 impl Fork {
     pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Fork {
         let port = cfg.listen.port;
@@ -269,7 +273,7 @@ impl Fork {
         let (mut run, stdin) = Run::new(child, stderr_done, self.stdout_log(ctx), ctx)?;
         run.pump = feed_stdin(ctx.budget.stream(body), stdin)
             .await
-            .map_err(|_| Failure::Start("cannot set up the handler's pipes".into()))?;
+            .map_err(|_| pipes_failed())?;
         Ok(run)
     }
 
@@ -420,7 +424,7 @@ impl Fork {
             stdin,
         )
         .await
-        .map_err(|_| Failure::Start("cannot set up the handler's pipes".into()))?;
+        .map_err(|_| pipes_failed())?;
         Ok((run, writer.map(AbortOnDrop)))
     }
 
@@ -634,7 +638,7 @@ impl Run {
     ) -> Result<(Run, OwnedFd), Failure> {
         let (stdin, stdout) = match (child.stdin.take(), child.stdout.take().map(reader)) {
             (Some(i), Some(Ok(o))) => (i, o),
-            _ => return Err(Failure::Start("cannot set up the handler's pipes".into())),
+            _ => return Err(pipes_failed()),
         };
         let run = Run {
             child,

@@ -91,15 +91,13 @@ pub async fn feed_stdin(mut body: Body, stdin: OwnedFd) -> io::Result<Option<Joi
             Poll::Pending => return spawn_copy(None, body, stdin).map(Some),
         }
     };
-    let Some(mut data) = first else {
-        if http_body::Body::is_end_stream(&body) {
-            return Ok(None); // no body: dropping `stdin` closes it
+    let mut data = match first {
+        _ if !http_body::Body::is_end_stream(&body) => {
+            return spawn_copy(first, body, stdin).map(Some)
         }
-        return spawn_copy(None, body, stdin).map(Some);
+        None => return Ok(None), // no body: dropping `stdin` closes it
+        Some(data) => data,
     };
-    if !http_body::Body::is_end_stream(&body) {
-        return spawn_copy(Some(data), body, stdin).map(Some);
-    }
     let written = loop {
         match nix::unistd::write(&stdin, &data) {
             Ok(n) => break n,
