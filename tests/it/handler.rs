@@ -113,7 +113,7 @@ fn handler_gets_exactly_fds_0_1_2_even_when_we_inherited_more() {
 fn handler_signal_mask_and_dispositions_are_clean() {
     let wrapper = "import os, signal, sys\n\
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGTERM, signal.SIGCHLD])\n\
-        for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2):\n    signal.signal(s, signal.SIG_IGN)\n\
+        for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2, signal.SIGRTMIN + 1):\n    signal.signal(s, signal.SIG_IGN)\n\
         os.execv(sys.argv[1], sys.argv[1:])\n";
     let w = watchdog()
         .wrap(&["python3", "-c", wrapper])
